@@ -1,0 +1,24 @@
+"""albert_jax: ALBERT (A Lite BERT) in JAX/Flax."""
+
+from albert_jax.config import AlbertConfig
+from albert_jax.heads import (
+    AlbertForMaskedLM,
+    AlbertForMultipleChoice,
+    AlbertForPreTraining,
+    AlbertForQuestionAnswering,
+    AlbertForSequenceClassification,
+    AlbertForTokenClassification,
+)
+from albert_jax.model import AlbertModel, AlbertModelOutput
+
+__all__ = [
+    "AlbertConfig",
+    "AlbertModel",
+    "AlbertModelOutput",
+    "AlbertForPreTraining",
+    "AlbertForMaskedLM",
+    "AlbertForSequenceClassification",
+    "AlbertForTokenClassification",
+    "AlbertForQuestionAnswering",
+    "AlbertForMultipleChoice",
+]

@@ -1,0 +1,196 @@
+"""Optimizers for ALBERT pre-training and fine-tuning (optax).
+
+- `warmup_linear_decay`: linear warm-up from 0 to the peak rate, then linear decay to `end_lr`.
+- `decay_mask`: which parameters get weight decay (and, for LAMB, the layer-wise trust ratio):
+  everything except biases and LayerNorm parameters.
+- `adamw` and `lamb`: global-norm gradient clipping followed by the optimizer, with Google
+  ALBERT's defaults (weight decay 0.01, b1 0.9, b2 0.999, eps 1e-6, clip norm 1.0).
+- `make_optimizer`: either of them by name. `accumulate`: gradient accumulation over k
+  micro-batches with `optax.MultiSteps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# A parameter is excluded from weight decay / trust ratio if its leaf name is one of these, or
+# any enclosing module name contains one of the substrings below (Google's "LayerNorm",
+# "layer_norm"; flax's LayerNorm keeps `scale` and `bias` under the module's name).
+_EXCLUDED_LEAF_NAMES = ("bias",)
+_EXCLUDED_MODULE_SUBSTRINGS = ("LayerNorm", "layer_norm")
+
+MaskOrFn = Any  # a pytree of bools, a callable params -> such a pytree, or None
+
+
+def warmup_linear_decay(
+  peak_lr: float, total_steps: int, warmup_steps: int, end_lr: float = 0.0
+) -> optax.Schedule:
+  """Learning-rate schedule: 0 -> `peak_lr` linearly over `warmup_steps`, then linearly down to
+  `end_lr` at `total_steps`, and `end_lr` after that.
+
+  lr(t) = peak_lr * t / warmup_steps                                          for t < warmup
+  lr(t) = peak_lr + (end_lr - peak_lr) * (t - warmup) / (total - warmup)      for t >= warmup
+  With `warmup_steps == 0` the schedule starts at the peak; with `warmup_steps == total_steps`
+  it reaches `end_lr` right at the end of the warm-up.
+  """
+  if peak_lr < 0:
+    raise ValueError(f"peak_lr must be >= 0, got {peak_lr}")
+  if end_lr < 0:
+    raise ValueError(f"end_lr must be >= 0, got {end_lr}")
+  if total_steps <= 0:
+    raise ValueError(f"total_steps must be > 0, got {total_steps}")
+  if warmup_steps < 0:
+    raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+  if warmup_steps > total_steps:
+    raise ValueError(
+      f"warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps})"
+    )
+  decay_steps = total_steps - warmup_steps
+
+  def schedule(step: jax.typing.ArrayLike) -> jax.Array:
+    t = jnp.asarray(step, dtype=jnp.float32)
+    warm = peak_lr * t / max(warmup_steps, 1)
+    frac = jnp.clip((t - warmup_steps) / max(decay_steps, 1), 0.0, 1.0)
+    if decay_steps == 0:
+      frac = jnp.ones_like(frac)
+    decay = peak_lr + (end_lr - peak_lr) * frac
+    return jnp.where(t < warmup_steps, warm, decay)
+
+  return schedule
+
+
+def _key_name(entry: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _decays(path: tuple[Any, ...]) -> bool:
+  names = [_key_name(e) for e in path]
+  if names and names[-1] in _EXCLUDED_LEAF_NAMES:
+    return False
+  return not any(sub in name for name in names for sub in _EXCLUDED_MODULE_SUBSTRINGS)
+
+
+def decay_mask(params: Any) -> Any:
+  """A pytree like `params` of Python bools: False for biases and LayerNorm parameters.
+
+  A leaf is False when its own name is `bias`, or when any key on its path contains
+  `LayerNorm` or `layer_norm` (so a flax LayerNorm's `scale` and `bias`); True otherwise.
+  Works on nested dicts, flax `FrozenDict` and any pytree with named keys; the container
+  types are kept, so the result can be used as an optax mask.
+  """
+  return jax.tree_util.tree_map_with_path(lambda path, _: _decays(path), params)
+
+
+def _check_hparams(weight_decay: float, b1: float, b2: float, eps: float, clip_norm: Any) -> None:
+  if weight_decay < 0:
+    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+  for name, b in (("b1", b1), ("b2", b2)):
+    if not 0.0 <= b < 1.0:
+      raise ValueError(f"{name} must be in [0, 1), got {b}")
+  if eps < 0:
+    raise ValueError(f"eps must be >= 0, got {eps}")
+  if clip_norm is not None and clip_norm <= 0:
+    raise ValueError(f"clip_norm must be > 0 (or None for no clipping), got {clip_norm}")
+
+
+def _with_clipping(
+  clip_norm: float | None, tx: optax.GradientTransformation
+) -> optax.GradientTransformation:
+  if clip_norm is None:
+    return tx
+  return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+
+
+def adamw(
+  learning_rate: optax.ScalarOrSchedule,
+  weight_decay: float = 0.01,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-6,
+  clip_norm: float | None = 1.0,
+  mask: MaskOrFn = decay_mask,
+) -> optax.GradientTransformation:
+  """Global-norm clipping (skipped if `clip_norm` is None), then `optax.adamw`.
+
+  Decoupled weight decay applies only where `mask` is True (default: not to biases and
+  LayerNorm parameters; `mask=None` decays everything).
+  """
+  _check_hparams(weight_decay, b1, b2, eps, clip_norm)
+  tx = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
+  return _with_clipping(clip_norm, tx)
+
+
+def lamb(
+  learning_rate: optax.ScalarOrSchedule,
+  weight_decay: float = 0.01,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-6,
+  clip_norm: float | None = 1.0,
+  mask: MaskOrFn = decay_mask,
+) -> optax.GradientTransformation:
+  """LAMB as in Google's ALBERT: weight decay and the trust ratio only where `mask` is True.
+
+  `optax.lamb`'s `mask` covers only the weight decay and still applies the trust ratio to every
+  parameter, so this is assembled from optax primitives. Per parameter w with gradient g
+  (after global-norm clipping):
+
+    m_hat, v_hat = Adam's bias-corrected moments of g
+    u = m_hat / (sqrt(v_hat) + eps)
+    masked-in (kernels, embeddings):  u += weight_decay * w;  u *= ||w|| / ||u||
+                                      (ratio 1 when either norm is 0)
+    masked-out (biases, LayerNorm):   u unchanged (no decay, no trust ratio)
+    w <- w - learning_rate * u
+
+  Google's TF implementation omits Adam's bias correction; here it is kept (as in the LAMB
+  paper and optax). For masked-in parameters the trust ratio cancels most of the difference.
+  `mask=None` applies decay and trust ratio to every parameter.
+  """
+  _check_hparams(weight_decay, b1, b2, eps, clip_norm)
+  tx = optax.chain(
+    optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+    optax.add_decayed_weights(weight_decay, mask=mask),
+    optax.scale_by_trust_ratio() if mask is None else optax.masked(optax.scale_by_trust_ratio(), mask),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+  return _with_clipping(clip_norm, tx)
+
+
+_OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+  "adamw": adamw,
+  "lamb": lamb,
+}
+
+
+def make_optimizer(
+  name: str, learning_rate: optax.ScalarOrSchedule, **kwargs: Any
+) -> optax.GradientTransformation:
+  """`adamw(learning_rate, **kwargs)` or `lamb(learning_rate, **kwargs)` by (case-insensitive) name."""
+  key = name.strip().lower()
+  if key not in _OPTIMIZERS:
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}")
+  return _OPTIMIZERS[key](learning_rate, **kwargs)
+
+
+def accumulate(
+  optimizer: optax.GradientTransformation, every_k: int
+) -> optax.GradientTransformationExtraArgs:
+  """Gradient accumulation over `every_k` micro-batches (`optax.MultiSteps`).
+
+  Each call to `update` adds the micro-batch gradient to a running mean; the first k-1 calls
+  return all-zero updates, and every k-th call feeds the MEAN of the k gradients to
+  `optimizer` (so clipping, moments and the schedule step once per k micro-batches) and returns
+  its update. With a per-micro-batch mean loss this equals one step on the k-times larger batch.
+  `every_k == 1` is a plain pass-through.
+  """
+  if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+    raise ValueError(f"every_k must be a positive int, got {every_k!r}")
+  return optax.MultiSteps(optimizer, every_k_schedule=every_k).gradient_transformation()
