@@ -14,7 +14,7 @@ import collections
 import re
 import string
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,7 +224,9 @@ def f1_score(prediction: str, ground_truth: str) -> float:
   return 2.0 * precision * recall / (precision + recall)
 
 
-def metric_max_over_ground_truths(metric, prediction: str, ground_truths: Iterable[str]) -> float:
+def metric_max_over_ground_truths(
+  metric: Callable[[str, str], float], prediction: str, ground_truths: Iterable[str]
+) -> float:
   """max(metric(prediction, g) for g in ground_truths)."""
   return max(metric(prediction, g) for g in ground_truths)
 

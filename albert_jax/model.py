@@ -253,6 +253,7 @@ class AlbertTransformer(nn.Module):
         scanned = nn.scan(
             group_cls,
             variable_broadcast="params",  # ONE copy of the group's weights, reused each step
+            variable_axes={"intermediates": 0},  # anything sown is stacked per layer
             split_rngs={"params": False, "dropout": True},  # fresh dropout per layer
             in_axes=(nn.broadcast,),
             length=c.layers_per_group,

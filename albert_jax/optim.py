@@ -47,9 +47,7 @@ def warmup_linear_decay(
   if warmup_steps < 0:
     raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
   if warmup_steps > total_steps:
-    raise ValueError(
-      f"warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps})"
-    )
+    raise ValueError(f"warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps})")
   decay_steps = total_steps - warmup_steps
 
   def schedule(step: jax.typing.ArrayLike) -> jax.Array:
@@ -155,10 +153,13 @@ def lamb(
   `mask=None` applies decay and trust ratio to every parameter.
   """
   _check_hparams(weight_decay, b1, b2, eps, clip_norm)
+  trust_ratio = optax.scale_by_trust_ratio()
+  if mask is not None:
+    trust_ratio = optax.masked(trust_ratio, mask)
   tx = optax.chain(
     optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
     optax.add_decayed_weights(weight_decay, mask=mask),
-    optax.scale_by_trust_ratio() if mask is None else optax.masked(optax.scale_by_trust_ratio(), mask),
+    trust_ratio,
     optax.scale_by_learning_rate(learning_rate),
   )
   return _with_clipping(clip_norm, tx)
@@ -173,7 +174,7 @@ _OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 def make_optimizer(
   name: str, learning_rate: optax.ScalarOrSchedule, **kwargs: Any
 ) -> optax.GradientTransformation:
-  """`adamw(learning_rate, **kwargs)` or `lamb(learning_rate, **kwargs)` by (case-insensitive) name."""
+  """`adamw(learning_rate, **kwargs)` or `lamb(learning_rate, **kwargs)` by name (any case)."""
   key = name.strip().lower()
   if key not in _OPTIMIZERS:
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}")
@@ -189,7 +190,7 @@ def accumulate(
   return all-zero updates, and every k-th call feeds the MEAN of the k gradients to
   `optimizer` (so clipping, moments and the schedule step once per k micro-batches) and returns
   its update. With a per-micro-batch mean loss this equals one step on the k-times larger batch.
-  `every_k == 1` is a plain pass-through.
+  `every_k == 1` behaves like `optimizer` itself.
   """
   if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
     raise ValueError(f"every_k must be a positive int, got {every_k!r}")

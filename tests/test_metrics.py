@@ -125,6 +125,8 @@ def test_glue_metrics_unknown_task():
     ("the.", ""),
     ("  Levi's\tStadium \n", "levis stadium"),
     ("THE end-to-end", "endtoend"),
+    # an article is replaced by a space, which splits tokens the en dash (not ASCII) would join
+    ("rock\u2013the\u2013boat", "rock\u2013 \u2013boat"),
   ],
 )
 def test_normalize_answer(text, expected):
@@ -230,6 +232,24 @@ def test_best_thresh_no_switch_helps():
   assert out["exact"] == 0.0
   assert out["best_exact"] == 100.0 and out["best_exact_thresh"] == 0.0
   assert "HasAns_total" not in out and out["NoAns_total"] == 2
+
+
+def test_best_thresh_wrong_no_answer_costs_one():
+  # "u" unanswerable answered "x" at na 0.2, "h" answerable answered right at na 0.4.
+  # Start 1 (u abstains); switch u -> 0; switch h -> 1, not > 1: best 1/2 at thresh 0.0.
+  qas = [_qa("u", []), _qa("h", ["Paris"])]
+  data = [{"paragraphs": [{"qas": qas}]}]
+  na = {"u": 0.2, "h": 0.4}
+  out = M.squad_evaluate(data, {"u": "x", "h": "paris"}, na_probs=na)
+  assert out["best_exact"] == 50.0 and out["best_exact_thresh"] == 0.0
+  # As the official script, a no-answer question counts as answered when the raw prediction
+  # string is non-empty, even one that normalizes to "" ("The"): the same -1 then +1.
+  out = M.squad_evaluate(data, {"u": "The", "h": "paris"}, na_probs=na)
+  assert out["NoAns_exact"] == 100.0  # raw score: "The" == "" after normalization
+  assert out["best_exact"] == 50.0 and out["best_exact_thresh"] == 0.0
+  # With an empty prediction for u, the switch costs nothing: 1, 1, 2 -> best 100 at 0.4.
+  out = M.squad_evaluate(data, {"u": "", "h": "paris"}, na_probs=na)
+  assert out["best_exact"] == 100.0 and out["best_exact_thresh"] == pytest.approx(0.4)
 
 
 def test_squad_missing_answerable_prediction_scores_zero():

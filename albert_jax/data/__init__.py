@@ -1,0 +1,41 @@
+"""Data for ALBERT: pretraining examples (`albert_jax.data.pretraining`) and task readers."""
+
+from albert_jax.data.pretraining import (
+  FEATURE_NAMES,
+  GenerationStats,
+  MaskedSpan,
+  MaskedTokens,
+  PretrainingDataConfig,
+  PretrainingDataError,
+  PretrainingInstance,
+  TfdsSource,
+  create_instances_from_document,
+  create_pretraining_data,
+  load_manifest,
+  mask_tokens,
+  ngram_probabilities,
+  pretraining_tf_dataset,
+  read_pretraining_dataset,
+  sample_masked_spans,
+  word_spans,
+)
+
+__all__ = [
+  "FEATURE_NAMES",
+  "GenerationStats",
+  "MaskedSpan",
+  "MaskedTokens",
+  "PretrainingDataConfig",
+  "PretrainingDataError",
+  "PretrainingInstance",
+  "TfdsSource",
+  "create_instances_from_document",
+  "create_pretraining_data",
+  "load_manifest",
+  "mask_tokens",
+  "ngram_probabilities",
+  "pretraining_tf_dataset",
+  "read_pretraining_dataset",
+  "sample_masked_spans",
+  "word_spans",
+]
