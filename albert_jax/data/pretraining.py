@@ -71,7 +71,11 @@ WORD_START = "\u2581"  # "▁": SentencePiece's mark for a piece that begins a w
 CLS_PIECE = "[CLS]"
 SEP_PIECE = "[SEP]"
 PAD_PIECE = "<pad>"
+MASK_PIECE = "[MASK]"
 NEVER_MASKED_PIECES = frozenset({CLS_PIECE, SEP_PIECE, PAD_PIECE})
+# Control tokens written literally in the corpus ("[SEP]") are dropped from its text: the
+# tokenizer matches them as special tokens, and inside a segment they would fake its structure.
+CONTROL_PIECES = NEVER_MASKED_PIECES | {MASK_PIECE}
 # ids 0-4 of the 30k-clean vocabulary are <pad> <unk> [CLS] [SEP] [MASK]; random replacements are
 # drawn from the ordinary pieces at and above this id.
 FIRST_RANDOM_TOKEN_ID = 5
@@ -369,11 +373,11 @@ class TokenizedDocument(NamedTuple):
 
 
 def tokenize_document(sentences: Iterable[str], tokenizer: Tokenizer) -> TokenizedDocument:
-  """Tokenizes sentences; those that give no piece are dropped."""
+  """Tokenizes sentences, dropping `CONTROL_PIECES`; sentences left with no piece are dropped."""
   pieces: list[str] = []
   starts = [0]
   for sentence in sentences:
-    sentence_pieces = tokenizer.tokenize(sentence)
+    sentence_pieces = [p for p in tokenizer.tokenize(sentence) if p not in CONTROL_PIECES]
     if sentence_pieces:
       pieces.extend(sentence_pieces)
       starts.append(len(pieces))
@@ -402,7 +406,7 @@ def _split_point(doc: TokenizedDocument, first: int, end: int, rng: np.random.Ge
   """Token index where A ends inside the chunk of sentences [first, end)."""
   starts = doc.sentence_starts
   if end - first >= 2:
-    return int(starts[first + int(rng.integers(1, end - first))])
+    return int(starts[first + int(rng.integers(1, end - first + 1))])
   begin, stop = int(starts[first]), int(starts[end])
   boundaries = [k for k in range(begin + 1, stop) if doc.pieces[k].startswith(WORD_START)]
   if not boundaries:
@@ -563,16 +567,21 @@ def read_documents(path: str) -> list[list[str]]:
   return documents
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
 
 
 def split_sentences(text: str) -> list[str]:
-  """Heuristic sentence split for running text (TFDS): lines, then after . ! ? followed by
-  whitespace and a capital letter or digit. Good enough for SOP chunking, not linguistics."""
+  """Heuristic sentence split for running text (TFDS): lines, then after . ! ? (and closing
+  quotes or brackets) followed by whitespace and a capital letter or digit. Abbreviations such
+  as "Mr. Smith" are split too: good enough for SOP chunking, not for linguistics."""
   sentences = []
   for line in text.splitlines():
-    sentences.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
-  return sentences
+    start = 0
+    for match in _SENTENCE_END.finditer(line):
+      sentences.append(line[start : match.end()].strip())
+      start = match.end()
+    sentences.append(line[start:].strip())
+  return [s for s in sentences if s]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -640,7 +649,7 @@ class _UnitResult(NamedTuple):
   stats: GenerationStats
 
 
-_worker_state: dict[str, Any] = {}
+_worker_state: dict[str, Any] = {}  # per worker process: its tokenizer and the config
 
 
 def _init_worker(tokenizer_factory: Callable[[], Tokenizer], config: PretrainingDataConfig) -> None:
@@ -688,10 +697,16 @@ def generate_unit(
   return instances, stats
 
 
-def _run_unit(unit: _Unit) -> _UnitResult:
+def _run_unit(
+  unit: _Unit, tokenizer: Tokenizer | None = None, config: PretrainingDataConfig | None = None
+) -> _UnitResult:
+  """Generates one unit, with the given tokenizer and config or (in a worker) its own."""
   documents = unit.documents if unit.documents is not None else read_documents(unit.path or "")
   instances, stats = generate_unit(
-    documents, unit.index, _worker_state["tokenizer"], _worker_state["config"]
+    documents,
+    unit.index,
+    tokenizer or _worker_state["tokenizer"],
+    config or _worker_state["config"],
   )
   return _UnitResult(instances, stats)
 
@@ -870,8 +885,7 @@ def create_pretraining_data(
     results: Iterable[_UnitResult] = pool.imap(_run_unit, units)
   else:
     pool = None
-    _worker_state.update(tokenizer=tokenizer, config=config)
-    results = map(_run_unit, units)
+    results = (_run_unit(unit, tokenizer, config) for unit in units)
   try:
     for result in results:
       all_instances.extend(result.instances)
@@ -880,7 +894,6 @@ def create_pretraining_data(
       progress.set_postfix(instances=len(all_instances))
   finally:
     progress.close()
-    _worker_state.clear()
     if pool is not None:
       pool.terminate()
       pool.join()
