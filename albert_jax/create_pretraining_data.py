@@ -18,6 +18,7 @@ read the output back with `albert_jax.data.read_pretraining_dataset(DIR)`.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 
 from absl import app, flags, logging
@@ -98,7 +99,7 @@ def main(argv: Sequence[str]) -> None:
       overwrite=_OVERWRITE.value,
     )
   except pretraining.PretrainingDataError as e:
-    raise app.UsageError(str(e)) from e
+    sys.exit(f"create_pretraining_data: error: {e}")
   logging.info("stats: %s", json.dumps(manifest["stats"]))
   print(
     f"wrote {manifest['num_instances']} examples in {len(manifest['files'])} "

@@ -134,6 +134,7 @@ def lamb(
   eps: float = 1e-6,
   clip_norm: float | None = 1.0,
   mask: MaskOrFn = decay_mask,
+  bias_correction: bool = False,
 ) -> optax.GradientTransformation:
   """LAMB as in Google's ALBERT: weight decay and the trust ratio only where `mask` is True.
 
@@ -141,28 +142,49 @@ def lamb(
   parameter, so this is assembled from optax primitives. Per parameter w with gradient g
   (after global-norm clipping):
 
-    m_hat, v_hat = Adam's bias-corrected moments of g
+    m_hat, v_hat = Adam's moments of g (bias-corrected only if `bias_correction`)
     u = m_hat / (sqrt(v_hat) + eps)
     masked-in (kernels, embeddings):  u += weight_decay * w;  u *= ||w|| / ||u||
                                       (ratio 1 when either norm is 0)
     masked-out (biases, LayerNorm):   u unchanged (no decay, no trust ratio)
     w <- w - learning_rate * u
 
-  Google's TF implementation omits Adam's bias correction; here it is kept (as in the LAMB
-  paper and optax). For masked-in parameters the trust ratio cancels most of the difference.
-  `mask=None` applies decay and trust ratio to every parameter.
+  Google's TF implementation (`lamb_optimizer.py`) omits Adam's bias correction, and so does
+  the default here; `bias_correction=True` gives the LAMB paper's / optax's form. For
+  masked-in parameters the trust ratio cancels most of the difference; for biases and
+  LayerNorm the first steps are larger without it. `mask=None` applies decay and trust ratio
+  to every parameter.
   """
   _check_hparams(weight_decay, b1, b2, eps, clip_norm)
   trust_ratio = optax.scale_by_trust_ratio()
   if mask is not None:
     trust_ratio = optax.masked(trust_ratio, mask)
+  moments = (optax.scale_by_adam(b1=b1, b2=b2, eps=eps) if bias_correction
+             else _scale_by_uncorrected_adam(b1, b2, eps))
   tx = optax.chain(
-    optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+    moments,
     optax.add_decayed_weights(weight_decay, mask=mask),
     trust_ratio,
     optax.scale_by_learning_rate(learning_rate),
   )
   return _with_clipping(clip_norm, tx)
+
+
+def _scale_by_uncorrected_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+  """u = m / (sqrt(v) + eps) with Adam's moments m, v and no bias correction (Google's LAMB)."""
+
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+  def update(grads, state, params=None):
+    del params
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, grads)
+    updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+    return updates, optax.ScaleByAdamState(count=state.count + 1, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init, update)
 
 
 _OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {

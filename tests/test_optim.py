@@ -119,7 +119,10 @@ _DECAYED = {("dense", "kernel")}  # the only leaf that gets decay (and trust rat
 
 
 def _numpy_reference(params, grads_seq, kind):
-  """Clip by global norm 1, Adam moments with bias correction, then AdamW or LAMB."""
+  """Clip by global norm 1, Adam moments, then AdamW or LAMB.
+
+  AdamW bias-corrects the moments; LAMB, as Google's ALBERT `lamb_optimizer.py`, does not.
+  """
   w = {k: {n: np.array(v, np.float64) for n, v in d.items()} for k, d in params.items()}
   m = {k: {n: np.zeros_like(v) for n, v in d.items()} for k, d in w.items()}
   v = {k: {n: np.zeros_like(x) for n, x in d.items()} for k, d in w.items()}
@@ -131,8 +134,9 @@ def _numpy_reference(params, grads_seq, kind):
         g = grads[k][n] * clip
         m[k][n] = B1 * m[k][n] + (1 - B1) * g
         v[k][n] = B2 * v[k][n] + (1 - B2) * g * g
-        m_hat = m[k][n] / (1 - B1**t)
-        v_hat = v[k][n] / (1 - B2**t)
+        corrected = kind == "adamw"
+        m_hat = m[k][n] / (1 - B1**t) if corrected else m[k][n]
+        v_hat = v[k][n] / (1 - B2**t) if corrected else v[k][n]
         u = m_hat / (np.sqrt(v_hat) + EPS)
         if (k, n) in _DECAYED:
           u = u + WD * w[k][n]
@@ -175,7 +179,7 @@ def test_lamb_skips_trust_ratio_for_layer_norm_unlike_optax_lamb():
   rng = np.random.default_rng(1)
   params = _tree(rng)
   grads = [_tree(rng, scale=0.5)]
-  ours = _run(optim.lamb(LR), params, grads)
+  ours = _run(optim.lamb(LR, bias_correction=True), params, grads)  # optax.lamb corrects
   theirs = _run(
     optax.chain(
       optax.clip_by_global_norm(1.0),

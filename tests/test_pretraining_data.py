@@ -1,6 +1,6 @@
 """Tests of albert_jax.data.pretraining and the create_pretraining_data CLI.
 
-Statistics are measured on a generated corpus (about 3,500 sentences in 300 documents of 3-20
+Statistics are measured on a generated corpus (3,351 sentences in 300 documents of 3-20
 sentences) at max_seq_length 128, where num_to_predict = round(T * 0.15) <= 19 < 20, so the
 cap of max_predictions_per_seq never binds.
 """
@@ -98,10 +98,7 @@ def write_corpus(path: str, documents: list[list[str]]) -> str:
 
 def restored_pieces(example: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
   """The unmasked ids [T] and pieces of a written example."""
-  length = int(example["input_mask"].sum())
-  ids_T = example["input_ids"][:length].copy()
-  real_K = example["masked_lm_weights"] > 0
-  ids_T[example["masked_lm_positions"][real_K]] = example["masked_lm_ids"][real_K]
+  ids_T = pretraining.original_input_ids(example)[: int(example["input_mask"].sum())]
   return ids_T, to_pieces(ids_T)
 
 
@@ -474,7 +471,27 @@ def test_tfds_dataset_not_prepared_offline(tmp_path) -> None:
       show_progress=False,
     )
   with pytest.raises(PretrainingDataError, match=r"unknown TFDS dataset 'no_such_dataset_xyz'"):
-    next(pretraining.tfds_documents(pretraining.TfdsSource("no_such_dataset_xyz")))
+    pretraining.tfds_documents(pretraining.TfdsSource("no_such_dataset_xyz"))
+
+
+def test_tfds_documents_are_blocked_into_units(monkeypatch, tmp_path) -> None:
+  """The TFDS path past the download: documents arrive in order and form seeded units."""
+  documents = make_documents(30, seed=2)
+  monkeypatch.setattr(pretraining, "TFDS_DOCS_PER_UNIT", 8)
+  monkeypatch.setattr(pretraining, "tfds_documents", lambda source: iter(documents))
+  manifest = create_pretraining_data(
+    None,
+    str(tmp_path / "out"),
+    PretrainingDataConfig(max_seq_length=64, dupe_factor=1),
+    tfds_source=pretraining.TfdsSource("fake"),
+    tokenizer_factory=make_tokenizer,
+    show_progress=False,
+  )
+  assert manifest["stats"]["documents"] == 30
+  assert manifest["source"] == {
+    "tfds": {"name": "fake", "split": "train", "text_key": "text", "data_dir": None}
+  }
+  assert len(list(read_pretraining_dataset(str(tmp_path / "out")))) == manifest["num_instances"]
 
 
 def test_split_sentences() -> None:
