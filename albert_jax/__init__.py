@@ -10,6 +10,7 @@ from albert_jax.heads import (
     AlbertForTokenClassification,
 )
 from albert_jax.model import AlbertModel, AlbertModelOutput
+from albert_jax.pretrained import Pretrained, from_pretrained
 
 __all__ = [
     "AlbertConfig",
@@ -21,4 +22,6 @@ __all__ = [
     "AlbertForTokenClassification",
     "AlbertForQuestionAnswering",
     "AlbertForMultipleChoice",
+    "Pretrained",
+    "from_pretrained",
 ]

@@ -1,0 +1,164 @@
+"""Checkpoints of a training run with Orbax: the train state and the data position.
+
+Each checkpoint is a step directory with named items:
+  state     the train state's arrays: {"step", "params", "opt_state"} (an Orbax PyTree)
+  data      where the input pipeline stands, a JSON dict (e.g. {"epoch": 2, "index": 96})
+  metrics   the eval metrics it was saved with (JSON; best checkpoints only)
+
+`Checkpoints` keeps the latest `keep` checkpoints in `directory` and, separately, the one with
+the best eval metric in `best_directory`. Orbax writes each step to a temporary directory and
+renames it when complete, so a run killed mid-save leaves the previous checkpoint intact.
+
+Restoring needs a target: `abstract_state(state)` (or `jax.eval_shape` of the function that
+builds the state). The arrays are placed by `target_shardings` (a tree like the state's arrays,
+or one sharding for all), by the target's own shardings, or else on the first device -- so a
+run can resume on a different mesh than it was saved from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from albert_jax.train import TrainState
+
+Json = dict[str, Any]
+_BETTER = {"max": lambda new, old: new > old, "min": lambda new, old: new < old}
+
+
+def abstract_state(state: TrainState) -> TrainState:
+  """The state with every array replaced by a `jax.ShapeDtypeStruct` (keeping shardings)."""
+  def leaf(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+  return jax.tree.map(leaf, state)
+
+
+def _arrays(state: TrainState) -> Json:
+  return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+def _with_shardings(target: Any, shardings: Any) -> Any:
+  """`target`'s leaves as ShapeDtypeStructs carrying a sharding Orbax can restore onto."""
+  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  if isinstance(shardings, TrainState):
+    shardings = _arrays(shardings)
+  if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+    one = shardings
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                       sharding=one or getattr(x, "sharding", None) or default),
+        target)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      target, shardings)
+
+
+class Checkpoints:
+  """Latest-N and best-by-metric checkpoints of one run (Orbax `CheckpointManager`s).
+
+  Args:
+    directory: where the latest checkpoints go (`<directory>/<step>/{state,data}`).
+    keep: how many of the latest to keep.
+    best_directory: where the best checkpoint goes; None to keep no best checkpoint.
+    best_metric: the key of the eval metrics that decides "best".
+    best_mode: "max" (accuracy, F1) or "min" (a loss).
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
+               best_directory: str | os.PathLike | None = None, best_metric: str | None = None,
+               best_mode: str = "max"):
+    if keep < 1:
+      raise ValueError(f"keep={keep}: keep at least one checkpoint.")
+    if best_mode not in _BETTER:
+      raise ValueError(f"best_mode={best_mode!r}: use 'max' or 'min'.")
+    if best_directory is not None and not best_metric:
+      raise ValueError("best_directory needs best_metric, the eval metric that ranks checkpoints.")
+    self.best_metric, self.best_mode = best_metric, best_mode
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self._latest = ocp.CheckpointManager(os.fspath(directory), options=options,
+                                         item_names=("state", "data"))
+    self._best = None
+    if best_directory is not None:
+      options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+      self._best = ocp.CheckpointManager(os.fspath(best_directory), options=options,
+                                         item_names=("state", "data", "metrics"))
+
+  # ---- saving --------------------------------------------------------------------------------
+
+  def save(self, step: int, state: TrainState, data_position: Mapping[str, Any]) -> None:
+    """Saves `state` and the data position as checkpoint `step` (asynchronously)."""
+    self._latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_arrays(state)),
+        data=ocp.args.JsonSave(dict(data_position))), force=True)
+
+  def best_metrics(self) -> Json | None:
+    """The metrics of the best checkpoint so far (None if there is none)."""
+    if self._best is None or (step := self._best.latest_step()) is None:
+      return None
+    restored = self._best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))
+    return dict(restored["metrics"])
+
+  def save_if_best(self, step: int, state: TrainState, data_position: Mapping[str, Any],
+                   metrics: Mapping[str, Any]) -> bool:
+    """Saves to the best directory if `metrics[best_metric]` beats the best so far."""
+    if self._best is None:
+      return False
+    if self.best_metric not in metrics:
+      raise KeyError(f"best_metric={self.best_metric!r} is not among the eval metrics "
+                     f"{sorted(metrics)}; set it to one of them.")
+    best = self.best_metrics()
+    value = float(metrics[self.best_metric])
+    if best is not None and not _BETTER[self.best_mode](value, float(best[self.best_metric])):
+      return False
+    self._best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_arrays(state)),
+        data=ocp.args.JsonSave(dict(data_position)),
+        metrics=ocp.args.JsonSave({k: float(v) for k, v in metrics.items()})), force=True)
+    return True
+
+  # ---- restoring -----------------------------------------------------------------------------
+
+  def latest_step(self) -> int | None:
+    return self._latest.latest_step()
+
+  def best_step(self) -> int | None:
+    return None if self._best is None else self._best.latest_step()
+
+  def restore(self, target: TrainState, *, step: int | None = None, best: bool = False,
+              target_shardings: Any = None) -> tuple[TrainState, Json]:
+    """(state, data position) of checkpoint `step` (default: the latest; `best`: the best one).
+
+    `target` is an abstract state (`abstract_state`); its static fields (module, optimizer,
+    head) are kept. `target_shardings` places the arrays: a TrainState (or a dict
+    `{"step", "params", "opt_state"}`) of shardings, or one sharding for every array.
+    """
+    manager = self._best if best else self._latest
+    if manager is None:
+      raise ValueError("No best checkpoints are kept here (best_directory was not given).")
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {manager.directory} to restore.")
+    arrays = _with_shardings(_arrays(target), target_shardings)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(arrays), data=ocp.args.JsonRestore()))
+    return target.replace(**restored["state"]), dict(restored["data"])
+
+  def wait_until_finished(self) -> None:
+    self._latest.wait_until_finished()
+    if self._best is not None:
+      self._best.wait_until_finished()
+
+  def close(self) -> None:
+    self._latest.close()
+    if self._best is not None:
+      self._best.close()
+
+  def __enter__(self) -> Checkpoints:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

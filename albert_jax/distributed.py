@@ -1,0 +1,114 @@
+"""Running as several processes (TPU pod slices, multi-node GPU): start-up and data shares.
+
+Every process runs the same program. `initialize()` joins them into one JAX system (call it
+first, before anything touches a device); afterwards `jax.devices()` lists every device of every
+process and a mesh spans them all. Each process then loads only its rows of each global batch
+(`process_batch_slice`), or its share of the examples (`process_example_indices`), and
+`albert_jax.sharding.shard_batch` assembles the global arrays. Logs and files are written by
+the main process only (`is_main_process`); Orbax checkpoints are saved by all processes
+together (each writes its own shards).
+
+How processes find each other, in order:
+  1. arguments of `initialize`, else the environment variables ALBERT_JAX_COORDINATOR
+     (host:port of process 0), ALBERT_JAX_NUM_PROCESSES, ALBERT_JAX_PROCESS_ID
+     (`launch/gpu_slurm.sh` and `launch/gpu_multinode.sh` set them);
+  2. on a Cloud TPU VM (libtpu installed), JAX's own detection (no arguments needed);
+  3. otherwise a single process: nothing to do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import jax
+import numpy as np
+
+from albert_jax import sharding
+
+ENV_COORDINATOR = "ALBERT_JAX_COORDINATOR"
+ENV_NUM_PROCESSES = "ALBERT_JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "ALBERT_JAX_PROCESS_ID"
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"Environment variable {name}={value!r} must be an integer.") from None
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Joins the processes of a multi-process run (see the module docstring); else a no-op.
+
+  Safe to call twice. Must run before the first JAX computation.
+  """
+  if jax.distributed.is_initialized():
+    return
+  coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
+  num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
+  process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
+  explicit = (coordinator_address, num_processes, process_id)
+  if any(v is not None for v in explicit):
+    if num_processes == 1 and coordinator_address is None:
+      return
+    if None in explicit:
+      raise ValueError(
+          f"A multi-process run needs all of coordinator_address, num_processes and process_id "
+          f"(or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); got "
+          f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+          f"process_id={process_id!r}.")
+    if not 0 <= process_id < num_processes:
+      raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes}).")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif importlib.util.find_spec("libtpu") is not None:
+    jax.distributed.initialize()  # Cloud TPU VM: JAX finds the workers of the slice itself
+  else:
+    return
+  logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def is_main_process() -> bool:
+  """True on the process that logs and writes files (process 0)."""
+  return jax.process_index() == 0
+
+
+def process_batch_slice(global_batch_size: int, mesh: jax.sharding.Mesh | None = None,
+                        rules: sharding.Rules = sharding.RULES) -> slice:
+  """The rows of each global batch this process loads and passes to `shard_batch`.
+
+  With a mesh, the rows are those its devices hold under the batch sharding (processes that hold
+  the same rows, e.g. across a "tensor" axis, get the same slice); without one, the batch is cut
+  into `process_count` equal parts.
+  """
+  if mesh is None:
+    count, index = jax.process_count(), jax.process_index()
+    if global_batch_size % count:
+      raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
+                       f"{count} processes.")
+    rows = global_batch_size // count
+    return slice(index * rows, (index + 1) * rows)
+  sharding.check_batch_size(global_batch_size, mesh, rules)
+  held = sharding.process_batch_shards(mesh, rules)
+  if held != list(range(held[0], held[-1] + 1)):
+    raise ValueError(f"This process holds batch shards {held}, not a contiguous run; order the "
+                     f"mesh's devices by process (make_mesh does).")
+  rows = global_batch_size // sharding.num_batch_shards(mesh, rules)
+  return slice(held[0] * rows, (held[-1] + 1) * rows)
+
+
+def process_example_indices(num_examples: int) -> np.ndarray:
+  """This process's share of a dataset's example indices: every `process_count`-th one.
+
+  For sharding files or records when each process reads its own part of the data; the
+  remainder (num_examples % process_count) is dropped so every process has as many examples.
+  """
+  count = jax.process_count()
+  usable = num_examples - num_examples % count
+  return np.arange(jax.process_index(), usable, count)

@@ -1,0 +1,388 @@
+"""Fine-tunes ALBERT on a GLUE, SQuAD or RACE task: `python -m albert_jax.finetune`.
+
+  python -m albert_jax.finetune --config=configs/finetune/sst2_sample.py --workdir=/tmp/albert_demo
+
+Wiring only: config -> model (`albert_jax.pretrained` or a preset) -> task data
+(`albert_jax.data.tasks`) -> jitted `albert_jax.train` steps -> checkpoints, eval, predictions.
+A run writes into its workdir:
+  config.json          the run config (a rerun with another config is refused)
+  checkpoints/<step>/  the latest checkpoints: train state + data position (`checkpoint.py`)
+  best/<step>/         the checkpoint with the best eval metric (`config.best_metric`)
+  tb/                  TensorBoard scalars: train loss, learning rate, eval metrics
+  predictions/         prediction files of the final model, per eval split
+  metrics.json         the final eval metrics
+Rerunning the same command resumes from the latest checkpoint, at the same step and data
+position, and ends with the same parameters and metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from albert_jax import optim, sharding, train
+from albert_jax.checkpoint import Checkpoints
+from albert_jax.config import PRESETS, AlbertConfig
+from albert_jax.convert import create_module
+from albert_jax.loop import DataPosition, Reporter, is_due, shuffled_batches
+from albert_jax.tokenizer import AlbertTokenizer
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_TARGETS = ("label", "start_positions", "end_positions")
+# Task options a config may carry, and which data function takes them.
+_FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length")
+_POSTPROCESS_KEYS = ("n_best_size", "max_answer_length")
+# Config fields that may change between a run and its resumption (they do not change results).
+_RESUMABLE_CHANGES = ("log_every_steps", "checkpoint_every_steps", "eval_every_steps",
+                      "keep_checkpoints", "mesh")
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+def base_config(task: str) -> ml_collections.ConfigDict:
+  """Every field `run` reads, with Google ALBERT's fine-tuning defaults; configs fill the rest."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  # An HF hub name, a converted checkpoint directory, or a preset name (random init).
+  c.model = "albert-base-v2"
+  # AlbertConfig fields to override (e.g. a tiny model); None = the model's own value.
+  c.model_overrides = ml_collections.ConfigDict(
+      {f.name: ml_collections.config_dict.placeholder(type(f.default))
+       for f in dataclasses.fields(AlbertConfig)})
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
+  c.train_file = ml_collections.config_dict.placeholder(str)  # local files instead of TFDS
+  c.eval_file = ml_collections.config_dict.placeholder(str)
+  c.max_train_examples = ml_collections.config_dict.placeholder(int)  # None = all
+  c.max_eval_examples = ml_collections.config_dict.placeholder(int)
+  c.max_seq_length = 512
+
+  c.optimizer = "adamw"
+  c.learning_rate = 1e-5
+  c.batch_size = 32  # examples per optimizer step
+  c.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size must divide evenly)
+  c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None = batch_size
+  c.num_train_steps = ml_collections.config_dict.placeholder(int)  # or num_epochs
+  c.num_epochs = ml_collections.config_dict.placeholder(float)
+  c.warmup_steps = ml_collections.config_dict.placeholder(int)  # or warmup_fraction
+  c.warmup_fraction = ml_collections.config_dict.placeholder(float)
+  c.weight_decay = 0.01  # not on LayerNorm parameters and biases
+  c.clip_norm = 1.0  # global gradient norm
+
+  c.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
+  c.remat_policy = ml_collections.config_dict.placeholder(str)  # a jax.checkpoint_policies name
+  c.seed = 0  # model init, data order and dropout
+
+  c.log_every_steps = 50
+  c.eval_every_steps = ml_collections.config_dict.placeholder(int)  # None = only at the end
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 2
+  c.best_metric = "accuracy"  # eval metric (first eval split) that picks the best checkpoint
+  c.best_mode = "max"
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1})  # -1: all devices (data parallel)
+  c.mesh.rules = ml_collections.config_dict.placeholder(str)  # logical-axis rules preset
+  return c
+
+
+def _tasks():
+  from albert_jax.data import tasks  # the task readers
+
+  return tasks
+
+
+def _model_source(name: str) -> str:
+  """How `config.model` is read: "checkpoint" (a directory), "preset" (random init) or "hub"."""
+  if os.path.isdir(name):
+    return "checkpoint"
+  return "preset" if name in PRESETS else "hub"
+
+
+def _model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
+  """The model's ALBERT config with `config.model_overrides` applied (no weights loaded)."""
+  overrides = {k: v for k, v in config.model_overrides.items() if v is not None}
+  source = _model_source(config.model)
+  if source == "preset":
+    return AlbertConfig.from_name(config.model, **overrides)
+  if source == "checkpoint" and os.path.isfile(path := os.path.join(config.model, "config.json")):
+    return dataclasses.replace(AlbertConfig.from_json_file(path), **overrides)
+  from albert_jax.pretrained import pretrained_config  # noqa: PLC0415
+
+  return dataclasses.replace(pretrained_config(config.model), **overrides)
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, AlbertConfig]:
+  """Checks everything that can be checked before any data or compute; (task, model config)."""
+  tasks = _tasks()
+  try:
+    task = tasks.get_task(config.task)
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"Unknown task {config.task!r}: {e}") from e
+  model_config = _model_config(config)
+  if config.max_seq_length > model_config.max_position_embeddings:
+    raise ValueError(
+        f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
+        f"{model_config.max_position_embeddings}; use --config.max_seq_length="
+        f"{model_config.max_position_embeddings} or less.")
+  if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+    raise ValueError(
+        f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+        f"{config.grad_accum_steps}; pick a batch size that is a multiple of it.")
+  if (config.num_train_steps is None) == (config.num_epochs is None):
+    raise ValueError("Set exactly one of num_train_steps and num_epochs; got "
+                     f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}.")
+  if config.warmup_steps is None and config.warmup_fraction is None:
+    raise ValueError("Set warmup_steps or warmup_fraction.")
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+  mesh, rules = _mesh(config)
+  try:
+    sharding.check_batch_size(config.batch_size // config.grad_accum_steps, mesh, rules)
+    sharding.check_batch_size(config.eval_batch_size or config.batch_size, mesh, rules)
+  except ValueError as e:
+    raise ValueError(f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size "
+                     "defaults to batch_size.)") from None
+  _check_workdir(config, workdir)
+  return task, model_config
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json())
+  changed = sorted(k for k in set(saved) | set(current)
+                   if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if changed:
+    diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    raise ValueError(
+        f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
+        f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
+        "or delete this one.")
+
+
+def _write_json(path: str, obj: Any) -> None:
+  """Writes JSON atomically: a temporary file in the same directory, then a rename."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  with os.fdopen(fd, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+# ---- model ---------------------------------------------------------------------------------
+
+
+def _load_model(config, task, model_config: AlbertConfig):
+  """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
+  options = dict(dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
+                 remat_policy=config.remat_policy)
+  num_labels = task.num_labels if task.head == "sequence_classification" else None
+  if _model_source(config.model) == "preset":
+    logging.warning("model=%r is a preset: training from random weights. For pretrained "
+                    "weights use a hub name (albert/%s) or a converted checkpoint directory.",
+                    config.model, config.model)
+    module = create_module(model_config, task.head, num_labels=num_labels, **options)
+    return module, None, AlbertTokenizer()
+  from albert_jax.pretrained import from_pretrained  # noqa: PLC0415
+
+  module, params = from_pretrained(config.model, head=task.head, num_labels=num_labels,
+                                   config=model_config, **options)
+  tokenizer = (AlbertTokenizer.from_pretrained(config.model) if os.path.isdir(config.model)
+               else AlbertTokenizer())
+  return module, params, tokenizer
+
+
+def _mesh(config: ml_collections.ConfigDict):
+  """(mesh, logical-axis rules) from `config.mesh` (see `albert_jax.sharding`)."""
+  return sharding.make_mesh(dict(config.mesh.shape)), sharding.rules_for(config.mesh.rules)
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EvalSet:
+  split: str
+  examples: list
+  features: Any  # tasks.Features
+
+
+def _featurize(config, task, examples, tokenizer):
+  kwargs = {k: config[k] for k in _FEATURIZE_KEYS if k in config}
+  return _tasks().featurize(task, examples, tokenizer, config.max_seq_length, **kwargs)
+
+
+def _load(config, task, split: str, file: str | None, limit: int | None):
+  return _tasks().load_examples(task, split, data_dir=config.data_dir,
+                                files=[file] if file else None, limit=limit)
+
+
+def _load_data(config, task, tokenizer) -> tuple[dict[str, np.ndarray], list[EvalSet]]:
+  """(training feature arrays, the eval splits); one split only when `eval_file` is given."""
+  examples = _load(config, task, "train", config.train_file, config.max_train_examples)
+  train_arrays = _featurize(config, task, examples, tokenizer).arrays
+  eval_sets = []
+  for split in task.eval_splits[:1] if config.eval_file else task.eval_splits:
+    examples = _load(config, task, split, config.eval_file, config.max_eval_examples)
+    eval_sets.append(EvalSet(split, examples, _featurize(config, task, examples, tokenizer)))
+  return train_arrays, eval_sets
+
+
+def _gather(arrays: Mapping[str, np.ndarray], keys, idx: np.ndarray) -> dict[str, np.ndarray]:
+  return {k: arrays[k][idx] for k in keys if k in arrays}
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+
+
+def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, config):
+  """(predictions, metrics) of `state` on one eval split; `put` shards a host batch."""
+  arrays = eval_set.features.arrays
+  n = len(arrays["input_ids"])
+  outputs: dict[str, list[np.ndarray]] = {}
+  for start in range(0, n, batch_size):
+    idx = np.minimum(np.arange(start, start + batch_size), n - 1)  # pad: repeat the last row
+    out = predict_fn(state, put(_gather(arrays, _MODEL_INPUTS, idx)))
+    for f in dataclasses.fields(out):
+      outputs.setdefault(f.name, []).append(np.asarray(getattr(out, f.name), np.float32))
+  merged = {k: np.concatenate(v)[:n] for k, v in outputs.items()}
+  kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
+  predictions, metrics = _tasks().postprocess(task, eval_set.examples, eval_set.features,
+                                              merged, **kwargs)
+  return predictions, {k: float(v) for k, v in metrics.items()}
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def _optimizer(config, num_train: int):
+  """(optimizer steps, learning-rate schedule, optimizer) for `num_train` training features."""
+  total = config.num_train_steps or math.ceil(num_train * config.num_epochs / config.batch_size)
+  warmup = (config.warmup_steps if config.warmup_steps is not None
+            else round(config.warmup_fraction * total))
+  schedule = optim.warmup_linear_decay(config.learning_rate, total, warmup)
+  tx = optim.make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
+                            clip_norm=config.clip_norm)
+  if config.grad_accum_steps > 1:
+    tx = optim.accumulate(tx, config.grad_accum_steps)
+  return total, schedule, tx
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        stop_at_step: int | None = None) -> dict[str, Any]:
+  """Trains, evaluates and writes predictions; returns the final metrics (as metrics.json).
+
+  `stop_at_step` ends this process's share of the work after that step's checkpoint, as a
+  preempted job would; rerunning continues from there.
+  """
+  task, model_config = check_config(config, workdir)
+  mesh, rules = _mesh(config)
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  module, params, tokenizer = _load_model(config, task, model_config)
+  train_arrays, eval_sets = _load_data(config, task, tokenizer)
+  num_train = len(train_arrays["input_ids"])
+  total, schedule, tx = _optimizer(config, num_train)
+
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  sample = _gather(train_arrays, _MODEL_INPUTS, np.arange(1))
+  abstract = sharding.abstract_train_state(module, tx, task.head, sample, mesh, rules)
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+                      best_directory=os.path.join(workdir, "best"),
+                      best_metric=config.best_metric, best_mode=config.best_mode)
+  position = DataPosition()
+  if ckpts.latest_step() is not None:
+    state, data = ckpts.restore(abstract)
+    position = DataPosition.from_json(data)
+    logging.info("Resuming from step %d (epoch %d, example %d).", ckpts.latest_step(),
+                 position.epoch, position.index)
+  elif params is None:
+    state = sharding.create_sharded_state(module, tx, task.head, init_rng, sample, mesh, rules)
+  else:
+    state = jax.jit(lambda p: train.create_train_state(module, p, tx, task.head),
+                    out_shardings=sharding.shardings_of(abstract))(params)
+  del params
+  state_shardings = sharding.shardings_of(abstract)
+  train_fn = sharding.jit_train_step(state_shardings, mesh, rules)
+  predict_fn = sharding.jit_predict_step(state_shardings, mesh, rules)
+  put = functools.partial(sharding.shard_batch, mesh=mesh, rules=rules)
+  dropout_rng = sharding.replicate(dropout_rng, mesh)
+
+  accum = config.grad_accum_steps
+  eval_batch = config.eval_batch_size or config.batch_size
+  step = int(state.step) // accum
+  reporter = Reporter(os.path.join(workdir, "tb"), total, initial_step=step, desc=config.task)
+  batches = shuffled_batches(num_train, config.batch_size // accum, config.seed, position)
+  history = []
+  while step < total and (stop_at_step is None or step < stop_at_step):
+    for _ in range(accum):
+      idx, position = next(batches)
+      state, metrics = train_fn(state, put(_gather(train_arrays, _MODEL_INPUTS + _TARGETS, idx)),
+                                dropout_rng)
+      history.append(metrics)
+    step += 1
+    reporter.advance()
+    if is_due(step, config.log_every_steps, total):
+      means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
+      reporter.scalars(step, {**means, "lr": float(schedule(step))}, "train")
+      history = []
+    if step < total and config.eval_every_steps and step % config.eval_every_steps == 0:
+      _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config)
+      reporter.scalars(step, metrics, f"eval_{eval_sets[0].split}")
+      ckpts.save_if_best(step, state, position.to_json(), metrics)
+    if is_due(step, config.checkpoint_every_steps, total) or step == stop_at_step:
+      ckpts.save(step, state, position.to_json())
+
+  results: dict[str, Any] = {"step": step}
+  if step == total:  # not stopped early: evaluate every split, write predictions
+    for eval_set in eval_sets:
+      predictions, metrics = evaluate(predict_fn, state, eval_set, eval_batch, put, task, config)
+      reporter.scalars(step, metrics, f"eval_{eval_set.split}")
+      if eval_set is eval_sets[0]:
+        ckpts.save_if_best(step, state, position.to_json(), metrics)
+      _tasks().write_predictions(task, predictions, os.path.join(workdir, "predictions"),
+                                 eval_set.split)
+      results[eval_set.split] = metrics
+    _write_json(os.path.join(workdir, "metrics.json"), results)
+  ckpts.wait_until_finished()
+  ckpts.close()
+  reporter.close()
+  return results
+
+
+def main(argv: list[str]) -> None:
+  from absl import app, flags  # noqa: PLC0415
+
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  results = run(flags.FLAGS.config, flags.FLAGS.workdir)
+  print(json.dumps(results, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+  # Flags are defined only when run as a program: config files import `base_config` from here.
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "A configs/finetune/*.py file.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard files, predictions and "
+                      "metrics.json go; rerun with the same one to resume.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
