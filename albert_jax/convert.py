@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
+from flax.traverse_util import flatten_dict
 
 from albert_jax.config import AlbertConfig
 from albert_jax.heads import HEADS
@@ -161,7 +162,10 @@ def _set(tree: Params, path: tuple[str, ...], value: Any) -> None:
 
 
 def _get(tree: Params, path: tuple[str, ...]) -> Any:
-  for key in path:
+  for i, key in enumerate(path):
+    if not isinstance(tree, Mapping) or key not in tree:
+      raise ValueError(f"The parameter tree has no {'/'.join(path[:i + 1])}; is it the tree of "
+                       "the head it is used as?")
     tree = tree[key]
   return tree
 
@@ -379,8 +383,8 @@ def hub_download(name: str) -> Path:
       path = Path(snapshot_download(repo_id, allow_patterns=[*_HUB_FILES, "pytorch_model.bin*"]))
   except Exception as e:  # offline, unknown repository, gated, network errors...
     raise FileNotFoundError(
-        f"Could not get {repo_id!r} from the HF hub ({type(e).__name__}: "
-        f"{' '.join(str(e).split())[:200]}). {name!r} is not a local path either. On a machine "
+        f"Could not get {repo_id!r} from the HF hub ({_brief(e)}). {name!r} is not a local path "
+        "either. On a machine "
         f"with network, download it (`hf download {repo_id}`) or Google's TF release (.tar.gz), "
         "then pass that directory or file as the source; if this machine has network, unset "
         "HF_HUB_OFFLINE.") from None
@@ -534,6 +538,11 @@ def load_hf_state_dict(directory: str | os.PathLike) -> dict[str, Any]:
                           f"found {sorted(os.listdir(directory))}.")
 
 
+def _brief(e: BaseException) -> str:
+  """An exception as one short line (some libraries write paragraphs)."""
+  return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
 def _read_weights(file: Path) -> dict[str, Any]:
   hint = "The file is truncated or corrupt; download or save it again."
   if not file.is_file():
@@ -544,13 +553,13 @@ def _read_weights(file: Path) -> dict[str, Any]:
     try:
       return load_file(file)
     except Exception as e:  # safetensors raises its own error types for bad headers and data
-      raise ValueError(f"Cannot read {file}: {e}. {hint}") from None
+      raise ValueError(f"Cannot read {file}. {hint} ({_brief(e)})") from None
   import torch
 
   try:
     return torch.load(file, map_location="cpu", weights_only=True)
   except Exception as e:  # pickle and zip errors of every kind
-    raise ValueError(f"Cannot read {file}: {e}. {hint}") from None
+    raise ValueError(f"Cannot read {file}. {hint} ({_brief(e)})") from None
 
 
 # ---- the converted directory ----------------------------------------------------------------
@@ -577,21 +586,22 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
   complete, and replaced by two renames.
   """
   path = Path(path)
-  _refuse_existing(path, overwrite)
+  refuse_existing(path, overwrite)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))
   try:
     os.chmod(tmp, 0o755)
     yield tmp
-    _refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite)
     _replace(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-  if path.exists() and not overwrite:
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+  """Raises FileExistsError for an existing output path, unless `overwrite`."""
+  if Path(path).exists() and not overwrite:
     raise FileExistsError(f"Output {path} already exists; pass --overwrite to replace it (it is "
                           "kept until the new one is complete), or choose another output.")
 
@@ -615,8 +625,42 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, head: str | No
             overwrite: bool = False,
             albert_config: str | AlbertConfig | None = None) -> Converted:
   """Reads `source` (see `load_source`) and writes the converted directory `output`."""
-  _refuse_existing(Path(output), overwrite)  # before the work, and again before the rename
+  refuse_existing(Path(output), overwrite)  # before the work, and again before the rename
   converted = load_source(source, head, albert_config)
+  with atomic_directory(output, overwrite) as tmp:
+    write_converted(tmp, converted)
+  return converted
+
+
+def save_params(output: str | os.PathLike, params: Params, config: AlbertConfig, head: str, *,
+                tokenizer: AlbertTokenizer | None = None, num_labels: int | None = None,
+                id2label: Mapping[str, str] | None = None, source: str = "albert_jax",
+                overwrite: bool = False) -> Converted:
+  """Writes `params` of `head` (e.g. after fine-tuning) as a converted directory, which
+  `from_pretrained` loads and `python -m albert_jax.export` turns into an HF model."""
+  if head not in HEADS:
+    raise ValueError(f"Unknown head {head!r}; choose one of {sorted(HEADS)}.")
+  params = jax.tree.map(np.asarray, jax.device_get(nn.unbox(params)))
+  expected = abstract_params(create_module(config, head, num_labels))
+  got = {k: np.shape(v) for k, v in flatten_dict(params, sep="/").items()}
+  want = {k: tuple(v.shape) for k, v in flatten_dict(expected, sep="/").items()}
+  wrong = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+  if wrong:
+    raise ValueError(f"params do not match head {head!r} (num_labels={num_labels}) of this "
+                     f"config at {len(wrong)} place(s), e.g. "
+                     f"{[(k, got.get(k), want.get(k)) for k in wrong[:3]]} (got, expected).")
+  hf_names = params_to_hf_state_dict(params, config, head)
+  metadata = {
+      "head": head,
+      "num_labels": num_labels,
+      "id2label": dict(id2label) if id2label else None,
+      "source": source,
+      "source_format": "albert_jax",
+      "parameter_count": parameter_count(params),
+      "heads_found": parts_found(hf_names),
+      "tokenizer": "source" if tokenizer is not None else "bundled",
+  }
+  converted = Converted(config, params, head, tokenizer or AlbertTokenizer(), metadata)
   with atomic_directory(output, overwrite) as tmp:
     write_converted(tmp, converted)
   return converted

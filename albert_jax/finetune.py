@@ -36,7 +36,9 @@ from albert_jax import optim, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import PRESETS, AlbertConfig
 from albert_jax.convert import create_module
+from albert_jax.data import tasks
 from albert_jax.loop import DataPosition, Reporter, is_due, shuffled_batches
+from albert_jax.pretrained import from_pretrained
 from albert_jax.tokenizer import AlbertTokenizer
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -98,12 +100,6 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   return c
 
 
-def _tasks():
-  from albert_jax.data import tasks  # the task readers
-
-  return tasks
-
-
 def _model_source(name: str) -> str:
   """How `config.model` is read: "checkpoint" (a directory), "preset" (random init) or "hub"."""
   if os.path.isdir(name):
@@ -111,32 +107,23 @@ def _model_source(name: str) -> str:
   return "preset" if name in PRESETS else "hub"
 
 
-def _model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
-  """The model's ALBERT config with `config.model_overrides` applied (no weights loaded)."""
+def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
+  """The ALBERT config of a preset model with `model_overrides`; None for stored weights."""
   overrides = {k: v for k, v in config.model_overrides.items() if v is not None}
-  source = _model_source(config.model)
-  if source == "preset":
+  if _model_source(config.model) == "preset":
     return AlbertConfig.from_name(config.model, **overrides)
-  if source == "checkpoint" and os.path.isfile(path := os.path.join(config.model, "config.json")):
-    return dataclasses.replace(AlbertConfig.from_json_file(path), **overrides)
-  from albert_jax.pretrained import pretrained_config  # noqa: PLC0415
+  if overrides:
+    raise ValueError(f"model_overrides {overrides} apply only to presets trained from scratch "
+                     f"({', '.join(sorted(PRESETS))}); model={config.model!r} brings its own "
+                     "config. Drop the overrides or use a preset.")
+  return None
 
-  return dataclasses.replace(pretrained_config(config.model), **overrides)
 
-
-def check_config(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, AlbertConfig]:
-  """Checks everything that can be checked before any data or compute; (task, model config)."""
-  tasks = _tasks()
-  try:
-    task = tasks.get_task(config.task)
-  except (KeyError, ValueError) as e:
-    raise ValueError(f"Unknown task {config.task!r}: {e}") from e
-  model_config = _model_config(config)
-  if config.max_seq_length > model_config.max_position_embeddings:
-    raise ValueError(
-        f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
-        f"{model_config.max_position_embeddings}; use --config.max_seq_length="
-        f"{model_config.max_position_embeddings} or less.")
+def check_config(config: ml_collections.ConfigDict, workdir: str):
+  """Checks what can be checked before loading weights or data; returns the task."""
+  task = tasks.get_task(config.task)  # a ValueError naming the known tasks
+  if (model_config := _preset_config(config)) is not None:
+    _check_max_seq_length(config, model_config)
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
     raise ValueError(
         f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
@@ -156,7 +143,15 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, 
     raise ValueError(f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size "
                      "defaults to batch_size.)") from None
   _check_workdir(config, workdir)
-  return task, model_config
+  return task
+
+
+def _check_max_seq_length(config: ml_collections.ConfigDict, model_config: AlbertConfig) -> None:
+  if config.max_seq_length > model_config.max_position_embeddings:
+    raise ValueError(
+        f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
+        f"{model_config.max_position_embeddings}; use --config.max_seq_length="
+        f"{model_config.max_position_embeddings} or less.")
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -188,29 +183,31 @@ def _write_json(path: str, obj: Any) -> None:
 # ---- model ---------------------------------------------------------------------------------
 
 
-def _load_model(config, task, model_config: AlbertConfig):
+def _load_model(config: ml_collections.ConfigDict, task):
   """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
   options = dict(dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
                  remat_policy=config.remat_policy)
   num_labels = task.num_labels if task.head == "sequence_classification" else None
-  if _model_source(config.model) == "preset":
+  if (model_config := _preset_config(config)) is not None:
     logging.warning("model=%r is a preset: training from random weights. For pretrained "
                     "weights use a hub name (albert/%s) or a converted checkpoint directory.",
                     config.model, config.model)
     module = create_module(model_config, task.head, num_labels=num_labels, **options)
     return module, None, AlbertTokenizer()
-  from albert_jax.pretrained import from_pretrained  # noqa: PLC0415
-
-  module, params = from_pretrained(config.model, head=task.head, num_labels=num_labels,
-                                   config=model_config, **options)
-  tokenizer = (AlbertTokenizer.from_pretrained(config.model) if os.path.isdir(config.model)
-               else AlbertTokenizer())
-  return module, params, tokenizer
+  model = from_pretrained(config.model, task.head, num_labels=num_labels,
+                          ignore_mismatched_sizes=True, **options)
+  _check_max_seq_length(config, model.config)
+  return model.module, model.params, model.tokenizer
 
 
 def _mesh(config: ml_collections.ConfigDict):
-  """(mesh, logical-axis rules) from `config.mesh` (see `albert_jax.sharding`)."""
-  return sharding.make_mesh(dict(config.mesh.shape)), sharding.rules_for(config.mesh.rules)
+  """(mesh, logical-axis rules) from `config.mesh` (see `albert_jax.sharding`).
+
+  A shape without -1 uses its number of devices (the first ones); with -1, all of them.
+  """
+  shape = dict(config.mesh.shape)
+  devices = None if -1 in shape.values() else jax.devices()[:math.prod(shape.values())]
+  return sharding.make_mesh(shape, devices), sharding.rules_for(config.mesh.rules)
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -223,20 +220,22 @@ class EvalSet:
   features: Any  # tasks.Features
 
 
-def _featurize(config, task, examples, tokenizer):
+def _featurize(config, task, examples, tokenizer, training: bool = False):
   kwargs = {k: config[k] for k in _FEATURIZE_KEYS if k in config}
-  return _tasks().featurize(task, examples, tokenizer, config.max_seq_length, **kwargs)
+  if task.head == "question_answering":
+    kwargs["training"] = training  # drops training questions whose answer is not found
+  return tasks.featurize(task, examples, tokenizer, config.max_seq_length, **kwargs)
 
 
 def _load(config, task, split: str, file: str | None, limit: int | None):
-  return _tasks().load_examples(task, split, data_dir=config.data_dir,
-                                files=[file] if file else None, limit=limit)
+  return tasks.load_examples(task, split, data_dir=config.data_dir,
+                             files={split: file} if file else None, limit=limit)
 
 
 def _load_data(config, task, tokenizer) -> tuple[dict[str, np.ndarray], list[EvalSet]]:
   """(training feature arrays, the eval splits); one split only when `eval_file` is given."""
   examples = _load(config, task, "train", config.train_file, config.max_train_examples)
-  train_arrays = _featurize(config, task, examples, tokenizer).arrays
+  train_arrays = _featurize(config, task, examples, tokenizer, training=True).arrays
   eval_sets = []
   for split in task.eval_splits[:1] if config.eval_file else task.eval_splits:
     examples = _load(config, task, split, config.eval_file, config.max_eval_examples)
@@ -263,7 +262,7 @@ def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, c
       outputs.setdefault(f.name, []).append(np.asarray(getattr(out, f.name), np.float32))
   merged = {k: np.concatenate(v)[:n] for k, v in outputs.items()}
   kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
-  predictions, metrics = _tasks().postprocess(task, eval_set.examples, eval_set.features,
+  predictions, metrics = tasks.postprocess(task, eval_set.examples, eval_set.features,
                                               merged, **kwargs)
   return predictions, {k: float(v) for k, v in metrics.items()}
 
@@ -291,11 +290,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   `stop_at_step` ends this process's share of the work after that step's checkpoint, as a
   preempted job would; rerunning continues from there.
   """
-  task, model_config = check_config(config, workdir)
+  task = check_config(config, workdir)
   mesh, rules = _mesh(config)
+  module, params, tokenizer = _load_model(config, task)
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-  module, params, tokenizer = _load_model(config, task, model_config)
   train_arrays, eval_sets = _load_data(config, task, tokenizer)
   num_train = len(train_arrays["input_ids"])
   total, schedule, tx = _optimizer(config, num_train)
@@ -356,7 +355,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       reporter.scalars(step, metrics, f"eval_{eval_set.split}")
       if eval_set is eval_sets[0]:
         ckpts.save_if_best(step, state, position.to_json(), metrics)
-      _tasks().write_predictions(task, predictions, os.path.join(workdir, "predictions"),
+      tasks.write_predictions(task, predictions, os.path.join(workdir, "predictions"),
                                  eval_set.split)
       results[eval_set.split] = metrics
     _write_json(os.path.join(workdir, "metrics.json"), results)

@@ -227,7 +227,9 @@ def _assemble(source: _ConvertedDir | _InMemory, name: str, head: str | None,
   module = convert.create_module(source.config, head, num_labels, **model_options)
   target = convert.abstract_params(module)
   place = _shardings_for(target, shardings)
-  stored = {_canonical(stored_head, p): shape for p, shape in source.shapes().items()}
+  shapes = source.shapes()
+  stored = {_canonical(stored_head, p): shape for p, shape in shapes.items()}
+  original = {_canonical(stored_head, p): p for p in shapes}
 
   used: dict[Path_, Path_] = {}
   new: list[Path_] = []
@@ -251,11 +253,14 @@ def _assemble(source: _ConvertedDir | _InMemory, name: str, head: str | None,
         "checkpoint with that head.")
 
   flat_target = flatten_dict(target)
-  selection = {stored_path: jax.ShapeDtypeStruct(flat_target[path].shape,
-                                                 flat_target[path].dtype, sharding=place[path])
+  selection = {original[stored_path]: jax.ShapeDtypeStruct(
+      flat_target[path].shape, flat_target[path].dtype, sharding=place[path])
                for path, stored_path in used.items()}
   restored = source.read(selection)
-  flat = {path: restored[stored_path] for path, stored_path in used.items()}
+  flat = {path: restored[original[stored_path]] for path, stored_path in used.items()}
+  if not all(isinstance(leaf, jax.Array) for leaf in flat.values()):
+    raise ValueError(f"{name}: the checkpoint did not return every parameter asked for; it is "
+                     "incomplete. Convert the weights again.")
   if new:
     names = ["/".join(p) for p in new]
     log.warning("Some parameters of %s (head %r) are not in %s and are newly initialized: %s. "

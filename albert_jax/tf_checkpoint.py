@@ -127,9 +127,11 @@ def find_checkpoint(path: str | os.PathLike) -> str:
     return str(path / PREFERRED_PREFIX)
   candidates = [name[: -len(".index")] for name in _index_files(path)]
   if (path / "checkpoint").is_file():
+    # The `checkpoint` file may hold absolute paths from where the checkpoint was written: only
+    # its name is trusted, looked up in this directory.
     latest = _tf().train.latest_checkpoint(str(path))
-    if latest and Path(f"{latest}.index").is_file():
-      return latest
+    if latest and (path / f"{Path(latest).name}.index").is_file():
+      return str(path / Path(latest).name)
   if len(candidates) == 1:
     return candidates[0]
   if not candidates:
@@ -157,7 +159,7 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
   try:
     reader = tf.train.load_checkpoint(prefix)
     names = sorted(reader.get_variable_to_shape_map())
-  except (tf.errors.OpError, ValueError) as e:
+  except Exception as e:  # TF raises OpErrors (DataLoss, NotFound...) and others
     raise ValueError(f"Cannot read TF checkpoint {prefix}: {_message(e)}. The .index/.data "
                      "files are truncated, corrupt or incomplete; copy or extract them again."
                      ) from None
@@ -179,7 +181,7 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
                        "name); it mixes a TF-Hub module and a plain checkpoint.")
     try:
       value = np.asarray(reader.get_tensor(name))
-    except tf.errors.OpError as e:
+    except Exception as e:  # TF raises OpErrors, IndexError (short read), ...
       raise ValueError(f"Cannot read variable {name!r} of TF checkpoint {prefix}: {_message(e)}. "
                        "The data file is truncated or corrupt; copy or extract it again."
                        ) from None
@@ -194,7 +196,8 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
 
 
 def _message(e: Exception) -> str:
-  return " ".join(str(getattr(e, "message", None) or e).split())[:300]
+  text = " ".join(str(getattr(e, "message", None) or e).split())[:300]
+  return f"{type(e).__name__}: {text}"
 
 
 def _tf():

@@ -51,7 +51,7 @@ def examples_from_rows(task, rows: list[tuple[str, dict[str, Any]]], split: str)
   """Checked examples from rows; raises ValueError naming the row, column or value at fault."""
   columns = COLUMNS[task.name]
   may_lack_labels = split.startswith("test")
-  examples = []
+  examples, seen = [], {}
   for position, (where, row) in enumerate(rows):
     missing = [name for name in columns if name not in row]
     if LABEL_COLUMN not in row and not may_lack_labels:
@@ -63,9 +63,13 @@ def examples_from_rows(task, rows: list[tuple[str, dict[str, Any]]], split: str)
       )
     texts = [_text(row[name], name, where) for name in columns]
     label = row.get(LABEL_COLUMN, UNLABELED)
+    idx = _index(row.get("idx", row.get("index", position)), where)
+    if idx in seen:
+      raise ValueError(f"{where}: idx {idx} is also the idx of {seen[idx]}; ids must be unique")
+    seen[idx] = where
     examples.append(
       {
-        "idx": _index(row.get("idx", row.get("index", position)), where),
+        "idx": idx,
         "text_a": texts[0],
         "text_b": texts[1] if len(texts) > 1 else None,
         "label": _label(task, label, where, may_lack_labels),
@@ -101,7 +105,7 @@ def _label(task, value: Any, where: str, may_lack_labels: bool) -> int | float:
   if isinstance(value, str) and value.strip() in task.label_names:
     return task.label_names.index(value.strip())
   number = _as_number(value)
-  if number is not None and number == int(number) and 0 <= number < len(task.label_names):
+  if number is not None and number.is_integer() and 0 <= number < len(task.label_names):
     return int(number)
   names = ", ".join(f"{i}={name}" for i, name in enumerate(task.label_names))
   raise ValueError(

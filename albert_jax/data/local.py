@@ -55,8 +55,11 @@ def read_table(path: str | os.PathLike[str]) -> list[Row]:
       if len(values) != len(header):
         raise ValueError(
           f"{where}: {len(values)} fields, but the header has {len(header)} ({', '.join(header)}); "
-          + ("a .tsv file has no quoting, so a field must not contain a tab" if delimiter == "\t"
-             else "quote fields that contain commas")
+          + (
+            "a .tsv file has no quoting, so a field must not contain a tab"
+            if delimiter == "\t"
+            else "quote fields that contain commas"
+          )
         )
       rows.append((where, dict(zip(header, values, strict=True))))
   return rows

@@ -230,6 +230,16 @@ class Shards:
     return self.parse(records, where)
 
 
+def read_manifest(directory: str) -> dict[str, Any]:
+  """The manifest of a generated dataset that exists and lists examples (else a clear error)."""
+  if not os.path.isdir(directory):
+    raise PretrainingInputError(f"pretraining data directory {directory!r} does not exist")
+  manifest = load_manifest(directory)
+  if not manifest.get("files") or not manifest.get("num_instances"):
+    raise PretrainingInputError(f"{directory!r} holds no examples (its manifest lists none)")
+  return manifest
+
+
 def open_shards(
   directory: str,
   file_ids: Sequence[int] | None = None,
@@ -245,12 +255,8 @@ def open_shards(
   a missing, truncated or corrupt file, a record count that differs from the manifest, a
   max_seq_length / max_predictions_per_seq other than the run's, ids beyond `vocab_size`.
   """
-  if not os.path.isdir(directory):
-    raise PretrainingInputError(f"pretraining data directory {directory!r} does not exist")
-  manifest = load_manifest(directory)
-  entries = manifest.get("files") or []
-  if not entries or not manifest.get("num_instances"):
-    raise PretrainingInputError(f"{directory!r} holds no examples (its manifest lists none)")
+  manifest = read_manifest(directory)
+  entries = manifest["files"]
   missing = sorted(set(FEATURE_NAMES) - set(manifest.get("features", {})))
   if missing:
     raise PretrainingInputError(f"{directory!r}: the manifest lacks the features {missing}")
@@ -333,6 +339,23 @@ def to_batch(features: Batch) -> Batch:
 # Training batches
 
 
+def check_vocabulary(manifest: dict[str, Any], directory: str, vocab_file: str | None) -> None:
+  """Raises unless `vocab_file` (None = the bundled 30k-clean model) is the vocabulary the data
+  in `directory` was made with (by the sha256 its manifest records, when it records one)."""
+  from albert_jax.tokenizer import bundled_model_path
+
+  path = str(bundled_model_path() if vocab_file is None else vocab_file)
+  vocab = manifest.get("vocab", {})
+  if not vocab.get("sha256"):
+    return
+  with open(path, "rb") as f:
+    if hashlib.sha256(f.read()).hexdigest() != vocab["sha256"]:
+      raise PretrainingInputError(
+        f"the data in {directory!r} was made with another vocabulary ({vocab.get('file')!r}) "
+        f"than {path!r}; set config.vocab_file to the SentencePiece model the data was made with"
+      )
+
+
 class _Remasker:
   """Re-draws the masks of examples (dynamic masking) with the generation's parameters."""
 
@@ -341,13 +364,6 @@ class _Remasker:
 
     tokenizer = AlbertTokenizer(vocab_file)
     vocab = manifest.get("vocab", {})
-    if vocab.get("sha256"):
-      with open(tokenizer.model_file, "rb") as f:
-        if hashlib.sha256(f.read()).hexdigest() != vocab["sha256"]:
-          raise PretrainingInputError(
-            f"dynamic masking needs the data's vocabulary ({vocab.get('file')!r}), but "
-            f"{tokenizer.model_file!r} is a different one; set config.vocab_file to it"
-          )
     self.pieces_V = np.asarray(tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size))))
     self.mask_token_id = tokenizer.mask_token_id
     self.vocab_size = int(vocab.get("vocab_size", tokenizer.vocab_size))
@@ -406,7 +422,7 @@ class TrainBatches:
     shuffle: bool = True,
     dynamic_masking: bool = False,
     vocab_file: str | None = None,
-    start: DataPosition = DataPosition(),
+    start: DataPosition | None = None,
     prefetch: int = 2,
   ):
     if batch_size < 1 or steps_per_epoch < 1:
@@ -417,12 +433,19 @@ class TrainBatches:
     self.seed, self.process_index = seed, process_index
     self.shuffle_window = shuffle_window or len(shards.files)
     self.shuffle = shuffle
-    self._remask = _Remasker(shards.manifest, vocab_file) if dynamic_masking else None
+    self._remask = None
+    if dynamic_masking:
+      check_vocabulary(shards.manifest, shards.directory, vocab_file)
+      self._remask = _Remasker(shards.manifest, vocab_file)
     self._window_cache: dict[tuple[int, int], np.ndarray] = {}
-    self._position = start
+    self._position = start or DataPosition()
     self._executor = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
     self._prefetch = prefetch
     self._pending: list[tuple[DataPosition, concurrent.futures.Future]] = []
+
+  def seek(self, position: DataPosition) -> None:
+    """Makes `position` the start of the next batch (e.g. a restored checkpoint's)."""
+    self._position = position
 
   @property
   def position(self) -> DataPosition:
@@ -430,9 +453,7 @@ class TrainBatches:
     return self._position
 
   def _rng(self, *key: int) -> np.random.Generator:
-    return np.random.default_rng(
-      np.random.SeedSequence(self.seed, spawn_key=(_ORDER_STREAM, *key))
-    )
+    return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_ORDER_STREAM, *key)))
 
   def _epoch_windows(self, epoch: int) -> list[np.ndarray]:
     num_files = len(self.shards.files)
@@ -449,7 +470,8 @@ class TrainBatches:
     if key not in self._window_cache:
       counts_F = self.shards.counts[files_F]
       file_N = np.repeat(files_F, counts_F)
-      record_N = np.arange(int(counts_F.sum())) - np.repeat(np.cumsum(counts_F) - counts_F, counts_F)
+      first_F = np.cumsum(counts_F) - counts_F
+      record_N = np.arange(int(counts_F.sum())) - np.repeat(first_F, counts_F)
       pairs_N2 = np.stack([file_N, record_N], axis=1)
       if self.shuffle:
         pairs_N2 = pairs_N2[self._rng(epoch, self.process_index, window).permutation(len(file_N))]
@@ -478,10 +500,10 @@ class TrainBatches:
     where = self.where(position)
     features = self.shards.read(where)
     if self._remask is not None and position.epoch > 0:
-      file_ids = self.shards.file_ids
+      epoch, file_ids = position.epoch, self.shards.file_ids
       rngs = [
         np.random.default_rng(
-          np.random.SeedSequence(self.seed, spawn_key=(_MASK_STREAM, position.epoch, file_ids[f], r))
+          np.random.SeedSequence(self.seed, spawn_key=(_MASK_STREAM, epoch, file_ids[f], r))
         )
         for f, r in where
       ]

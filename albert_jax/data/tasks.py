@@ -5,7 +5,7 @@ One small API for every task, used by `albert_jax.finetune`:
   task = get_task("mnli")
   examples = load_examples(task, "train")                      # tfds 'glue/mnli'
   examples = load_examples(task, "train", files={"train": "mnli_train.tsv"})  # local file
-  features = featurize(task, examples, tokenizer, max_seq_length=128)
+  features = featurize(task, examples, tokenizer, max_seq_length=128)  # SQuAD train: training=True
   ... model outputs for features.arrays, batch by batch, concatenated ...
   predictions, metrics = postprocess(task, examples, features, outputs)
   paths = write_predictions(task, predictions, out_dir, "validation")
@@ -20,6 +20,8 @@ cannot take) raises ValueError naming the offending file, column or value before
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
+import inspect
 import os
 import tempfile
 from collections.abc import Mapping
@@ -122,8 +124,25 @@ TFDS_BUILDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Small datasets shipped with the package (written for albert_jax; see assets/samples/README.md):
+# task -> split -> file name under albert_jax/assets/samples/.
+SAMPLES: dict[str, dict[str, str]] = {
+  "sst2": {"train": "sst2_sample/train.tsv", "validation": "sst2_sample/dev.tsv"},
+  "squad_v1": {"train": "squad_sample/train.json", "validation": "squad_sample/dev.json"},
+}
+
+
+def sample_files(name: str) -> dict[str, str]:
+  """The `files` argument of `load_examples` for a bundled sample ('sst2' or 'squad_v1')."""
+  task = get_task(name)
+  if task.name not in SAMPLES:
+    raise ValueError(f"no bundled sample for {task.name}; samples exist for {', '.join(SAMPLES)}")
+  root = importlib.resources.files("albert_jax") / "assets" / "samples"
+  return {split: str(root / path) for split, path in SAMPLES[task.name].items()}
+
+
 def get_task(name: str) -> Task:
-  """The task called `name` (case-insensitive; also 'sst-2', 'sts-b', 'squad_v1.1', 'squad_v2.0')."""
+  """The task called `name`: a `TASKS` key, any case; also 'sst-2', 'sts-b', 'squad_v1.1'."""
   key = name.strip().lower()
   key = _ALIASES.get(key, key)
   if key not in TASKS:
@@ -161,6 +180,10 @@ def load_examples(
     source = f"tensorflow-datasets {'+'.join(TFDS_BUILDERS[task.name])} split {split!r}"
     rows = _tfds_rows(task, split, data_dir, limit)
   else:
+    if not isinstance(files, Mapping):
+      raise TypeError(
+        f"files must map split names to paths, e.g. {{'train': 'train.tsv'}}; got {files!r}"
+      )
     if split not in files:
       raise ValueError(
         f"no local file for split {split!r} of {task.name}; files has splits {sorted(files)}: "
@@ -238,9 +261,10 @@ def featurize(
 ) -> Features:
   """Model inputs for `examples`, every row `max_seq_length` tokens long.
 
-  task_kwargs: SQuAD: `doc_stride` (128), `max_query_length` (64), `training` (False; True
-  drops examples whose answer is not found in the context, as BERT's run_squad does);
-  RACE: `max_qa_length` (128). GLUE takes none.
+  task_kwargs: SQuAD: `doc_stride` (128), `max_query_length` (64; at most half of
+  `max_seq_length` when not given), `training` (False; True drops examples whose answer is not
+  found in the context, as BERT's run_squad does); RACE: `max_qa_length` (128; at most half of
+  `max_seq_length` when not given). GLUE takes none; an option a task does not take is an error.
   """
   limit = max_sequence_length(tokenizer)
   if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, (int, np.integer)):
@@ -253,10 +277,22 @@ def featurize(
     )
   if not examples:
     raise ValueError(f"no examples to featurize for {task.name}; load_examples gave none")
-  arrays, meta = _family(task).featurize(
-    task, examples, tokenizer, int(max_seq_length), **task_kwargs
-  )
+  featurize_family = _family(task).featurize
+  _check_options(task, featurize_family, task_kwargs)
+  arrays, meta = featurize_family(task, examples, tokenizer, int(max_seq_length), **task_kwargs)
   return Features(arrays, meta)
+
+
+def _check_options(task: Task, function: Any, kwargs: Mapping[str, Any]) -> None:
+  """Raises ValueError for keyword options that `function` (a family's step) does not take."""
+  params = inspect.signature(function).parameters.values()
+  known = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  unknown = sorted(set(kwargs) - set(known))
+  if unknown:
+    raise ValueError(
+      f"{function.__name__} for {task.name} takes no option {', '.join(unknown)}; "
+      f"its options: {', '.join(known) or 'none'}"
+    )
 
 
 # ---- predictions ------------------------------------------------------------------------------
@@ -285,7 +321,9 @@ def postprocess(
         f"outputs[{key!r}] has shape {value.shape}, but there are {len(features)} feature rows; "
         "pass the outputs of every row in order, without the padding of a last batch"
       )
-  values, null_odds, metrics = _family(task).postprocess(task, examples, features, outputs, **kwargs)
+  postprocess_family = _family(task).postprocess
+  _check_options(task, postprocess_family, kwargs)
+  values, null_odds, metrics = postprocess_family(task, examples, features, outputs, **kwargs)
   return Predictions(values, null_odds), metrics
 
 

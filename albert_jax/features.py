@@ -1,0 +1,166 @@
+"""ALBERT features for a file of texts: last hidden states and pooled outputs.
+
+    python -m albert_jax.features --model DIR --input texts.txt --output feats.npz \
+        [--batch_size 32] [--max_length 512] [--pooled] [--overwrite]
+
+One text per line of `--input` (empty lines included, so row i is line i). Texts are tokenized
+as `[CLS] text [SEP]`, cut to `--max_length` tokens, sorted by length and run in batches padded
+to a power-of-two length (one compilation per length bucket). The `.npz` holds:
+
+  last_hidden_state  float32 [T, H]  every text's token vectors, padding removed, concatenated
+  offsets            int64 [N + 1]   text i is rows offsets[i]:offsets[i + 1]
+  input_ids          int32 [T]       the token of each row
+  pooler_output      float32 [N, H]  tanh(dense(h_[CLS])) per text; only with --pooled
+
+`load_features(path)` gives the per-text arrays back. The file is written next to its final
+name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from absl import flags
+from tqdm import tqdm
+
+from albert_jax import convert
+from albert_jax.pretrained import Pretrained, from_pretrained
+
+
+def bucket(n: int, limit: int, minimum: int = 8) -> int:
+  """The padded size for `n`: the next power of two (at least `minimum`), at most `limit`."""
+  return min(limit, max(minimum, 1 << max(n - 1, 0).bit_length()))
+
+
+def batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+  """Indices of the rows in batches of similar length (sorted by length, longest first)."""
+  order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+  for start in range(0, len(order), batch_size):
+    yield order[start:start + batch_size]
+
+
+def pad(rows: Sequence[Sequence[int]], length: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+  """input_ids [batch, length] (pad id 0) and attention_mask for `rows`; extra rows are empty."""
+  ids_BL = np.zeros((batch, length), np.int32)
+  mask_BL = np.zeros((batch, length), np.int32)
+  for b, row in enumerate(rows):
+    ids_BL[b, :len(row)] = row
+    mask_BL[b, :len(row)] = 1
+  return ids_BL, mask_BL
+
+
+class Features(NamedTuple):
+  last_hidden_state: list[np.ndarray]  # per text [L_i, H]
+  input_ids: list[np.ndarray]  # per text [L_i]
+  pooler_output: np.ndarray | None  # [N, H]
+
+
+def extract_features(model: Pretrained, texts: Sequence[str], *, batch_size: int = 32,
+                     max_length: int | None = None, pooled: bool = False,
+                     progress: bool = True) -> Features:
+  """Runs `model` (head `base`) over `texts`; see the module docstring."""
+  if model.head != "base":
+    raise ValueError(f"extract_features needs the encoder (head 'base'), got head "
+                     f"{model.head!r}; load with from_pretrained(..., head='base').")
+  if pooled and model.params.get("pooler") is None:
+    raise ValueError("pooled=True needs the pooler; load with add_pooling_layer=True.")
+  limit = model.config.max_position_embeddings
+  max_length = min(max_length or limit, limit)
+  encoded = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+  @jax.jit
+  def run(params, ids_BL, mask_BL):
+    out = model.module.apply({"params": params}, ids_BL, mask_BL)
+    return out.last_hidden_state, out.pooler_output
+
+  hidden: list[np.ndarray | None] = [None] * len(texts)
+  pooler: list[np.ndarray | None] = [None] * len(texts)
+  with tqdm(total=len(texts), unit="text", disable=not progress, desc="features") as bar:
+    for rows in batches([len(ids) for ids in encoded], batch_size):
+      length = bucket(max(len(encoded[i]) for i in rows), max_length)
+      ids_BL, mask_BL = pad([encoded[i] for i in rows], length, bucket(len(rows), batch_size, 1))
+      h_BLH, pooled_BH = jax.device_get(run(model.params, ids_BL, mask_BL))
+      for b, i in enumerate(rows):
+        hidden[i] = h_BLH[b, :len(encoded[i])]
+        pooler[i] = None if pooled_BH is None else pooled_BH[b]
+      bar.update(len(rows))
+  ids = [np.asarray(row, np.int32) for row in encoded]
+  return Features(hidden, ids, np.stack(pooler) if pooled and texts else None)
+
+
+def save_features(path: str | os.PathLike, features: Features, overwrite: bool = False) -> None:
+  """Writes `features` as the `.npz` the module docstring describes, atomically."""
+  path = Path(path)
+  convert.refuse_existing(path, overwrite)
+  lengths = [len(ids) for ids in features.input_ids]
+  width = features.last_hidden_state[0].shape[-1] if lengths else 0
+  arrays = {
+      "last_hidden_state": np.concatenate(features.last_hidden_state) if lengths
+      else np.zeros((0, width), np.float32),
+      "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+      "input_ids": np.concatenate(features.input_ids) if lengths else np.zeros(0, np.int32),
+  }
+  if features.pooler_output is not None:
+    arrays["pooler_output"] = features.pooler_output
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=path.parent)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def load_features(path: str | os.PathLike) -> Features:
+  """The per-text arrays of a `.npz` written by `save_features`."""
+  with np.load(path) as data:
+    bounds = list(zip(data["offsets"][:-1], data["offsets"][1:], strict=True))
+    hidden = [data["last_hidden_state"][a:b] for a, b in bounds]
+    ids = [data["input_ids"][a:b] for a, b in bounds]
+    pooled = data["pooler_output"] if "pooler_output" in data else None
+  return Features(hidden, ids, pooled)
+
+
+_USAGE = ("python -m albert_jax.features --model DIR --input texts.txt --output feats.npz "
+          "[--batch_size 32] [--max_length 512] [--pooled] [--overwrite]")
+
+
+def main(argv: Sequence[str]) -> int:
+  """`python -m albert_jax.features`; see the module docstring."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("model", None, "Converted directory (or any from_pretrained source).",
+                      flag_values=fv)
+  flags.DEFINE_string("input", None, "Text file, one text per line.", flag_values=fv)
+  flags.DEFINE_string("output", None, ".npz file to write.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("max_length", None, "Truncate texts to this many tokens (default: the "
+                       "model's max_position_embeddings).", lower_bound=2, flag_values=fv)
+  flags.DEFINE_bool("pooled", False, "Also write the pooled output.", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace an existing output file.", flag_values=fv)
+  rest = convert.parse_flags(fv, argv, _USAGE)
+  if rest or None in (fv.model, fv.input, fv.output):
+    raise ValueError(f"Pass --model, --input and --output (no positional arguments: {rest}).\n"
+                     f"Usage: {_USAGE}")
+  convert.refuse_existing(fv.output, fv.overwrite)
+  texts = Path(fv.input).read_text(encoding="utf-8").splitlines()
+  model = from_pretrained(fv.model, head="base", strict=True, add_pooling_layer=fv.pooled)
+  features = extract_features(model, texts, batch_size=fv.batch_size,
+                              max_length=fv.max_length, pooled=fv.pooled)
+  save_features(fv.output, features, fv.overwrite)
+  tokens = sum(len(ids) for ids in features.input_ids)
+  print(f"Wrote {fv.output}: {len(texts)} texts, {tokens} tokens, hidden size "
+        f"{model.config.hidden_size}{', pooled output' if fv.pooled else ''}")
+  return 0
+
+
+if __name__ == "__main__":
+  convert.run_cli(main)

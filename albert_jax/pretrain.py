@@ -1,0 +1,516 @@
+"""Pretrains ALBERT (masked LM + sentence order): `python -m albert_jax.pretrain`.
+
+  python -m albert_jax.create_pretraining_data --input='corpus/*.txt' --output=data/pretrain
+  python -m albert_jax.pretrain --config=configs/pretrain/large.py --workdir=runs/large \\
+    --config.train_data=data/pretrain --config.eval_holdout_files=1
+
+Wiring only: config -> checked data (`albert_jax.data.pretraining_input`) -> model (a preset
+from random weights, or `config.init_from`, a converted directory, to continue pretraining) ->
+LAMB or AdamW with linear warm-up and decay (`albert_jax.optim`) -> `albert_jax.train` steps
+jitted for the mesh (`albert_jax.sharding`) -> checkpoints, eval, export. A run writes into its
+workdir:
+  config.json          the run config (a rerun with another config is refused)
+  checkpoints/<step>/  the latest checkpoints: train state + data position (`checkpoint.py`)
+  metrics.jsonl        one JSON line per logged train step and per eval: {"step", "split", ...}
+  tb/                  TensorBoard scalars
+  export/              the final model in the layout `python -m albert_jax.convert` writes
+                       (params/, config.json, albert_jax.json, spiece.model): load it with
+                       `albert_jax.from_pretrained(DIR)` or fine-tune it with
+                       `--config.model=DIR`, no conversion step
+Rerunning the same command resumes from the latest checkpoint at the same step and data
+position; the steps after that checkpoint are trained again and their metrics.jsonl lines
+replaced, so an interrupted run ends with the same parameters and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from albert_jax import convert, distributed, optim, sharding, train
+from albert_jax.checkpoint import Checkpoints
+from albert_jax.config import AlbertConfig
+from albert_jax.data import pretraining_input as data_lib
+from albert_jax.loop import DataPosition, Reporter, is_due
+from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
+
+HEAD = "pretraining"
+# Config fields that may change between a run and its resumption (they do not change results).
+_RESUMABLE_CHANGES = ("log_every_steps", "checkpoint_every_steps", "eval_every_steps",
+                      "keep_checkpoints", "mesh", "eval_batches", "verify_checksums")
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field `run` reads, with Google ALBERT's pretraining recipe; configs/pretrain/*.py
+  pick the model size and the data."""
+  placeholder = ml_collections.config_dict.placeholder
+  c = ml_collections.ConfigDict()
+  c.model = "albert-base-v2"  # the architecture: a preset name (random init)
+  # AlbertConfig fields to override (e.g. a tiny model); None = the preset's value.
+  c.model_overrides = ml_collections.ConfigDict(
+      {f.name: placeholder(type(f.default)) for f in dataclasses.fields(AlbertConfig)})
+  c.init_from = placeholder(str)  # a converted directory to continue pretraining from
+  c.vocab_file = placeholder(str)  # the data's SentencePiece model; None = bundled 30k-clean
+
+  c.train_data = placeholder(str)  # a create_pretraining_data output directory
+  c.eval_data = placeholder(str)  # another one, held out; or:
+  c.eval_holdout_files = 0  # hold out the last N files of train_data for eval
+  c.max_seq_length = 512  # must equal the data's
+  c.max_predictions_per_seq = 20  # must equal the data's
+  c.dynamic_masking = False  # re-mask every example from epoch 1 on
+  c.shuffle_window = 16  # files whose examples are shuffled together (0 = all of a process)
+  c.verify_checksums = False  # sha256 of every data file at start-up (reads all the data)
+
+  c.optimizer = "lamb"  # or "adamw"
+  c.learning_rate = 0.00176
+  c.batch_size = 4096  # examples per optimizer step (all processes together)
+  c.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size must divide evenly)
+  c.eval_batch_size = placeholder(int)  # None = batch_size / grad_accum_steps
+  c.num_train_steps = 125_000  # optimizer steps
+  c.warmup_steps = 3_125  # linear warm-up, then linear decay to 0 at num_train_steps
+  c.weight_decay = 0.01  # not on LayerNorm parameters and biases (nor LAMB's trust ratio)
+  c.clip_norm = 1.0  # global gradient norm
+
+  c.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
+  c.remat_policy = placeholder(str)  # a jax.checkpoint_policies name; None = no remat
+  c.seed = 0  # model init and dropout
+  c.data_seed = 0  # example order and dynamic masks
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 10_000  # and at the end (with eval data)
+  c.eval_batches = placeholder(int)  # batches per eval; None = the whole eval set
+  c.checkpoint_every_steps = 5_000
+  c.keep_checkpoints = 3
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1})  # -1: all devices (data parallel)
+  c.mesh.rules = placeholder(str)  # logical-axis rules preset (`albert_jax.sharding`)
+  return c
+
+
+def model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
+  """The architecture: `init_from`'s config.json, else the preset; then `model_overrides`."""
+  overrides = {k: v for k, v in config.model_overrides.items() if v is not None}
+  if config.init_from:
+    path = os.path.join(config.init_from, convert.HF_CONFIG_FILE)
+    if not convert.is_converted(config.init_from) or not os.path.isfile(path):
+      raise FileNotFoundError(
+          f"init_from={config.init_from!r} is not a directory written by "
+          "`python -m albert_jax.convert` (no albert_jax.json / config.json); convert the "
+          "checkpoint first.")
+    return dataclasses.replace(AlbertConfig.from_json_file(path), **overrides)
+  return AlbertConfig.from_name(config.model, **overrides)
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: str) -> AlbertConfig:
+  """Checks what can be checked without data or devices; returns the model's config."""
+  if not config.train_data:
+    raise ValueError("Set --config.train_data to a create_pretraining_data output directory.")
+  albert = model_config(config)
+  if config.max_seq_length > albert.max_position_embeddings:
+    raise ValueError(
+        f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
+        f"{albert.max_position_embeddings}; use data of max_seq_length <= "
+        f"{albert.max_position_embeddings}.")
+  if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+    raise ValueError(
+        f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+        f"{config.grad_accum_steps}; pick a batch size that is a multiple of it.")
+  if not 0 <= config.warmup_steps <= config.num_train_steps:
+    raise ValueError(f"warmup_steps={config.warmup_steps} must be in [0, num_train_steps="
+                     f"{config.num_train_steps}].")
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+  if config.eval_data and config.eval_holdout_files:
+    raise ValueError(f"Give eval_data={config.eval_data!r} or eval_holdout_files="
+                     f"{config.eval_holdout_files}, not both.")
+  _check_workdir(config, workdir)
+  return albert
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json())
+  changed = sorted(k for k in set(saved) | set(current)
+                   if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if changed:
+    diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    raise ValueError(
+        f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
+        f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
+        "or delete this one.")
+
+
+def _write_atomic(path: str, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Inputs:
+  """The run's checked data: this process's training batches and eval shards."""
+
+  train: data_lib.TrainBatches
+  eval: data_lib.Shards | None  # None: no eval data
+  eval_num_batches: int  # batches per eval, the same on every process
+  eval_rows: int  # rows of each global eval batch this process loads
+
+
+def _data_share(global_rows: int, mesh, rules) -> tuple[int, int]:
+  """(index, count) of this process's share of the data files: processes that load the same
+  rows of the global batch (e.g. across a "tensor" axis) read the same files."""
+  rows = distributed.process_batch_slice(global_rows, mesh, rules)
+  local = rows.stop - rows.start
+  return rows.start // local, global_rows // local
+
+
+def _vocab_file(config: ml_collections.ConfigDict) -> str | None:
+  """The SentencePiece model of the run: vocab_file, else init_from's, else None (bundled)."""
+  if config.vocab_file:
+    return config.vocab_file
+  if config.init_from:
+    for name in MODEL_FILE_NAMES:
+      if os.path.isfile(path := os.path.join(config.init_from, name)):
+        return path
+  return None
+
+
+def _eval_batch_size(config: ml_collections.ConfigDict) -> int:
+  return config.eval_batch_size or config.batch_size // config.grad_accum_steps
+
+
+def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh,
+                rules) -> Inputs:
+  """Opens and checks the training and eval data; every data error is raised here."""
+  micro = config.batch_size // config.grad_accum_steps
+  index, count = _data_share(micro, mesh, rules)
+  vocab_file = _vocab_file(config)
+  manifest = data_lib.read_manifest(config.train_data)
+  data_lib.check_vocabulary(manifest, config.train_data, vocab_file)
+  train_ids, eval_ids = data_lib.split_files(len(manifest["files"]), config.eval_holdout_files)
+  checks = dict(max_seq_length=config.max_seq_length,
+                max_predictions_per_seq=config.max_predictions_per_seq,
+                vocab_size=albert.vocab_size, verify_checksums=config.verify_checksums)
+  shards = data_lib.open_shards(config.train_data,
+                                data_lib.process_files(train_ids, index, count), **checks)
+  train_batches = data_lib.TrainBatches(
+      shards, micro // count, data_lib.steps_per_epoch(manifest, train_ids, count, micro // count),
+      seed=config.data_seed, process_index=index, shuffle_window=config.shuffle_window,
+      dynamic_masking=config.dynamic_masking, vocab_file=vocab_file)
+  eval_dir = config.train_data
+  if config.eval_data:
+    eval_manifest = data_lib.read_manifest(config.eval_data)
+    data_lib.check_vocabulary(eval_manifest, config.eval_data, vocab_file)
+    eval_dir, eval_ids = config.eval_data, list(range(len(eval_manifest["files"])))
+  if not eval_ids:
+    return Inputs(train_batches, None, 0, 0)
+  eval_index, eval_count = _data_share(_eval_batch_size(config), mesh, rules)
+  eval_rows = _eval_batch_size(config) // eval_count
+  eval_shards = data_lib.open_shards(
+      eval_dir, data_lib.process_files(eval_ids, eval_index, eval_count), **checks)
+  num_batches = data_lib.eval_num_batches(eval_shards.manifest, eval_ids, eval_count, eval_rows)
+  if config.eval_batches:
+    num_batches = min(num_batches, config.eval_batches)
+  return Inputs(train_batches, eval_shards, num_batches, eval_rows)
+
+
+def _sample_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """Zeros of the model inputs' shapes (for shapes only)."""
+  length, predictions = config.max_seq_length, config.max_predictions_per_seq
+  ids = np.zeros((1, length), np.int32)
+  return {"input_ids": ids, "attention_mask": ids, "token_type_ids": ids,
+          "masked_lm_positions": np.zeros((1, predictions), np.int32)}
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+
+
+def _eval_sums(state: train.TrainState, batch: train.Batch):
+  """The batch's metrics and their denominators (examples; masked-LM predictions)."""
+  w_B = batch["example_weight"].astype(jnp.float32)
+  counts = {"examples": jnp.sum(w_B),
+            "predictions": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32) * w_B[:, None])}
+  return train.eval_step(state, batch), counts
+
+
+def _jit_steps(shardings: train.TrainState, mesh, rules):
+  """(train_fn, eval_fn) jitted for the mesh: the state as `shardings`, batches split.
+
+  TODO(sharding): use `sharding.jit_train_step` once applying the model under
+  `nn.logical_axis_rules` works (today flax's parameter shape check re-runs DenseGeneral's
+  kernel init, whose 3-d logical constraint fails on the 2-d kernel); until then the
+  activations carry no sharding constraints (parameters and batches are still placed).
+  """
+  del rules
+  batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  train_fn = jax.jit(train.train_step, in_shardings=(shardings, batch, replicated),
+                     out_shardings=(shardings, replicated), donate_argnums=0)
+  eval_fn = jax.jit(_eval_sums, in_shardings=(shardings, batch), out_shardings=replicated)
+  return train_fn, eval_fn
+
+
+def evaluate(eval_fn, state: train.TrainState, inputs: Inputs, mesh, rules) -> dict[str, float]:
+  """MLM and SOP loss and accuracy over the eval set, each averaged over what it counts."""
+  totals: dict[str, float] = {}
+  counts = {"examples": 0.0, "predictions": 0.0}
+  for local in data_lib.eval_batches(inputs.eval, inputs.eval_rows, inputs.eval_num_batches):
+    metrics, n = jax.device_get(eval_fn(state, sharding.shard_batch(local, mesh, rules)))
+    for name, value in metrics.items():
+      kind = "predictions" if name.startswith("mlm_") else "examples"
+      totals[name] = totals.get(name, 0.0) + float(value) * float(n[kind])
+    for kind in counts:
+      counts[kind] += float(n[kind])
+  out = {name: total / max(counts["predictions" if name.startswith("mlm_") else "examples"], 1.0)
+         for name, total in totals.items() if name != "loss"}
+  out["loss"] = out["mlm_loss"] + out["sop_loss"]
+  return out
+
+
+# ---- metrics file --------------------------------------------------------------------------
+
+
+class MetricsFile:
+  """`metrics.jsonl`: one line per record. Opening it for a run resumed at `step` drops the
+  lines of later steps (trained again after the restore)."""
+
+  def __init__(self, path: str, step: int, enabled: bool = True):
+    self.path, self.enabled = path, enabled
+    if enabled and os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      _write_atomic(path, "".join(kept))
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+  def read(self) -> list[dict[str, Any]]:
+    with open(self.path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+
+# ---- model and export ----------------------------------------------------------------------
+
+
+def _model_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return dict(dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
+              remat_policy=config.remat_policy)
+
+
+def _initial_state(config, module, tx, abstract, mesh, rules, rng) -> train.TrainState:
+  """A fresh state: random weights, or `init_from`'s (parameters it lacks are initialized)."""
+  shardings = sharding.shardings_of(abstract)
+  if not config.init_from:
+    return sharding.create_sharded_state(module, tx, HEAD, rng, _sample_batch(config), mesh,
+                                         rules)
+  from albert_jax.pretrained import from_pretrained
+
+  pretrained = from_pretrained(config.init_from, HEAD, shardings=shardings.params, rng=rng,
+                               **_model_options(config))
+  create = jax.jit(lambda p: train.create_train_state(module, p, tx, HEAD),
+                   out_shardings=shardings)
+  return create(pretrained.params)
+
+
+def export(directory: str, state: train.TrainState, albert: AlbertConfig,
+           tokenizer: AlbertTokenizer, metadata: Mapping[str, Any]) -> None:
+  """Writes the model as `python -m albert_jax.convert` does (params/, config.json,
+  albert_jax.json, spiece.model), replacing `directory` only once the new one is complete.
+
+  Every process takes part (Orbax writes each process's shards of the parameters).
+  """
+  directory = os.path.abspath(directory)
+  tmp = f"{directory}.tmp-{int(state.step)}"
+  main = distributed.is_main_process()
+  if main:
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+  _sync("export-start")
+  params = jax.tree.map(lambda x: x, state.params)
+  names = convert.hf_parameter_table(albert, HEAD)
+  meta = {"head": HEAD, "num_labels": None, "id2label": None,
+          "parameter_count": convert.parameter_count(params),
+          "heads_found": convert.parts_found(names), **metadata}
+  convert.write_converted(tmp, convert.Converted(albert, params, HEAD, tokenizer, meta))
+  _sync("export-written")
+  if main:
+    old = f"{directory}.old-{int(state.step)}"
+    if os.path.exists(directory):
+      os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+  _sync("export-done")
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The mesh of `config.mesh.shape`; without a -1 size, over the first devices it needs."""
+  shape = dict(config.mesh.shape)
+  devices = None
+  if -1 not in shape.values() and jax.process_count() == 1:
+    devices = jax.devices()[: int(np.prod(list(shape.values())))]
+  return sharding.make_mesh(shape, devices)
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        stop_at_step: int | None = None) -> dict[str, Any]:
+  """Pretrains, evaluates and exports; returns {"step", "train", "eval", "export"}.
+
+  `stop_at_step` ends the run after that step's checkpoint, as a preempted job would;
+  rerunning continues from there.
+  """
+  albert = check_config(config, workdir)
+  mesh, rules = _mesh(config), sharding.rules_for(config.mesh.rules)
+  accum, total = config.grad_accum_steps, config.num_train_steps
+  sharding.check_batch_size(config.batch_size // accum, mesh, rules)
+  sharding.check_batch_size(_eval_batch_size(config), mesh, rules)
+  inputs = open_inputs(config, albert, mesh, rules)  # every data check, before any compute
+  main = distributed.is_main_process()
+  if main:
+    os.makedirs(workdir, exist_ok=True)
+    _write_atomic(os.path.join(workdir, "config.json"), config.to_json(indent=2) + "\n")
+
+  schedule = optim.warmup_linear_decay(config.learning_rate, total, config.warmup_steps)
+  tx = optim.make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
+                            clip_norm=config.clip_norm)
+  if accum > 1:
+    tx = optim.accumulate(tx, accum)
+  module = convert.create_module(albert, HEAD, **_model_options(config))
+  abstract = sharding.abstract_train_state(module, tx, HEAD, _sample_batch(config), mesh, rules)
+  shardings = sharding.shardings_of(abstract)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+
+  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+  if ckpts.latest_step() is not None:
+    state, position = ckpts.restore(abstract, target_shardings=shardings)
+    _check_position(position, inputs)
+    inputs.train.seek(DataPosition.from_json(position))
+    logging.info("Resumed from step %d (data epoch %d, example %d).", ckpts.latest_step(),
+                 position["epoch"], position["index"])
+  else:
+    state = _initial_state(config, module, tx, abstract, mesh, rules, init_rng)
+  train_fn, eval_fn = _jit_steps(shardings, mesh, rules)
+  dropout_rng = sharding.replicate(dropout_rng, mesh)
+
+  step = int(state.step) // accum
+  metrics_file = MetricsFile(os.path.join(workdir, "metrics.jsonl"), step, enabled=main)
+  reporter = Reporter(os.path.join(workdir, "tb"), total, initial_step=step, desc="pretrain")
+  results: dict[str, Any] = {"step": step, "train": None, "eval": None, "export": None}
+  history, tick, ticked_step = [], time.perf_counter(), step
+  try:
+    while step < total and (stop_at_step is None or step < stop_at_step):
+      for _ in range(accum):
+        batch = sharding.shard_batch(next(inputs.train), mesh, rules)
+        state, metrics = train_fn(state, batch, dropout_rng)
+        history.append(metrics)
+      step += 1
+      reporter.advance()
+      if is_due(step, config.log_every_steps, total):
+        means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
+        now = time.perf_counter()
+        means["lr"] = float(schedule(step - 1))  # the rate of the step's update
+        means["steps_per_second"] = (step - ticked_step) / (now - tick)
+        reporter.scalars(step, means, "train")
+        metrics_file.write({"step": step, "split": "train", **means})
+        results["train"], history, tick, ticked_step = means, [], now, step
+      if inputs.eval is not None and is_due(step, config.eval_every_steps, total):
+        results["eval"] = evaluate(eval_fn, state, inputs, mesh, rules)
+        reporter.scalars(step, results["eval"], "eval")
+        metrics_file.write({"step": step, "split": "eval", **results["eval"]})
+        reporter.write(f"step {step}: eval " + ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(results["eval"].items())))
+      if is_due(step, config.checkpoint_every_steps, total) or step == stop_at_step:
+        ckpts.save(step, state, _position(inputs))
+    results["step"] = step
+    if step == total:
+      tokenizer = AlbertTokenizer(_vocab_file(config))
+      results["export"] = os.path.join(workdir, "export")
+      export(results["export"], state, albert, tokenizer,
+             {"source": os.path.abspath(workdir), "source_format": "albert_jax.pretrain",
+              "tokenizer": "source" if _vocab_file(config) else "bundled", "step": step})
+  finally:
+    ckpts.wait_until_finished()
+    ckpts.close()
+    reporter.close()
+    inputs.train.close()
+  return results
+
+
+def _position(inputs: Inputs) -> dict[str, Any]:
+  """The data position saved with a checkpoint, with what it means (checked on restore)."""
+  train_batches = inputs.train
+  return {**train_batches.position.to_json(), "rows": train_batches.batch_size,
+          "steps_per_epoch": train_batches.steps_per_epoch}
+
+
+def _check_position(saved: Mapping[str, Any], inputs: Inputs) -> None:
+  current = _position(inputs)
+  changed = {k: (saved.get(k), current[k]) for k in ("rows", "steps_per_epoch")
+             if saved.get(k) != current[k]}
+  if changed:
+    logging.warning("The data position was saved with %s; the run now has %s. Resuming at "
+                    "epoch %d, example %d, but the examples read from here on differ from an "
+                    "uninterrupted run's.", {k: v[0] for k, v in changed.items()},
+                    {k: v[1] for k, v in changed.items()}, saved["epoch"], saved["index"])
+
+
+def main(argv: list[str]) -> None:
+  from absl import app, flags
+
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  distributed.initialize()
+  try:
+    results = run(flags.FLAGS.config, flags.FLAGS.workdir)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"pretrain: error: {e}")
+  if distributed.is_main_process():
+    print(json.dumps(results, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+  # Flags are defined only when run as a program: config files import `base_config` from here.
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "A configs/pretrain/*.py file.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, TensorBoard files and the "
+                      "exported model go; rerun with the same one to resume.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,23 @@
+# python -m albert_jax.finetune --config=configs/finetune/mrpc.py --workdir=/tmp/albert_mrpc
+"""Fine-tunes ALBERT on GLUE MRPC (paraphrase; accuracy and F1).
+
+Google ALBERT's recipe: learning rate 2e-05, batch 32, 800 steps, 200 warm-up steps,
+sequence length 512, AdamW (weight decay 0.01, clip 1.0), linear warm-up and decay.
+Local files instead of TFDS: --config.train_file=train.tsv --config.eval_file=dev.tsv.
+"""
+
+from albert_jax.finetune import base_config
+
+
+def get_config():
+  config = base_config("mrpc")
+  config.model = "albert/albert-base-v2"
+  config.max_seq_length = 512
+  config.learning_rate = 2e-05
+  config.batch_size = 32
+  config.num_train_steps = 800
+  config.warmup_steps = 200
+  config.best_metric = "accuracy"
+  config.eval_every_steps = 100
+  config.checkpoint_every_steps = 100
+  return config

@@ -1,0 +1,41 @@
+# python -m albert_jax.finetune --config=configs/finetune/squad_sample.py --workdir=/tmp/squad_demo
+"""A small ALBERT trained from scratch on the bundled SQuAD 1.1-format sample (a smoke run).
+
+40 training and 15 dev questions (`albert_jax/assets/samples/squad_sample`), the real 30k
+vocabulary, the demo's small model (see sst2_sample.py), windows of 128 tokens with stride 64.
+It shows the whole SQuAD pipeline (windows, span training, n-best decoding, the official
+metrics, predictions.json) in a few minutes on a CPU; 40 questions teach a model from scratch
+little, so expect low dev scores.
+"""
+
+from albert_jax.data.tasks import sample_files
+from albert_jax.finetune import base_config
+
+
+def get_config():
+  config = base_config("squad_v1")
+  files = sample_files("squad_v1")
+  config.train_file = files["train"]
+  config.eval_file = files["validation"]
+  config.model = "albert-base-v2"  # a preset: random init, with these overrides
+  config.model_overrides.hidden_size = 128
+  config.model_overrides.num_hidden_layers = 4
+  config.model_overrides.num_attention_heads = 4
+  config.model_overrides.intermediate_size = 512
+  config.model_overrides.embedding_size = 64
+  config.model_overrides.max_position_embeddings = 128
+  config.max_seq_length = 128
+  config.doc_stride = 64
+  config.max_query_length = 32
+  config.n_best_size = 20
+  config.max_answer_length = 30
+  config.learning_rate = 1e-3
+  config.batch_size = 16
+  config.num_epochs = 20.0
+  config.warmup_fraction = 0.1
+  config.best_metric = "f1"
+  config.log_every_steps = 10
+  config.eval_every_steps = 50
+  config.checkpoint_every_steps = 50
+  config.mesh.shape.data = 1
+  return config

@@ -1,0 +1,18 @@
+r"""ALBERT-xxlarge (v2 architecture) pretraining from scratch with Google's recipe.
+
+  python -m albert_jax.pretrain --config=configs/pretrain/xxlarge.py --workdir=runs/albert-xxlarge \
+    --config.train_data=data/pretrain --config.eval_holdout_files=1
+
+The recipe is Google's (see configs/pretrain/base.py); only the architecture differs.
+Faster on TPU/GPU: --config.dtype=bfloat16 (parameters and optimizer state stay float32).
+"""
+
+from albert_jax.pretrain import base_config
+
+
+def get_config():
+  config = base_config()
+  config.model = "albert-xxlarge-v2"
+  config.remat_policy = "nothing_saveable"  # recompute activations: 4096-wide, 64 heads
+  config.mesh.shape = {"fsdp": -1}  # shard parameters and optimizer state over all devices
+  return config

@@ -1,0 +1,100 @@
+"""`python -m albert_jax.export`: albert_jax params -> HF directory -> transformers loads it with
+no missing keys and the same outputs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import transformers
+
+from albert_jax import AlbertConfig, convert, export, from_pretrained
+from albert_jax.convert import create_module, init_params
+from tests.reference import HF_CLASSES, hf_outputs
+from tests.test_convert_cli import inputs_for, max_diff
+from tests.test_model import SMALL, TOL
+
+NUM_LABELS = {"sequence_classification": 3, "token_classification": 4}
+
+
+def random_params(head, seed=0):
+  """Init, then noise on every leaf (init leaves biases 0 and LayerNorm scales 1)."""
+  module = create_module(AlbertConfig(**SMALL), head, NUM_LABELS.get(head), scan_layers=False)
+  params = init_params(module, jax.random.key(seed))
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+  noisy = [leaf + 0.1 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys,
+                                                                            strict=True)]
+  return module, jax.tree.unflatten(tree, noisy)
+
+
+@pytest.mark.parametrize("head", sorted(HF_CLASSES))
+def test_export_round_trip_through_transformers(head, tmp_path, capsys):
+  module, params = random_params(head)
+  id2label = {"0": "neg", "1": "neutral", "2": "pos"} if head == "sequence_classification" else None
+  convert.save_params(tmp_path / "ours", params, module.config, head,
+                      num_labels=NUM_LABELS.get(head), id2label=id2label)
+  assert export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output",
+                      str(tmp_path / "hf")]) == 0
+  assert HF_CLASSES[head] in capsys.readouterr().out
+  assert sorted(os.listdir(tmp_path / "hf")) == [
+      "config.json", "model.safetensors", "spiece.model", "tokenizer_config.json"]
+
+  cls = getattr(transformers, HF_CLASSES[head])
+  ref, info = cls.from_pretrained(tmp_path / "hf", output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert not info["mismatched_keys"] and not info["error_msgs"], info
+  auto = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
+  assert auto.architectures == [HF_CLASSES[head]]
+  if head in NUM_LABELS:
+    assert auto.num_labels == NUM_LABELS[head]
+  if id2label:
+    assert auto.id2label == {0: "neg", 1: "neutral", 2: "pos"}
+  if head in ("pretraining", "masked_lm"):  # the decoder is re-tied to the word embeddings
+    assert ref.predictions.decoder.weight.data_ptr() == (
+        ref.albert.embeddings.word_embeddings.weight.data_ptr())
+
+  ids, mask, types = inputs_for(head)
+  ours = module.apply({"params": params}, ids, mask, types)
+  theirs = hf_outputs(ref.eval(), input_ids=ids, attention_mask=mask, token_type_ids=types)
+  worst = max_diff(ours, theirs, mask if head != "multiple_choice" else mask[:, 0], head)
+  print(f"{head}: export round trip max abs diff {worst:.2e}")
+  assert worst <= TOL
+
+
+def test_export_refuses_existing_output_and_bad_checkpoints(tmp_path):
+  module, params = random_params("masked_lm")
+  convert.save_params(tmp_path / "ours", params, module.config, "masked_lm")
+  (tmp_path / "hf").mkdir()
+  (tmp_path / "hf" / "keep.txt").write_text("old")
+  with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+    export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+  assert os.listdir(tmp_path / "hf") == ["keep.txt"]
+  export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"),
+               "--overwrite"])
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert config["architectures"] == ["AlbertForMaskedLM"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "ours"]
+
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    export.main(["e", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x")])
+  with pytest.raises(ValueError, match="params do not match head 'sequence_classification'"):
+    convert.save_params(tmp_path / "bad", params, module.config, "sequence_classification")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "ours"]
+
+
+def test_export_of_converted_hf_checkpoint_matches_the_original_file(tmp_path):
+  from tests.reference import hf_model
+
+  ref = hf_model("pretraining", **SMALL)
+  ref.save_pretrained(tmp_path / "orig")
+  convert.main(["c", "--source", str(tmp_path / "orig"), "--output", str(tmp_path / "ours")])
+  export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+  from safetensors.numpy import load_file
+
+  original, exported = (load_file(tmp_path / d / "model.safetensors") for d in ("orig", "hf"))
+  assert sorted(original) == sorted(exported)
+  for name, value in original.items():
+    np.testing.assert_array_equal(exported[name], value, err_msg=name)
+  assert from_pretrained(tmp_path / "hf").head == "pretraining"  # and it converts back
