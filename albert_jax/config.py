@@ -45,22 +45,36 @@ class AlbertConfig:
     def bad(field: str, value: Any, why: str):
       raise ValueError(f"AlbertConfig.{field}={value!r}: {why}")
 
-    for field in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
-                  "num_hidden_groups", "inner_group_num", "num_attention_heads",
-                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+    for field in (
+      "vocab_size",
+      "embedding_size",
+      "hidden_size",
+      "num_hidden_layers",
+      "num_hidden_groups",
+      "inner_group_num",
+      "num_attention_heads",
+      "intermediate_size",
+      "max_position_embeddings",
+      "type_vocab_size",
+    ):
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
         bad(field, value, "must be a positive integer")
     if self.hidden_size % self.num_attention_heads:
-      bad("hidden_size", self.hidden_size,
-          f"must be divisible by num_attention_heads={self.num_attention_heads}")
+      bad(
+        "hidden_size",
+        self.hidden_size,
+        f"must be divisible by num_attention_heads={self.num_attention_heads}",
+      )
     if self.num_hidden_layers % self.num_hidden_groups:
-      bad("num_hidden_layers", self.num_hidden_layers,
-          f"must be divisible by num_hidden_groups={self.num_hidden_groups}")
+      bad(
+        "num_hidden_layers",
+        self.num_hidden_layers,
+        f"must be divisible by num_hidden_groups={self.num_hidden_groups}",
+      )
     if self.hidden_act not in ACTIVATIONS:
       bad("hidden_act", self.hidden_act, f"choose one of {ACTIVATIONS}")
-    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                  "classifier_dropout_prob"):
+    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
       value = getattr(self, field)
       if value is not None and not 0.0 <= value < 1.0:
         bad(field, value, "must be in [0, 1)")
@@ -84,7 +98,8 @@ class AlbertConfig:
     key = name.split("/")[-1] if name.startswith("albert/") else name
     if key not in PRESETS:
       raise ValueError(
-          f"Unknown ALBERT preset {name!r}; known presets: {', '.join(sorted(PRESETS))}.")
+        f"Unknown ALBERT preset {name!r}; known presets: {', '.join(sorted(PRESETS))}."
+      )
     return dataclasses.replace(PRESETS[key], **overrides)
 
   # ---- HF config.json ------------------------------------------------------------------------
@@ -128,20 +143,24 @@ class AlbertConfig:
 
 def _preset(hidden: int, layers: int, heads: int, intermediate: int, dropout: float):
   return AlbertConfig(
-      hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-      intermediate_size=intermediate, hidden_dropout_prob=dropout,
-      attention_probs_dropout_prob=dropout)
+    hidden_size=hidden,
+    num_hidden_layers=layers,
+    num_attention_heads=heads,
+    intermediate_size=intermediate,
+    hidden_dropout_prob=dropout,
+    attention_probs_dropout_prob=dropout,
+  )
 
 
 # The released sizes (Lan et al. 2020, Table 1); v2 trained without dropout, v1 with 0.1.
 _SIZES = {
-    "base": (768, 12, 12, 3072),
-    "large": (1024, 24, 16, 4096),
-    "xlarge": (2048, 24, 16, 8192),
-    "xxlarge": (4096, 12, 64, 16384),
+  "base": (768, 12, 12, 3072),
+  "large": (1024, 24, 16, 4096),
+  "xlarge": (2048, 24, 16, 8192),
+  "xxlarge": (4096, 12, 64, 16384),
 }
 PRESETS: dict[str, AlbertConfig] = {
-    f"albert-{size}-v{v}": _preset(*dims, dropout=0.1 if v == 1 else 0.0)
-    for size, dims in _SIZES.items()
-    for v in (1, 2)
+  f"albert-{size}-v{v}": _preset(*dims, dropout=0.1 if v == 1 else 0.0)
+  for size, dims in _SIZES.items()
+  for v in (1, 2)
 }

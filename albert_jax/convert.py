@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -51,13 +52,13 @@ Params = dict[str, Any]
 
 # Parameters the HF head adds on top of `albert.` (or the bare AlbertModel).
 _HEAD_PREFIXES = {
-    "base": (),
-    "pretraining": ("predictions", "sop_classifier"),
-    "masked_lm": ("predictions",),
-    "sequence_classification": ("classifier",),
-    "token_classification": ("classifier",),
-    "question_answering": ("qa_outputs",),
-    "multiple_choice": ("classifier",),
+  "base": (),
+  "pretraining": ("predictions", "sop_classifier"),
+  "masked_lm": ("predictions",),
+  "sequence_classification": ("classifier",),
+  "token_classification": ("classifier",),
+  "question_answering": ("qa_outputs",),
+  "multiple_choice": ("classifier",),
 }
 # Tensors HF stores that are not parameters of their own: tied copies and buffers.
 _DERIVED = ("predictions.decoder.weight", "predictions.decoder.bias", "embeddings.position_ids")
@@ -118,8 +119,9 @@ def hf_parameter_table(config: AlbertConfig, head: str) -> dict[str, Entry]:
   return table
 
 
-def create_module(config: AlbertConfig, head: str = "base", num_labels: int | None = None,
-                  **options: Any) -> nn.Module:
+def create_module(
+  config: AlbertConfig, head: str = "base", num_labels: int | None = None, **options: Any
+) -> nn.Module:
   """The flax module for `head`; `options` are model options (dtype, scan_layers, ...)."""
   if head not in HEADS:
     raise ValueError(f"Unknown head {head!r}; choose one of {sorted(HEADS)}.")
@@ -130,13 +132,19 @@ def create_module(config: AlbertConfig, head: str = "base", num_labels: int | No
 
 def init_params(module: nn.Module, rng: jax.Array) -> Params:
   """Freshly initialized parameters of `module` (plain arrays; jit it to place them)."""
-  ids = jnp.zeros((1, 1, 4) if module.__class__.__name__ == "AlbertForMultipleChoice"
-                  else (1, 4), jnp.int32)
+  ids = jnp.zeros(
+    (1, 1, 4) if module.__class__.__name__ == "AlbertForMultipleChoice" else (1, 4), jnp.int32
+  )
   return nn.unbox(module.init(rng, ids)["params"])
 
 
 def abstract_params(module: nn.Module) -> Params:
   """Shapes and dtypes of `module`'s parameters (no memory allocated)."""
+  return jax.tree.map(lambda leaf: leaf, _abstract_params(module))  # a fresh tree each call
+
+
+@functools.lru_cache(maxsize=32)
+def _abstract_params(module: nn.Module) -> Params:  # tracing a model costs ~0.1-1 s
   return jax.eval_shape(lambda: init_params(module, jax.random.key(0)))
 
 
@@ -150,8 +158,10 @@ def _to_numpy(t: Any) -> np.ndarray:
 
 
 def _num_labels(state: Mapping[str, Any], head: str) -> int | None:
-  name = {"sequence_classification": "classifier.weight",
-          "token_classification": "classifier.weight"}.get(head)
+  name = {
+    "sequence_classification": "classifier.weight",
+    "token_classification": "classifier.weight",
+  }.get(head)
   return None if name is None or name not in state else int(np.shape(state[name])[0])
 
 
@@ -164,14 +174,17 @@ def _set(tree: Params, path: tuple[str, ...], value: Any) -> None:
 def _get(tree: Params, path: tuple[str, ...]) -> Any:
   for i, key in enumerate(path):
     if not isinstance(tree, Mapping) or key not in tree:
-      raise ValueError(f"The parameter tree has no {'/'.join(path[:i + 1])}; is it the tree of "
-                       "the head it is used as?")
+      raise ValueError(
+        f"The parameter tree has no {'/'.join(path[: i + 1])}; is it the tree of "
+        "the head it is used as?"
+      )
     tree = tree[key]
   return tree
 
 
-def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: AlbertConfig,
-                              head: str = "base", dtype: Any = np.float32) -> Params:
+def params_from_hf_state_dict(
+  state_dict: Mapping[str, Any], config: AlbertConfig, head: str = "base", dtype: Any = np.float32
+) -> Params:
   """Maps an HF transformers ALBERT state dict (torch tensors or numpy arrays) to params.
 
   `head` names the HF class the state dict came from (`"pretraining"` for
@@ -181,34 +194,46 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], config: AlbertConfi
   """
   state = dict(state_dict)
   if head == "base" and any(k.startswith("albert.") for k in state):
-    state = {k[len("albert."):]: v for k, v in state.items() if k.startswith("albert.")}
+    state = {k[len("albert.") :]: v for k, v in state.items() if k.startswith("albert.")}
   table = hf_parameter_table(config, head)
   module = create_module(config, head, num_labels=_num_labels(state, head))
   expected = abstract_params(module)
 
   missing = [k for k in table if k not in state]
   if missing:
-    raise ValueError(f"State dict for head {head!r} is missing {len(missing)} tensor(s), "
-                     f"e.g. {missing[:3]}; is it an ALBERT checkpoint of that head and config?")
+    raise ValueError(
+      f"State dict for head {head!r} is missing {len(missing)} tensor(s), "
+      f"e.g. {missing[:3]}; is it an ALBERT checkpoint of that head and config?"
+    )
   params = _params_from_table(state, table, expected, dtype)
 
   known = set(table) | set(_DERIVED) | {f"albert.{d}" for d in _DERIVED}
   unused = sorted(k for k in state if k not in known)
+  layers = [k for k in unused if "albert_layer_groups." in k]
+  if layers:  # more groups or inner layers than the config has: the config is not theirs
+    raise ValueError(
+      f"Tensor(s) {layers[:3]} belong to no layer of the config "
+      f"(num_hidden_groups={config.num_hidden_groups}, inner_group_num="
+      f"{config.inner_group_num}). Check that the config belongs to these weights."
+    )
   if unused:
     logging.info("Ignored %d tensor(s) not used by head %r: %s", len(unused), head, unused[:5])
   return params
 
 
-def _params_from_table(state: Mapping[str, Any], table: Mapping[str, Entry], expected: Params,
-                       dtype: Any) -> Params:
+def _params_from_table(
+  state: Mapping[str, Any], table: Mapping[str, Entry], expected: Params, dtype: Any
+) -> Params:
   params: Params = {}
   for name, entry in table.items():
     value = _to_numpy(state[name])
     shape = tuple(_get(expected, entry.path).shape)
     hf_shape = _hf_shape(shape, entry)
     if tuple(value.shape) != hf_shape:
-      raise ValueError(f"Tensor {name!r} has shape {tuple(value.shape)}; the config implies "
-                       f"{hf_shape}. Check that the config belongs to these weights.")
+      raise ValueError(
+        f"Tensor {name!r} has shape {tuple(value.shape)}; the config implies "
+        f"{hf_shape}. Check that the config belongs to these weights."
+      )
     if entry.in_dims is not None:  # HF Linear (out, in) -> our (in..., out...)
       value = value.T
     _set(params, entry.path, np.asarray(value.reshape(shape), dtype=dtype))
@@ -218,12 +243,13 @@ def _params_from_table(state: Mapping[str, Any], table: Mapping[str, Entry], exp
 def _hf_shape(shape: tuple[int, ...], entry: Entry) -> tuple[int, ...]:
   """HF's layout of one of our tensors: Linear weights (out, in); biases flat."""
   if entry.in_dims is not None:
-    return (int(np.prod(shape[entry.in_dims:])), int(np.prod(shape[:entry.in_dims])))
+    return (int(np.prod(shape[entry.in_dims :])), int(np.prod(shape[: entry.in_dims])))
   return (int(np.prod(shape)),) if entry.flat else shape
 
 
-def params_to_hf_state_dict(params: Params, config: AlbertConfig,
-                            head: str = "base") -> dict[str, np.ndarray]:
+def params_to_hf_state_dict(
+  params: Params, config: AlbertConfig, head: str = "base"
+) -> dict[str, np.ndarray]:
   """The inverse of `params_from_hf_state_dict`: numpy arrays under HF's names.
 
   The MLM decoder's tied copies (`predictions.decoder.*`) are included, as HF saves them.
@@ -246,28 +272,28 @@ def params_to_hf_state_dict(params: Params, config: AlbertConfig,
 
 # Our head name -> the HF class (and `architectures` entry) with the same parameters.
 HF_ARCHITECTURES = {
-    "base": "AlbertModel",
-    "pretraining": "AlbertForPreTraining",
-    "masked_lm": "AlbertForMaskedLM",
-    "sequence_classification": "AlbertForSequenceClassification",
-    "token_classification": "AlbertForTokenClassification",
-    "question_answering": "AlbertForQuestionAnswering",
-    "multiple_choice": "AlbertForMultipleChoice",
+  "base": "AlbertModel",
+  "pretraining": "AlbertForPreTraining",
+  "masked_lm": "AlbertForMaskedLM",
+  "sequence_classification": "AlbertForSequenceClassification",
+  "token_classification": "AlbertForTokenClassification",
+  "question_answering": "AlbertForQuestionAnswering",
+  "multiple_choice": "AlbertForMultipleChoice",
 }
 # The parts a checkpoint may hold, named as in HF and in our trees, and a tensor that shows each.
 PARTS = {
-    "albert": "embeddings.word_embeddings.weight",
-    "pooler": "pooler.weight",
-    "predictions": "predictions.dense.weight",  # the MLM head
-    "sop_classifier": "sop_classifier.classifier.weight",  # sentence-order prediction
-    "classifier": "classifier.weight",
-    "qa_outputs": "qa_outputs.weight",
+  "albert": "embeddings.word_embeddings.weight",
+  "pooler": "pooler.weight",
+  "predictions": "predictions.dense.weight",  # the MLM head
+  "sop_classifier": "sop_classifier.classifier.weight",  # sentence-order prediction
+  "classifier": "classifier.weight",
+  "qa_outputs": "qa_outputs.weight",
 }
 
 
 def parts_found(names: Iterable[str]) -> list[str]:
   """Which of `PARTS` the HF state-dict `names` hold, in `PARTS` order."""
-  bare = {n[len("albert."):] if n.startswith("albert.") else n for n in names}
+  bare = {n[len("albert.") :] if n.startswith("albert.") else n for n in names}
   return [part for part, probe in PARTS.items() if probe in bare]
 
 
@@ -292,20 +318,28 @@ def detect_head(names: Iterable[str], architectures: Sequence[str] | None = None
   return "base"
 
 
-def _extra_params(state: Mapping[str, Any], config: AlbertConfig, head: str,
-                  dtype: Any) -> Params:
+def _extra_params(state: Mapping[str, Any], config: AlbertConfig, head: str, dtype: Any) -> Params:
   """The pooler of a checkpoint whose head does not use it (HF's `AlbertForMaskedLM` copies of
   the released weights keep it), so that loading the encoder later finds it."""
   table = hf_parameter_table(config, head)
   if head == "base" or "albert.pooler.weight" in table:
     return {}
-  pooler = {k: e for k, e in hf_parameter_table(config, "pretraining").items()
-            if k.startswith("albert.pooler.")}
+  pooler = {
+    k: e
+    for k, e in hf_parameter_table(config, "pretraining").items()
+    if k.startswith("albert.pooler.")
+  }
   if not all(k in state for k in pooler):
     return {}
   h = config.hidden_size
-  expected = {"albert": {"pooler": {"kernel": jax.ShapeDtypeStruct((h, h), dtype),
-                                    "bias": jax.ShapeDtypeStruct((h,), dtype)}}}
+  expected = {
+    "albert": {
+      "pooler": {
+        "kernel": jax.ShapeDtypeStruct((h, h), dtype),
+        "bias": jax.ShapeDtypeStruct((h,), dtype),
+      }
+    }
+  }
   return _params_from_table(state, pooler, expected, dtype)
 
 
@@ -340,8 +374,12 @@ PARAMS_DIR = "params"
 HF_CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
-_WEIGHT_FILES = (SAFETENSORS_FILE, f"{SAFETENSORS_FILE}.index.json", TORCH_FILE,
-                 f"{TORCH_FILE}.index.json")
+_WEIGHT_FILES = (
+  SAFETENSORS_FILE,
+  f"{SAFETENSORS_FILE}.index.json",
+  TORCH_FILE,
+  f"{TORCH_FILE}.index.json",
+)
 _HUB_FILES = ["config.json", "spiece.model", "tokenizer_config.json"]
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _RELEASED = re.compile(r"albert-(base|large|xlarge|xxlarge)-v[12]")
@@ -383,19 +421,25 @@ def hub_download(name: str) -> Path:
       path = Path(snapshot_download(repo_id, allow_patterns=[*_HUB_FILES, "pytorch_model.bin*"]))
   except Exception as e:  # offline, unknown repository, gated, network errors...
     raise FileNotFoundError(
-        f"Could not get {repo_id!r} from the HF hub ({_brief(e)}). {name!r} is not a local path "
-        "either. On a machine "
-        f"with network, download it (`hf download {repo_id}`) or Google's TF release (.tar.gz), "
-        "then pass that directory or file as the source; if this machine has network, unset "
-        "HF_HUB_OFFLINE.") from None
+      f"Could not get {repo_id!r} from the HF hub ({_brief(e)}). {name!r} is not a local path "
+      "either. On a machine "
+      f"with network, download it (`hf download {repo_id}`) or Google's TF release (.tar.gz), "
+      "then pass that directory or file as the source; if this machine has network, unset "
+      "HF_HUB_OFFLINE."
+    ) from None
   if not is_hf_model_dir(path):
-    raise FileNotFoundError(f"HF hub repository {repo_id!r} has no config.json with "
-                            f"model.safetensors or pytorch_model.bin (got {os.listdir(path)}).")
+    raise FileNotFoundError(
+      f"HF hub repository {repo_id!r} has no config.json with "
+      f"model.safetensors or pytorch_model.bin (got {os.listdir(path)})."
+    )
   return path
 
 
-def load_source(source: str | os.PathLike, head: str | None = None,
-                albert_config: str | AlbertConfig | None = None) -> Converted:
+def load_source(
+  source: str | os.PathLike,
+  head: str | None = None,
+  albert_config: str | AlbertConfig | None = None,
+) -> Converted:
   """Reads any supported checkpoint (see the module docstring) into memory.
 
   Args:
@@ -424,16 +468,19 @@ def _extract(archive: Path, into: Path) -> Path:
     with tarfile.open(archive, "r:*") as tar:
       tar.extractall(into, filter="data")
   except (tarfile.TarError, EOFError, OSError) as e:
-    raise ValueError(f"Cannot extract {archive}: {e}. The archive is truncated or corrupt; "
-                     "download it again.") from None
+    raise ValueError(
+      f"Cannot extract {archive}: {e}. The archive is truncated or corrupt; download it again."
+    ) from None
   for directory in sorted([into, *(p for p in into.rglob("*") if p.is_dir())]):
     if is_hf_model_dir(directory) or (directory / tf_checkpoint.CONFIG_FILE_NAME).is_file():
       return directory
   for directory in sorted([into, *(p for p in into.rglob("*") if p.is_dir())]):
     if tf_checkpoint.is_tf_checkpoint(directory):
       return directory
-  raise FileNotFoundError(f"{archive} holds no HF model (config.json + weights) and no TF "
-                          "checkpoint (albert_config.json, *.index).")
+  raise FileNotFoundError(
+    f"{archive} holds no HF model (config.json + weights) and no TF "
+    "checkpoint (albert_config.json, *.index)."
+  )
 
 
 def _config_override(albert_config: str | AlbertConfig | None) -> AlbertConfig | None:
@@ -444,16 +491,22 @@ def _config_override(albert_config: str | AlbertConfig | None) -> AlbertConfig |
   return AlbertConfig.from_name(str(albert_config))
 
 
-def _load_local(path: Path, source: str, head: str | None,
-                albert_config: str | AlbertConfig | None, hub: bool = False) -> Converted:
+def _load_local(
+  path: Path,
+  source: str,
+  head: str | None,
+  albert_config: str | AlbertConfig | None,
+  hub: bool = False,
+) -> Converted:
   from albert_jax import tf_checkpoint
 
   config = _config_override(albert_config)
   if head is not None and head not in HEADS:
     raise ValueError(f"Unknown head {head!r}; choose one of {sorted(HEADS)}.")
   if is_converted(path):
-    raise ValueError(f"{path} is already converted; load it with "
-                     f"albert_jax.from_pretrained({str(path)!r}).")
+    raise ValueError(
+      f"{path} is already converted; load it with albert_jax.from_pretrained({str(path)!r})."
+    )
   if is_hf_model_dir(path):
     hf_config = read_json(path / HF_CONFIG_FILE)
     config = config or AlbertConfig.from_dict(hf_config)
@@ -466,8 +519,9 @@ def _load_local(path: Path, source: str, head: str | None,
       config_file = tf_checkpoint.find_config(ckpt.prefix)
       if config_file is None:
         raise FileNotFoundError(
-            f"No {tf_checkpoint.CONFIG_FILE_NAME} next to TF checkpoint {ckpt.prefix}; pass its "
-            "config (--albert_config=FILE, or a preset name such as albert-base-v2).")
+          f"No {tf_checkpoint.CONFIG_FILE_NAME} next to TF checkpoint {ckpt.prefix}; pass its "
+          "config (--albert_config=FILE, or a preset name such as albert-base-v2)."
+        )
       config = AlbertConfig.from_json_file(config_file)
     state, hf_config, architectures = ckpt.state_dict, {}, None
     fmt = "tf-hub-module" if ckpt.hub_module else "tf"
@@ -475,16 +529,19 @@ def _load_local(path: Path, source: str, head: str | None,
   else:
     listing = sorted(os.listdir(path)) if path.is_dir() else "not a directory"
     raise FileNotFoundError(
-        f"{source} holds neither an HF model (config.json + model.safetensors or "
-        f"pytorch_model.bin) nor a TF checkpoint (albert_config.json + model.ckpt-*.index); "
-        f"found: {listing}.")
+      f"{source} holds neither an HF model (config.json + model.safetensors or "
+      f"pytorch_model.bin) nor a TF checkpoint (albert_config.json + model.ckpt-*.index); "
+      f"found: {listing}."
+    )
 
   head = head or detect_head(state, architectures)
   try:
     params = params_from_hf_state_dict(state, config, head)
   except ValueError as e:
-    raise ValueError(f"{source}: {e} (To start a new head from these weights, convert them as "
-                     "they are and load with from_pretrained(DIR, head=...).)") from None
+    raise ValueError(
+      f"{source}: {e} (To start a new head from these weights, convert them as "
+      "they are and load with from_pretrained(DIR, head=...).)"
+    ) from None
   params = _merge(params, _extra_params(state, config, head, np.float32))
   num_labels = _num_labels(state, head)
   id2label = hf_config.get("id2label")
@@ -492,14 +549,14 @@ def _load_local(path: Path, source: str, head: str | None,
     id2label = None
   tokenizer, tokenizer_source = _tokenizer(path)
   metadata = {
-      "head": head,
-      "num_labels": num_labels,
-      "id2label": id2label,
-      "source": source,
-      "source_format": fmt,
-      "parameter_count": parameter_count(params),
-      "heads_found": parts_found(state),
-      "tokenizer": tokenizer_source,
+    "head": head,
+    "num_labels": num_labels,
+    "id2label": id2label,
+    "source": source,
+    "source_format": fmt,
+    "parameter_count": parameter_count(params),
+    "heads_found": parts_found(state),
+    "tokenizer": tokenizer_source,
   }
   return Converted(config, params, head, tokenizer, metadata)
 
@@ -534,8 +591,10 @@ def load_hf_state_dict(directory: str | os.PathLike) -> dict[str, Any]:
     for file in files:
       state.update(_read_weights(file))
     return state
-  raise FileNotFoundError(f"No weights in {directory}: expected one of {', '.join(_WEIGHT_FILES)}; "
-                          f"found {sorted(os.listdir(directory))}.")
+  raise FileNotFoundError(
+    f"No weights in {directory}: expected one of {', '.join(_WEIGHT_FILES)}; "
+    f"found {sorted(os.listdir(directory))}."
+  )
 
 
 def _brief(e: BaseException) -> str:
@@ -602,8 +661,10 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
 def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
   """Raises FileExistsError for an existing output path, unless `overwrite`."""
   if Path(path).exists() and not overwrite:
-    raise FileExistsError(f"Output {path} already exists; pass --overwrite to replace it (it is "
-                          "kept until the new one is complete), or choose another output.")
+    raise FileExistsError(
+      f"Output {path} already exists; pass --overwrite to replace it (it is "
+      "kept until the new one is complete), or choose another output."
+    )
 
 
 def _replace(new: Path, path: Path) -> None:
@@ -621,9 +682,13 @@ def _replace(new: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def convert(source: str | os.PathLike, output: str | os.PathLike, head: str | None = None,
-            overwrite: bool = False,
-            albert_config: str | AlbertConfig | None = None) -> Converted:
+def convert(
+  source: str | os.PathLike,
+  output: str | os.PathLike,
+  head: str | None = None,
+  overwrite: bool = False,
+  albert_config: str | AlbertConfig | None = None,
+) -> Converted:
   """Reads `source` (see `load_source`) and writes the converted directory `output`."""
   refuse_existing(Path(output), overwrite)  # before the work, and again before the rename
   converted = load_source(source, head, albert_config)
@@ -632,10 +697,18 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, head: str | No
   return converted
 
 
-def save_params(output: str | os.PathLike, params: Params, config: AlbertConfig, head: str, *,
-                tokenizer: AlbertTokenizer | None = None, num_labels: int | None = None,
-                id2label: Mapping[str, str] | None = None, source: str = "albert_jax",
-                overwrite: bool = False) -> Converted:
+def save_params(
+  output: str | os.PathLike,
+  params: Params,
+  config: AlbertConfig,
+  head: str,
+  *,
+  tokenizer: AlbertTokenizer | None = None,
+  num_labels: int | None = None,
+  id2label: Mapping[str, str] | None = None,
+  source: str = "albert_jax",
+  overwrite: bool = False,
+) -> Converted:
   """Writes `params` of `head` (e.g. after fine-tuning) as a converted directory, which
   `from_pretrained` loads and `python -m albert_jax.export` turns into an HF model."""
   if head not in HEADS:
@@ -646,19 +719,21 @@ def save_params(output: str | os.PathLike, params: Params, config: AlbertConfig,
   want = {k: tuple(v.shape) for k, v in flatten_dict(expected, sep="/").items()}
   wrong = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
   if wrong:
-    raise ValueError(f"params do not match head {head!r} (num_labels={num_labels}) of this "
-                     f"config at {len(wrong)} place(s), e.g. "
-                     f"{[(k, got.get(k), want.get(k)) for k in wrong[:3]]} (got, expected).")
+    raise ValueError(
+      f"params do not match head {head!r} (num_labels={num_labels}) of this "
+      f"config at {len(wrong)} place(s), e.g. "
+      f"{[(k, got.get(k), want.get(k)) for k in wrong[:3]]} (got, expected)."
+    )
   hf_names = params_to_hf_state_dict(params, config, head)
   metadata = {
-      "head": head,
-      "num_labels": num_labels,
-      "id2label": dict(id2label) if id2label else None,
-      "source": source,
-      "source_format": "albert_jax",
-      "parameter_count": parameter_count(params),
-      "heads_found": parts_found(hf_names),
-      "tokenizer": "source" if tokenizer is not None else "bundled",
+    "head": head,
+    "num_labels": num_labels,
+    "id2label": dict(id2label) if id2label else None,
+    "source": source,
+    "source_format": "albert_jax",
+    "parameter_count": parameter_count(params),
+    "heads_found": parts_found(hf_names),
+    "tokenizer": "source" if tokenizer is not None else "bundled",
   }
   converted = Converted(config, params, head, tokenizer or AlbertTokenizer(), metadata)
   with atomic_directory(output, overwrite) as tmp:
@@ -669,9 +744,11 @@ def save_params(output: str | os.PathLike, params: Params, config: AlbertConfig,
 def summary(converted: Converted, output: str | os.PathLike) -> str:
   m = converted.metadata
   labels = f", num_labels {m['num_labels']}" if m["num_labels"] is not None else ""
-  return (f"Converted {m['source']} ({m['source_format']}) -> {output}\n"
-          f"  head: {m['head']}{labels}; parts found: {', '.join(m['heads_found'])}\n"
-          f"  parameters: {m['parameter_count']:,}; tokenizer: {m['tokenizer']}")
+  return (
+    f"Converted {m['source']} ({m['source_format']}) -> {output}\n"
+    f"  head: {m['head']}{labels}; parts found: {', '.join(m['heads_found'])}\n"
+    f"  parameters: {m['parameter_count']:,}; tokenizer: {m['tokenizer']}"
+  )
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -692,7 +769,8 @@ def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str], usage: str) 
 
 def run_cli(main: Any) -> None:
   """Runs `main(sys.argv)`; the errors albert_jax raises for bad input print as one line."""
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("albert_jax").setLevel(logging.INFO)  # ours, not every library's
   try:
     sys.exit(main(sys.argv))
   except (ValueError, OSError, ImportError) as e:
@@ -706,19 +784,30 @@ _USAGE = "python -m albert_jax.convert --source SRC --output DIR [--head HEAD] [
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.convert`; see the module docstring."""
   fv = flags.FlagValues()
-  flags.DEFINE_string("source", None, "HF model dir, TF checkpoint dir/prefix, .tar.gz, or HF "
-                      "hub name (albert-large-v2).", flag_values=fv)
-  flags.DEFINE_string("output", None, "Directory to write (must not exist, see --overwrite).",
-                      flag_values=fv)
-  flags.DEFINE_enum("head", None, list(HEADS), "Head to convert; default: detected.",
-                    flag_values=fv)
+  flags.DEFINE_string(
+    "source",
+    None,
+    "HF model dir, TF checkpoint dir/prefix, .tar.gz, or HF hub name (albert-large-v2).",
+    flag_values=fv,
+  )
+  flags.DEFINE_string(
+    "output", None, "Directory to write (must not exist, see --overwrite).", flag_values=fv
+  )
+  flags.DEFINE_enum(
+    "head", None, list(HEADS), "Head to convert; default: detected.", flag_values=fv
+  )
   flags.DEFINE_bool("overwrite", False, "Replace an existing output directory.", flag_values=fv)
-  flags.DEFINE_string("albert_config", None, "Config JSON file or preset name, for sources "
-                      "without one.", flag_values=fv)
+  flags.DEFINE_string(
+    "albert_config",
+    None,
+    "Config JSON file or preset name, for sources without one.",
+    flag_values=fv,
+  )
   rest = parse_flags(fv, argv, _USAGE)
   if rest or fv.source is None or fv.output is None:
-    raise ValueError(f"Pass --source and --output (and no positional arguments: {rest}).\n"
-                     f"Usage: {_USAGE}")
+    raise ValueError(
+      f"Pass --source and --output (and no positional arguments: {rest}).\nUsage: {_USAGE}"
+    )
   converted = convert(fv.source, fv.output, fv.head, fv.overwrite, fv.albert_config)
   print(summary(converted, fv.output))
   return 0

@@ -12,12 +12,14 @@ How processes find each other, in order:
   1. arguments of `initialize`, else the environment variables ALBERT_JAX_COORDINATOR
      (host:port of process 0), ALBERT_JAX_NUM_PROCESSES, ALBERT_JAX_PROCESS_ID
      (`launch/gpu_slurm.sh` and `launch/gpu_multinode.sh` set them);
-  2. on a Cloud TPU VM (libtpu installed), JAX's own detection (no arguments needed);
+  2. on a Cloud TPU VM (libtpu installed, TPU chips attached), JAX's own detection of the
+     slice's workers (no arguments needed);
   3. otherwise a single process: nothing to do.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import logging
 import os
@@ -42,8 +44,17 @@ def _env_int(name: str) -> int | None:
     raise ValueError(f"Environment variable {name}={value!r} must be an integer.") from None
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+def _on_cloud_tpu_vm() -> bool:
+  """libtpu installed and TPU chips attached (v4: /dev/accel*; v5e and later: /dev/vfio/*)."""
+  chips = glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+  return bool(chips) and importlib.util.find_spec("libtpu") is not None
+
+
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
   """Joins the processes of a multi-process run (see the module docstring); else a no-op.
 
   Safe to call twice. Must run before the first JAX computation.
@@ -59,19 +70,25 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       return
     if None in explicit:
       raise ValueError(
-          f"A multi-process run needs all of coordinator_address, num_processes and process_id "
-          f"(or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); got "
-          f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
-          f"process_id={process_id!r}.")
+        f"A multi-process run needs all of coordinator_address, num_processes and process_id "
+        f"(or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); got "
+        f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+        f"process_id={process_id!r}."
+      )
     if not 0 <= process_id < num_processes:
       raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes}).")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif importlib.util.find_spec("libtpu") is not None:
-    jax.distributed.initialize()  # Cloud TPU VM: JAX finds the workers of the slice itself
+  elif _on_cloud_tpu_vm():
+    jax.distributed.initialize()  # JAX finds the slice's workers itself (one or several)
   else:
     return
-  logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+    "Process %d of %d; %d local of %d devices.",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def is_main_process() -> bool:
@@ -79,8 +96,11 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
-def process_batch_slice(global_batch_size: int, mesh: jax.sharding.Mesh | None = None,
-                        rules: sharding.Rules = sharding.RULES) -> slice:
+def process_batch_slice(
+  global_batch_size: int,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: sharding.Rules = sharding.RULES,
+) -> slice:
   """The rows of each global batch this process loads and passes to `shard_batch`.
 
   With a mesh, the rows are those its devices hold under the batch sharding (processes that hold
@@ -90,17 +110,34 @@ def process_batch_slice(global_batch_size: int, mesh: jax.sharding.Mesh | None =
   if mesh is None:
     count, index = jax.process_count(), jax.process_index()
     if global_batch_size % count:
-      raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
-                       f"{count} processes.")
+      raise ValueError(
+        f"Global batch size {global_batch_size} is not divisible by the {count} processes."
+      )
     rows = global_batch_size // count
     return slice(index * rows, (index + 1) * rows)
   sharding.check_batch_size(global_batch_size, mesh, rules)
   held = sharding.process_batch_shards(mesh, rules)
   if held != list(range(held[0], held[-1] + 1)):
-    raise ValueError(f"This process holds batch shards {held}, not a contiguous run; order the "
-                     f"mesh's devices by process (make_mesh does).")
+    raise ValueError(
+      f"This process holds batch shards {held}, not a contiguous run; order the "
+      f"mesh's devices by process (make_mesh does)."
+    )
   rows = global_batch_size // sharding.num_batch_shards(mesh, rules)
   return slice(held[0] * rows, (held[-1] + 1) * rows)
+
+
+def process_rows(
+  global_batch: dict[str, np.ndarray],
+  mesh: jax.sharding.Mesh,
+  rules: sharding.Rules = sharding.RULES,
+) -> dict[str, np.ndarray]:
+  """This process's rows of a global host batch, ready for `sharding.shard_batch`.
+
+  For pipelines where every process builds the same global batch (same seed and order) and
+  only its share goes to its devices: `shard_batch(process_rows(batch, mesh), mesh)`.
+  """
+  rows = process_batch_slice(len(next(iter(global_batch.values()))), mesh, rules)
+  return {k: v[rows] for k, v in global_batch.items()}
 
 
 def process_example_indices(num_examples: int) -> np.ndarray:

@@ -55,8 +55,9 @@ def hf_state_dict(model: Pretrained) -> dict[str, np.ndarray]:
   return {name: value for name, value in state.items() if name not in TIED}
 
 
-def export(checkpoint: str | os.PathLike, output: str | os.PathLike,
-           overwrite: bool = False) -> Pretrained:
+def export(
+  checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False
+) -> Pretrained:
   """Writes the HF model directory `output` for `checkpoint` (see the module docstring)."""
   from safetensors.numpy import save_file
 
@@ -65,7 +66,8 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike,
   state = hf_state_dict(model)
   with convert.atomic_directory(output, overwrite) as tmp:
     (tmp / convert.HF_CONFIG_FILE).write_text(
-        json.dumps(hf_config_dict(model), indent=2, sort_keys=True) + "\n")
+      json.dumps(hf_config_dict(model), indent=2, sort_keys=True) + "\n"
+    )
     save_file(state, str(tmp / convert.SAFETENSORS_FILE), metadata={"format": "pt"})
     model.tokenizer.save_pretrained(tmp)
   return model
@@ -77,17 +79,24 @@ _USAGE = "python -m albert_jax.export --checkpoint DIR --output HF_DIR [--overwr
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.export`; see the module docstring."""
   fv = flags.FlagValues()
-  flags.DEFINE_string("checkpoint", None, "Converted albert_jax directory (or any source "
-                      "from_pretrained reads).", flag_values=fv)
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Converted albert_jax directory (or any source from_pretrained reads).",
+    flag_values=fv,
+  )
   flags.DEFINE_string("output", None, "HF model directory to write.", flag_values=fv)
   flags.DEFINE_bool("overwrite", False, "Replace an existing output directory.", flag_values=fv)
   rest = convert.parse_flags(fv, argv, _USAGE)
   if rest or fv.checkpoint is None or fv.output is None:
-    raise ValueError(f"Pass --checkpoint and --output (no positional arguments: {rest}).\n"
-                     f"Usage: {_USAGE}")
+    raise ValueError(
+      f"Pass --checkpoint and --output (no positional arguments: {rest}).\nUsage: {_USAGE}"
+    )
   model = export(fv.checkpoint, fv.output, fv.overwrite)
-  print(f"Exported {fv.checkpoint} -> {fv.output}: {convert.HF_ARCHITECTURES[model.head]}, "
-        f"{convert.parameter_count(model.params):,} parameters")
+  print(
+    f"Exported {fv.checkpoint} -> {fv.output}: {convert.HF_ARCHITECTURES[model.head]}, "
+    f"{convert.parameter_count(model.params):,} parameters"
+  )
   return 0
 
 

@@ -42,7 +42,7 @@ def batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
   """Indices of the rows in batches of similar length (sorted by length, longest first)."""
   order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
   for start in range(0, len(order), batch_size):
-    yield order[start:start + batch_size]
+    yield order[start : start + batch_size]
 
 
 def pad(rows: Sequence[Sequence[int]], length: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,8 +50,8 @@ def pad(rows: Sequence[Sequence[int]], length: int, batch: int) -> tuple[np.ndar
   ids_BL = np.zeros((batch, length), np.int32)
   mask_BL = np.zeros((batch, length), np.int32)
   for b, row in enumerate(rows):
-    ids_BL[b, :len(row)] = row
-    mask_BL[b, :len(row)] = 1
+    ids_BL[b, : len(row)] = row
+    mask_BL[b, : len(row)] = 1
   return ids_BL, mask_BL
 
 
@@ -61,15 +61,28 @@ class Features(NamedTuple):
   pooler_output: np.ndarray | None  # [N, H]
 
 
-def extract_features(model: Pretrained, texts: Sequence[str], *, batch_size: int = 32,
-                     max_length: int | None = None, pooled: bool = False,
-                     progress: bool = True) -> Features:
+def extract_features(
+  model: Pretrained,
+  texts: Sequence[str],
+  *,
+  batch_size: int = 32,
+  max_length: int | None = None,
+  pooled: bool = False,
+  progress: bool = True,
+) -> Features:
   """Runs `model` (head `base`) over `texts`; see the module docstring."""
   if model.head != "base":
-    raise ValueError(f"extract_features needs the encoder (head 'base'), got head "
-                     f"{model.head!r}; load with from_pretrained(..., head='base').")
+    raise ValueError(
+      f"extract_features needs the encoder (head 'base'), got head "
+      f"{model.head!r}; load with from_pretrained(..., head='base')."
+    )
   if pooled and model.params.get("pooler") is None:
     raise ValueError("pooled=True needs the pooler; load with add_pooling_layer=True.")
+  if pooled and "pooler/kernel" in model.metadata.get("newly_initialized", ()):
+    raise ValueError(
+      "pooled=True, but the checkpoint has no pooler (it was initialized at "
+      "random); use a checkpoint with one, or leave pooled out."
+    )
   limit = model.config.max_position_embeddings
   max_length = min(max_length or limit, limit)
   encoded = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
@@ -87,7 +100,7 @@ def extract_features(model: Pretrained, texts: Sequence[str], *, batch_size: int
       ids_BL, mask_BL = pad([encoded[i] for i in rows], length, bucket(len(rows), batch_size, 1))
       h_BLH, pooled_BH = jax.device_get(run(model.params, ids_BL, mask_BL))
       for b, i in enumerate(rows):
-        hidden[i] = h_BLH[b, :len(encoded[i])]
+        hidden[i] = h_BLH[b, : len(encoded[i])]
         pooler[i] = None if pooled_BH is None else pooled_BH[b]
       bar.update(len(rows))
   ids = [np.asarray(row, np.int32) for row in encoded]
@@ -101,10 +114,11 @@ def save_features(path: str | os.PathLike, features: Features, overwrite: bool =
   lengths = [len(ids) for ids in features.input_ids]
   width = features.last_hidden_state[0].shape[-1] if lengths else 0
   arrays = {
-      "last_hidden_state": np.concatenate(features.last_hidden_state) if lengths
-      else np.zeros((0, width), np.float32),
-      "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-      "input_ids": np.concatenate(features.input_ids) if lengths else np.zeros(0, np.int32),
+    "last_hidden_state": np.concatenate(features.last_hidden_state)
+    if lengths
+    else np.zeros((0, width), np.float32),
+    "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+    "input_ids": np.concatenate(features.input_ids) if lengths else np.zeros(0, np.int32),
   }
   if features.pooler_output is not None:
     arrays["pooler_output"] = features.pooler_output
@@ -130,35 +144,47 @@ def load_features(path: str | os.PathLike) -> Features:
   return Features(hidden, ids, pooled)
 
 
-_USAGE = ("python -m albert_jax.features --model DIR --input texts.txt --output feats.npz "
-          "[--batch_size 32] [--max_length 512] [--pooled] [--overwrite]")
+_USAGE = (
+  "python -m albert_jax.features --model DIR --input texts.txt --output feats.npz "
+  "[--batch_size 32] [--max_length 512] [--pooled] [--overwrite]"
+)
 
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.features`; see the module docstring."""
   fv = flags.FlagValues()
-  flags.DEFINE_string("model", None, "Converted directory (or any from_pretrained source).",
-                      flag_values=fv)
+  flags.DEFINE_string(
+    "model", None, "Converted directory (or any from_pretrained source).", flag_values=fv
+  )
   flags.DEFINE_string("input", None, "Text file, one text per line.", flag_values=fv)
   flags.DEFINE_string("output", None, ".npz file to write.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("max_length", None, "Truncate texts to this many tokens (default: the "
-                       "model's max_position_embeddings).", lower_bound=2, flag_values=fv)
+  flags.DEFINE_integer(
+    "max_length",
+    None,
+    "Truncate texts to this many tokens (default: the model's max_position_embeddings).",
+    lower_bound=2,
+    flag_values=fv,
+  )
   flags.DEFINE_bool("pooled", False, "Also write the pooled output.", flag_values=fv)
   flags.DEFINE_bool("overwrite", False, "Replace an existing output file.", flag_values=fv)
   rest = convert.parse_flags(fv, argv, _USAGE)
   if rest or None in (fv.model, fv.input, fv.output):
-    raise ValueError(f"Pass --model, --input and --output (no positional arguments: {rest}).\n"
-                     f"Usage: {_USAGE}")
+    raise ValueError(
+      f"Pass --model, --input and --output (no positional arguments: {rest}).\nUsage: {_USAGE}"
+    )
   convert.refuse_existing(fv.output, fv.overwrite)
   texts = Path(fv.input).read_text(encoding="utf-8").splitlines()
   model = from_pretrained(fv.model, head="base", strict=True, add_pooling_layer=fv.pooled)
-  features = extract_features(model, texts, batch_size=fv.batch_size,
-                              max_length=fv.max_length, pooled=fv.pooled)
+  features = extract_features(
+    model, texts, batch_size=fv.batch_size, max_length=fv.max_length, pooled=fv.pooled
+  )
   save_features(fv.output, features, fv.overwrite)
   tokens = sum(len(ids) for ids in features.input_ids)
-  print(f"Wrote {fv.output}: {len(texts)} texts, {tokens} tokens, hidden size "
-        f"{model.config.hidden_size}{', pooled output' if fv.pooled else ''}")
+  print(
+    f"Wrote {fv.output}: {len(texts)} texts, {tokens} tokens, hidden size "
+    f"{model.config.hidden_size}{', pooled output' if fv.pooled else ''}"
+  )
   return 0
 
 

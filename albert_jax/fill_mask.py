@@ -41,14 +41,17 @@ class FillMask:
     if not isinstance(model, Pretrained):
       model = from_pretrained(model, head="masked_lm", strict=True)
     if model.head not in ("masked_lm", "pretraining"):
-      raise ValueError(f"fill-mask needs an MLM head, got head {model.head!r}; load a "
-                       "pretraining or masked_lm checkpoint with head='masked_lm'.")
+      raise ValueError(
+        f"fill-mask needs an MLM head, got head {model.head!r}; load a "
+        "pretraining or masked_lm checkpoint with head='masked_lm'."
+      )
     self.model, self.top_k, self.batch_size = model, top_k, batch_size
     self._top_k = jax.jit(self._scores, static_argnames="top_k")
 
   def _scores(self, params, ids_BL, mask_BL, positions_BP, *, top_k):
-    out = self.model.module.apply({"params": params}, ids_BL, mask_BL,
-                                  masked_positions=positions_BP)
+    out = self.model.module.apply(
+      {"params": params}, ids_BL, mask_BL, masked_positions=positions_BP
+    )
     logits_BPV = getattr(out, "logits", None)
     if logits_BPV is None:
       logits_BPV = out.prediction_logits
@@ -66,27 +69,34 @@ class FillMask:
     masks = [[p for p, i in enumerate(ids) if i == tokenizer.mask_token_id] for ids in encoded]
     for text, ids, where in zip(texts, encoded, masks, strict=True):
       if not where:
-        raise ValueError(f"No {MASK} in text {text!r}; fill-mask needs at least one {MASK} "
-                         "token in every text.")
+        raise ValueError(
+          f"No {MASK} in text {text!r}; fill-mask needs at least one {MASK} token in every text."
+        )
       if len(ids) > limit:
-        raise ValueError(f"Text {text[:60]!r}... is {len(ids)} tokens long; the model takes at "
-                         f"most {limit}. Shorten it around the {MASK}.")
+        raise ValueError(
+          f"Text {text[:60]!r}... is {len(ids)} tokens long; the model takes at "
+          f"most {limit}. Shorten it around the {MASK}."
+        )
 
     results: list[Any] = [None] * len(texts)
     for rows in batches([len(ids) for ids in encoded], self.batch_size):
       length = bucket(max(len(encoded[i]) for i in rows), limit)
-      ids_BL, mask_BL = pad([encoded[i] for i in rows], length,
-                            bucket(len(rows), self.batch_size, 1))
-      positions_BP, _ = pad([masks[i] for i in rows], bucket(max(len(masks[i]) for i in rows),
-                                                              limit, 1), len(ids_BL))
+      ids_BL, mask_BL = pad(
+        [encoded[i] for i in rows], length, bucket(len(rows), self.batch_size, 1)
+      )
+      positions_BP, _ = pad(
+        [masks[i] for i in rows], bucket(max(len(masks[i]) for i in rows), limit, 1), len(ids_BL)
+      )
       scores_BPK, tokens_BPK = jax.device_get(
-          self._top_k(self.model.params, ids_BL, mask_BL, positions_BP, top_k=top_k))
+        self._top_k(self.model.params, ids_BL, mask_BL, positions_BP, top_k=top_k)
+      )
       for b, i in enumerate(rows):
         results[i] = self._candidates(encoded[i], masks[i], scores_BPK[b], tokens_BPK[b])
     return results[0] if single else results
 
-  def _candidates(self, ids: list[int], masks: list[int], scores_PK: np.ndarray,
-                  tokens_PK: np.ndarray) -> list[Any]:
+  def _candidates(
+    self, ids: list[int], masks: list[int], scores_PK: np.ndarray, tokens_PK: np.ndarray
+  ) -> list[Any]:
     tokenizer, one_mask = self.model.tokenizer, len(masks) == 1
     per_mask = []
     for p, position in enumerate(masks):
@@ -94,13 +104,15 @@ class FillMask:
       for score, token in zip(scores_PK[p], tokens_PK[p], strict=True):
         filled = list(ids)
         filled[position] = int(token)
-        row.append({
+        row.append(
+          {
             "score": float(score),
             "token": int(token),
             "token_str": tokenizer.decode([int(token)]),
             # As HF: special tokens are dropped for one mask; kept (other masks too) for several.
             "sequence": tokenizer.decode(filled, skip_special_tokens=one_mask),
-        })
+          }
+        )
       per_mask.append(row)
     return per_mask[0] if one_mask else per_mask
 
@@ -114,15 +126,21 @@ def _print(text: str, result: list[Any]) -> None:
       print(f"  {c['score']:.4f}  {c['token_str']:<15} {c['sequence']}")
 
 
-_USAGE = ('python -m albert_jax.fill_mask --model DIR [--top_k 5] [--json] [--batch_size 8] '
-          '"Hello I\'m a [MASK] model." ...')
+_USAGE = (
+  "python -m albert_jax.fill_mask --model DIR [--top_k 5] [--json] [--batch_size 8] "
+  '"Hello I\'m a [MASK] model." ...'
+)
 
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.fill_mask`; see the module docstring."""
   fv = flags.FlagValues()
-  flags.DEFINE_string("model", None, "Converted directory (or any from_pretrained source) "
-                      "with an MLM head.", flag_values=fv)
+  flags.DEFINE_string(
+    "model",
+    None,
+    "Converted directory (or any from_pretrained source) with an MLM head.",
+    flag_values=fv,
+  )
   flags.DEFINE_integer("top_k", 5, "Candidates per mask.", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("batch_size", 8, "Texts per batch.", lower_bound=1, flag_values=fv)
   flags.DEFINE_bool("json", False, "Print a JSON list (one result per text).", flag_values=fv)

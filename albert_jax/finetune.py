@@ -54,6 +54,10 @@ _RESUMABLE_CHANGES = ("log_every_steps", "checkpoint_every_steps", "eval_every_s
 # ---- config ------------------------------------------------------------------------------------
 
 
+class ConfigError(ValueError):
+  """A config that cannot run; found before any weights or data are loaded."""
+
+
 def base_config(task: str) -> ml_collections.ConfigDict:
   """Every field `run` reads, with Google ALBERT's fine-tuning defaults; configs fill the rest."""
   c = ml_collections.ConfigDict()
@@ -113,7 +117,7 @@ def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
   if _model_source(config.model) == "preset":
     return AlbertConfig.from_name(config.model, **overrides)
   if overrides:
-    raise ValueError(f"model_overrides {overrides} apply only to presets trained from scratch "
+    raise ConfigError(f"model_overrides {overrides} apply only to presets trained from scratch "
                      f"({', '.join(sorted(PRESETS))}); model={config.model!r} brings its own "
                      "config. Drop the overrides or use a preset.")
   return None
@@ -121,26 +125,29 @@ def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
 
 def check_config(config: ml_collections.ConfigDict, workdir: str):
   """Checks what can be checked before loading weights or data; returns the task."""
-  task = tasks.get_task(config.task)  # a ValueError naming the known tasks
+  try:
+    task = tasks.get_task(config.task)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   if (model_config := _preset_config(config)) is not None:
     _check_max_seq_length(config, model_config)
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
-    raise ValueError(
+    raise ConfigError(
         f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
         f"{config.grad_accum_steps}; pick a batch size that is a multiple of it.")
   if (config.num_train_steps is None) == (config.num_epochs is None):
-    raise ValueError("Set exactly one of num_train_steps and num_epochs; got "
+    raise ConfigError("Set exactly one of num_train_steps and num_epochs; got "
                      f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}.")
   if config.warmup_steps is None and config.warmup_fraction is None:
-    raise ValueError("Set warmup_steps or warmup_fraction.")
+    raise ConfigError("Set warmup_steps or warmup_fraction.")
   if config.dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+    raise ConfigError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
   mesh, rules = _mesh(config)
   try:
     sharding.check_batch_size(config.batch_size // config.grad_accum_steps, mesh, rules)
     sharding.check_batch_size(config.eval_batch_size or config.batch_size, mesh, rules)
   except ValueError as e:
-    raise ValueError(f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size "
+    raise ConfigError(f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size "
                      "defaults to batch_size.)") from None
   _check_workdir(config, workdir)
   return task
@@ -148,7 +155,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
 
 def _check_max_seq_length(config: ml_collections.ConfigDict, model_config: AlbertConfig) -> None:
   if config.max_seq_length > model_config.max_position_embeddings:
-    raise ValueError(
+    raise ConfigError(
         f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
         f"{model_config.max_position_embeddings}; use --config.max_seq_length="
         f"{model_config.max_position_embeddings} or less.")
@@ -159,16 +166,27 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not os.path.exists(path):
     return
   with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json())
+    saved = _flat(json.load(f))
+  current = _flat(json.loads(config.to_json()))
   changed = sorted(k for k in set(saved) | set(current)
-                   if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+                   if k.split(".")[0] not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
   if changed:
     diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-    raise ValueError(
+    raise ConfigError(
         f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
         f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
         "or delete this one.")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1}, as the config flags name the fields."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -283,12 +301,26 @@ def _optimizer(config, num_train: int):
   return total, schedule, tx
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *,
-        stop_at_step: int | None = None) -> dict[str, Any]:
+def _initial_state(config, task, module, params, tx, sample, mesh, rules, ckpts: Checkpoints):
+  """(state, data position): the latest checkpoint's, else a new state (sharded as it is made)."""
+  abstract = sharding.abstract_train_state(module, tx, task.head, sample, mesh, rules)
+  if ckpts.latest_step() is not None:
+    state, data = ckpts.restore(abstract)
+    return state, DataPosition.from_json(data)
+  if params is None:
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+    return sharding.create_sharded_state(module, tx, task.head, init_rng, sample, mesh,
+                                         rules), DataPosition()
+  state = jax.jit(lambda p: train.create_train_state(module, p, tx, task.head),
+                  out_shardings=sharding.shardings_of(abstract))(params)
+  return state, DataPosition()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, evaluates and writes predictions; returns the final metrics (as metrics.json).
 
-  `stop_at_step` ends this process's share of the work after that step's checkpoint, as a
-  preempted job would; rerunning continues from there.
+  With checkpoints in `workdir` (a killed or preempted run), continues from the latest one.
+  An exception (Ctrl-C) lets checkpoint writes in flight finish first.
   """
   task = check_config(config, workdir)
   mesh, rules = _mesh(config)
@@ -298,79 +330,76 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   train_arrays, eval_sets = _load_data(config, task, tokenizer)
   num_train = len(train_arrays["input_ids"])
   total, schedule, tx = _optimizer(config, num_train)
-
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  sample = _gather(train_arrays, _MODEL_INPUTS, np.arange(1))
-  abstract = sharding.abstract_train_state(module, tx, task.head, sample, mesh, rules)
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                       best_directory=os.path.join(workdir, "best"),
                       best_metric=config.best_metric, best_mode=config.best_mode)
-  position = DataPosition()
-  if ckpts.latest_step() is not None:
-    state, data = ckpts.restore(abstract)
-    position = DataPosition.from_json(data)
-    logging.info("Resuming from step %d (epoch %d, example %d).", ckpts.latest_step(),
-                 position.epoch, position.index)
-  elif params is None:
-    state = sharding.create_sharded_state(module, tx, task.head, init_rng, sample, mesh, rules)
-  else:
-    state = jax.jit(lambda p: train.create_train_state(module, p, tx, task.head),
-                    out_shardings=sharding.shardings_of(abstract))(params)
+  sample = _gather(train_arrays, _MODEL_INPUTS, np.arange(1))
+  state, position = _initial_state(config, task, module, params, tx, sample, mesh, rules, ckpts)
   del params
-  state_shardings = sharding.shardings_of(abstract)
-  train_fn = sharding.jit_train_step(state_shardings, mesh, rules)
-  predict_fn = sharding.jit_predict_step(state_shardings, mesh, rules)
+  train_fn = sharding.jit_train_step(sharding.shardings_of(state), mesh, rules)
+  predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
   put = functools.partial(sharding.shard_batch, mesh=mesh, rules=rules)
-  dropout_rng = sharding.replicate(dropout_rng, mesh)
-
-  accum = config.grad_accum_steps
+  dropout_rng = sharding.replicate(jax.random.fold_in(jax.random.key(config.seed), 1), mesh)
+  accum = config.grad_accum_steps  # micro-batches per optimizer step; state.step counts them
   eval_batch = config.eval_batch_size or config.batch_size
+
   step = int(state.step) // accum
   reporter = Reporter(os.path.join(workdir, "tb"), total, initial_step=step, desc=config.task)
-  batches = shuffled_batches(num_train, config.batch_size // accum, config.seed, position)
-  history = []
-  while step < total and (stop_at_step is None or step < stop_at_step):
-    for _ in range(accum):
-      idx, position = next(batches)
-      state, metrics = train_fn(state, put(_gather(train_arrays, _MODEL_INPUTS + _TARGETS, idx)),
-                                dropout_rng)
-      history.append(metrics)
-    step += 1
-    reporter.advance()
-    if is_due(step, config.log_every_steps, total):
-      means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
-      reporter.scalars(step, {**means, "lr": float(schedule(step))}, "train")
-      history = []
-    if step < total and config.eval_every_steps and step % config.eval_every_steps == 0:
-      _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config)
-      reporter.scalars(step, metrics, f"eval_{eval_sets[0].split}")
-      ckpts.save_if_best(step, state, position.to_json(), metrics)
-    if is_due(step, config.checkpoint_every_steps, total) or step == stop_at_step:
-      ckpts.save(step, state, position.to_json())
+  try:
+    if step:
+      reporter.write(f"Resuming {workdir} at step {step} (epoch {position.epoch}, example "
+                     f"{position.index}).")
+    batches = shuffled_batches(num_train, config.batch_size // accum, config.seed, position)
+    history = []
+    while step < total:
+      for _ in range(accum):
+        idx, position = next(batches)
+        batch = put(_gather(train_arrays, _MODEL_INPUTS + _TARGETS, idx))
+        state, metrics = train_fn(state, batch, dropout_rng)
+        history.append(metrics)
+      step += 1
+      reporter.advance()
+      if is_due(step, config.log_every_steps, total):
+        means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
+        reporter.scalars(step, {**means, "lr": float(schedule(step))}, "train")
+        history = []
+      if step < total and config.eval_every_steps and step % config.eval_every_steps == 0:
+        _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config)
+        reporter.scalars(step, metrics, f"eval_{eval_sets[0].split}")
+        if metrics:  # none without labels
+          ckpts.save_if_best(step, state, position.to_json(), metrics)
+      if is_due(step, config.checkpoint_every_steps, total):
+        ckpts.save(step, state, position.to_json())
 
-  results: dict[str, Any] = {"step": step}
-  if step == total:  # not stopped early: evaluate every split, write predictions
-    for eval_set in eval_sets:
+    results: dict[str, Any] = {"step": step}
+    for eval_set in eval_sets:  # the final model on every split: metrics, prediction files
       predictions, metrics = evaluate(predict_fn, state, eval_set, eval_batch, put, task, config)
       reporter.scalars(step, metrics, f"eval_{eval_set.split}")
-      if eval_set is eval_sets[0]:
+      if eval_set is eval_sets[0] and metrics:
         ckpts.save_if_best(step, state, position.to_json(), metrics)
       tasks.write_predictions(task, predictions, os.path.join(workdir, "predictions"),
-                                 eval_set.split)
+                              eval_set.split)
       results[eval_set.split] = metrics
     _write_json(os.path.join(workdir, "metrics.json"), results)
-  ckpts.wait_until_finished()
-  ckpts.close()
-  reporter.close()
-  return results
+    return results
+  finally:
+    ckpts.wait_until_finished()
+    ckpts.close()
+    reporter.close()
 
 
 def main(argv: list[str]) -> None:
   from absl import app, flags  # noqa: PLC0415
+  from absl import logging as absl_logging  # noqa: PLC0415
 
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  results = run(flags.FLAGS.config, flags.FLAGS.workdir)
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
+  try:
+    results = run(flags.FLAGS.config, flags.FLAGS.workdir)
+  except ConfigError as e:
+    raise SystemExit(f"error: {e}") from None
   print(json.dumps(results, indent=2, sort_keys=True))
 
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from albert_jax.config import AlbertConfig
-from albert_jax.model import AlbertModel, AlbertModelOutput, LayerNorm, activation, dense
+from albert_jax.model import AlbertModel, LayerNorm, activation, dense
 
 Array = jax.Array
 Dtype = Any
@@ -70,9 +70,16 @@ class AlbertHeadBase(nn.Module):
   attention_implementation: str | None = None
 
   def encoder(self, add_pooling_layer: bool = True) -> AlbertModel:
-    return AlbertModel(self.config, self.dtype, self.param_dtype, self.scan_layers,
-                       self.remat_policy, self.attention_implementation,
-                       add_pooling_layer=add_pooling_layer, name="albert")
+    return AlbertModel(
+      self.config,
+      self.dtype,
+      self.param_dtype,
+      self.scan_layers,
+      self.remat_policy,
+      self.attention_implementation,
+      add_pooling_layer=add_pooling_layer,
+      name="albert",
+    )
 
   def _dense(self, features: int, name: str) -> nn.Module:
     return dense(features, self.config, ("embed", None), self.dtype, self.param_dtype, name)
@@ -93,14 +100,19 @@ class AlbertMLMHead(nn.Module):
   @nn.compact
   def __call__(self, h_BPH: Array, decoder) -> Array:
     c = self.config
-    x_BPE = dense(c.embedding_size, c, ("embed", "embedding"), self.dtype, self.param_dtype,
-                  name="dense")(h_BPH)
+    x_BPE = dense(
+      c.embedding_size, c, ("embed", "embedding"), self.dtype, self.param_dtype, name="dense"
+    )(h_BPH)
     x_BPE = activation(c.hidden_act)(x_BPE)
-    x_BPE = LayerNorm(c.layer_norm_eps, "embedding", self.dtype, self.param_dtype,
-                      name="LayerNorm")(x_BPE)
-    bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                             ("vocab",)),
-                        (c.vocab_size,), self.param_dtype)
+    x_BPE = LayerNorm(
+      c.layer_norm_eps, "embedding", self.dtype, self.param_dtype, name="LayerNorm"
+    )(x_BPE)
+    bias_V = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+      (c.vocab_size,),
+      self.param_dtype,
+    )
     logits_BPV = decoder(x_BPE) + bias_V.astype(self.dtype)
     return nn.with_logical_constraint(logits_BPV, ("batch", "length", "act_vocab"))
 
@@ -119,13 +131,21 @@ class AlbertForPreTraining(AlbertHeadBase):
   """MLM + sentence-order prediction. `masked_positions` [B, P] computes MLM logits only there."""
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               masked_positions=None, deterministic: bool = True) -> AlbertForPreTrainingOutput:
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    masked_positions=None,
+    deterministic: bool = True,
+  ) -> AlbertForPreTrainingOutput:
     albert = self.encoder()
     out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
     logits = _mlm_logits(self, albert, out.last_hidden_state, masked_positions)
     pooled_BH = nn.Dropout(self.config.classifier_dropout_prob)(
-        out.pooler_output, deterministic=deterministic)
+      out.pooler_output, deterministic=deterministic
+    )
     sop_B2 = self._dense(2, "sop_classifier")(pooled_BH)
     return AlbertForPreTrainingOutput(prediction_logits=logits, sop_logits=sop_B2)
 
@@ -134,12 +154,18 @@ class AlbertForMaskedLM(AlbertHeadBase):
   """Masked LM (HF builds its encoder without the pooler here, and so do we)."""
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               masked_positions=None, deterministic: bool = True) -> MaskedLMOutput:
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    masked_positions=None,
+    deterministic: bool = True,
+  ) -> MaskedLMOutput:
     albert = self.encoder(add_pooling_layer=False)
     out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
-    return MaskedLMOutput(logits=_mlm_logits(self, albert, out.last_hidden_state,
-                                             masked_positions))
+    return MaskedLMOutput(logits=_mlm_logits(self, albert, out.last_hidden_state, masked_positions))
 
 
 class AlbertForSequenceClassification(AlbertHeadBase):
@@ -148,11 +174,18 @@ class AlbertForSequenceClassification(AlbertHeadBase):
   num_labels: int = 2
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True) -> SequenceClassifierOutput:
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    deterministic: bool = True,
+  ) -> SequenceClassifierOutput:
     out = self.encoder()(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
     pooled_BH = nn.Dropout(self.config.classifier_dropout_prob)(
-        out.pooler_output, deterministic=deterministic)
+      out.pooler_output, deterministic=deterministic
+    )
     return SequenceClassifierOutput(logits=self._dense(self.num_labels, "classifier")(pooled_BH))
 
 
@@ -162,13 +195,21 @@ class AlbertForTokenClassification(AlbertHeadBase):
   num_labels: int = 2
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True) -> TokenClassifierOutput:
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    deterministic: bool = True,
+  ) -> TokenClassifierOutput:
     c = self.config
     out = self.encoder(add_pooling_layer=False)(
-        input_ids, attention_mask, token_type_ids, position_ids, deterministic)
-    rate = (c.classifier_dropout_prob if c.classifier_dropout_prob is not None
-            else c.hidden_dropout_prob)
+      input_ids, attention_mask, token_type_ids, position_ids, deterministic
+    )
+    rate = (
+      c.classifier_dropout_prob if c.classifier_dropout_prob is not None else c.hidden_dropout_prob
+    )
     h_BLH = nn.Dropout(rate)(out.last_hidden_state, deterministic=deterministic)
     return TokenClassifierOutput(logits=self._dense(self.num_labels, "classifier")(h_BLH))
 
@@ -177,10 +218,17 @@ class AlbertForQuestionAnswering(AlbertHeadBase):
   """Span extraction: start and end logits per token."""
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True) -> QuestionAnsweringOutput:
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    deterministic: bool = True,
+  ) -> QuestionAnsweringOutput:
     out = self.encoder(add_pooling_layer=False)(
-        input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+      input_ids, attention_mask, token_type_ids, position_ids, deterministic
+    )
     logits_BL2 = self._dense(2, "qa_outputs")(out.last_hidden_state)
     return QuestionAnsweringOutput(start_logits=logits_BL2[..., 0], end_logits=logits_BL2[..., 1])
 
@@ -189,8 +237,14 @@ class AlbertForMultipleChoice(AlbertHeadBase):
   """One logit per choice from the pooled output; inputs are [B, C, L]."""
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True) -> MultipleChoiceOutput:
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    deterministic: bool = True,
+  ) -> MultipleChoiceOutput:
     input_ids = jnp.asarray(input_ids)
     if input_ids.ndim != 3:
       raise ValueError(f"input_ids must be [batch, choices, seq_len]; got {input_ids.shape}.")
@@ -199,20 +253,22 @@ class AlbertForMultipleChoice(AlbertHeadBase):
     def flat(a):
       return None if a is None else jnp.asarray(a).reshape(batch * choices, length)
 
-    out = self.encoder()(flat(input_ids), flat(attention_mask), flat(token_type_ids),
-                         flat(position_ids), deterministic)
+    out = self.encoder()(
+      flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids), deterministic
+    )
     pooled_XH = nn.Dropout(self.config.classifier_dropout_prob)(
-        out.pooler_output, deterministic=deterministic)
+      out.pooler_output, deterministic=deterministic
+    )
     logits_X1 = self._dense(1, "classifier")(pooled_XH)
     return MultipleChoiceOutput(logits=logits_X1.reshape(batch, choices))
 
 
 HEADS = {
-    "base": AlbertModel,
-    "pretraining": AlbertForPreTraining,
-    "masked_lm": AlbertForMaskedLM,
-    "sequence_classification": AlbertForSequenceClassification,
-    "token_classification": AlbertForTokenClassification,
-    "question_answering": AlbertForQuestionAnswering,
-    "multiple_choice": AlbertForMultipleChoice,
+  "base": AlbertModel,
+  "pretraining": AlbertForPreTraining,
+  "masked_lm": AlbertForMaskedLM,
+  "sequence_classification": AlbertForSequenceClassification,
+  "token_classification": AlbertForTokenClassification,
+  "question_answering": AlbertForQuestionAnswering,
+  "multiple_choice": AlbertForMultipleChoice,
 }

@@ -79,6 +79,10 @@ class Reporter:
     self._bar = tqdm(total=total_steps, initial=initial_step, desc=desc, unit="step",
                      dynamic_ncols=True)
 
+  @property
+  def step(self) -> int:
+    return self._bar.n
+
   def advance(self, steps: int = 1) -> None:
     self._bar.update(steps)
 

@@ -30,13 +30,13 @@ Array = jax.Array
 Dtype = Any
 
 _ACTIVATIONS = {
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
+  "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+  "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+  "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+  "gelu": functools.partial(jax.nn.gelu, approximate=False),
+  "relu": jax.nn.relu,
+  "silu": jax.nn.silu,
+  "swish": jax.nn.silu,
 }
 
 
@@ -80,10 +80,16 @@ class LayerNorm(nn.Module):
 
 def dense(features, config: AlbertConfig, axes, dtype, param_dtype, name, in_axis=-1):
   """A DenseGeneral with ALBERT's init and logical names `axes` = (kernel axes...)."""
-  out_axes = axes[-len(features):] if isinstance(features, tuple) else axes[-1:]
+  out_axes = axes[-len(features) :] if isinstance(features, tuple) else axes[-1:]
   return nn.DenseGeneral(
-      features=features, axis=in_axis, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=normal_init(config, axes), bias_init=zeros_init(out_axes), name=name)
+    features=features,
+    axis=in_axis,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=normal_init(config, axes),
+    bias_init=zeros_init(out_axes),
+    name=name,
+  )
 
 
 class AlbertEmbeddings(nn.Module):
@@ -95,20 +101,27 @@ class AlbertEmbeddings(nn.Module):
 
   def setup(self):
     c = self.config
-    embed = functools.partial(nn.Embed, features=c.embedding_size, dtype=self.dtype,
-                              param_dtype=self.param_dtype)
-    self.word_embeddings = embed(c.vocab_size, embedding_init=normal_init(c, ("vocab", "embedding")))
+    embed = functools.partial(
+      nn.Embed, features=c.embedding_size, dtype=self.dtype, param_dtype=self.param_dtype
+    )
+    self.word_embeddings = embed(
+      c.vocab_size, embedding_init=normal_init(c, ("vocab", "embedding"))
+    )
     self.position_embeddings = embed(
-        c.max_position_embeddings, embedding_init=normal_init(c, (None, "embedding")))
+      c.max_position_embeddings, embedding_init=normal_init(c, (None, "embedding"))
+    )
     self.token_type_embeddings = embed(
-        c.type_vocab_size, embedding_init=normal_init(c, (None, "embedding")))
+      c.type_vocab_size, embedding_init=normal_init(c, (None, "embedding"))
+    )
     self.LayerNorm = LayerNorm(c.layer_norm_eps, "embedding", self.dtype, self.param_dtype)
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
   def __call__(self, input_ids_BL, token_type_ids_BL, position_ids_BL, deterministic):
-    x_BLE = (self.word_embeddings(input_ids_BL)
-             + self.position_embeddings(position_ids_BL)
-             + self.token_type_embeddings(token_type_ids_BL))
+    x_BLE = (
+      self.word_embeddings(input_ids_BL)
+      + self.position_embeddings(position_ids_BL)
+      + self.token_type_embeddings(token_type_ids_BL)
+    )
     x_BLE = self.LayerNorm(x_BLE)
     return self.dropout(x_BLE, deterministic=deterministic)
 
@@ -129,8 +142,7 @@ class AlbertAttention(nn.Module):
   def __call__(self, x_BLH: Array, mask_B11L: Array, deterministic: bool) -> Array:
     c = self.config
     nd = (c.num_attention_heads, c.head_dim)
-    proj = functools.partial(dense, nd, c, ("embed", "heads", "kv"), self.dtype,
-                             self.param_dtype)
+    proj = functools.partial(dense, nd, c, ("embed", "heads", "kv"), self.dtype, self.param_dtype)
     q_BLND = proj(name="query")(x_BLH)
     k_BLND = proj(name="key")(x_BLH)
     v_BLND = proj(name="value")(x_BLH)
@@ -139,18 +151,26 @@ class AlbertAttention(nn.Module):
     rate = c.attention_probs_dropout_prob
     if deterministic or rate == 0.0:
       ctx_BLND = jax.nn.dot_product_attention(
-          q_BLND, k_BLND, v_BLND, mask=mask_B11L, implementation=self.attention_implementation)
+        q_BLND, k_BLND, v_BLND, mask=mask_B11L, implementation=self.attention_implementation
+      )
     else:
       # Attention-probability dropout (ALBERT v1) is not offered by the fused kernels.
-      scale = c.head_dim ** -0.5
+      scale = c.head_dim**-0.5
       logits_BNLL = jnp.einsum("bqnd,bknd->bnqk", q_BLND * scale, k_BLND)
       logits_BNLL = jnp.where(mask_B11L, logits_BNLL, jnp.finfo(logits_BNLL.dtype).min)
       probs_BNLL = jax.nn.softmax(logits_BNLL.astype(jnp.float32)).astype(self.dtype)
       probs_BNLL = nn.Dropout(rate)(probs_BNLL, deterministic=False)
       ctx_BLND = jnp.einsum("bnqk,bknd->bqnd", probs_BNLL, v_BLND)
 
-    out_BLH = dense(c.hidden_size, c, ("heads", "kv", "embed"), self.dtype, self.param_dtype,
-                    name="dense", in_axis=(-2, -1))(ctx_BLND)
+    out_BLH = dense(
+      c.hidden_size,
+      c,
+      ("heads", "kv", "embed"),
+      self.dtype,
+      self.param_dtype,
+      name="dense",
+      in_axis=(-2, -1),
+    )(ctx_BLND)
     out_BLH = nn.Dropout(c.hidden_dropout_prob)(out_BLH, deterministic=deterministic)
     norm = LayerNorm(c.layer_norm_eps, "embed", self.dtype, self.param_dtype, name="LayerNorm")
     return norm(x_BLH + out_BLH)
@@ -167,17 +187,21 @@ class AlbertLayer(nn.Module):
   @nn.compact
   def __call__(self, x_BLH: Array, mask_B11L: Array, deterministic: bool) -> Array:
     c = self.config
-    a_BLH = AlbertAttention(c, self.dtype, self.param_dtype, self.attention_implementation,
-                            name="attention")(x_BLH, mask_B11L, deterministic)
-    h_BLF = dense(c.intermediate_size, c, ("embed", "mlp"), self.dtype, self.param_dtype,
-                  name="ffn")(a_BLH)
+    a_BLH = AlbertAttention(
+      c, self.dtype, self.param_dtype, self.attention_implementation, name="attention"
+    )(x_BLH, mask_B11L, deterministic)
+    h_BLF = dense(
+      c.intermediate_size, c, ("embed", "mlp"), self.dtype, self.param_dtype, name="ffn"
+    )(a_BLH)
     h_BLF = activation(c.hidden_act)(h_BLF)
     h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "act_mlp"))
-    h_BLH = dense(c.hidden_size, c, ("mlp", "embed"), self.dtype, self.param_dtype,
-                  name="ffn_output")(h_BLF)
+    h_BLH = dense(
+      c.hidden_size, c, ("mlp", "embed"), self.dtype, self.param_dtype, name="ffn_output"
+    )(h_BLF)
     h_BLH = nn.Dropout(c.hidden_dropout_prob)(h_BLH, deterministic=deterministic)
-    norm = LayerNorm(c.layer_norm_eps, "embed", self.dtype, self.param_dtype,
-                     name="full_layer_layer_norm")
+    norm = LayerNorm(
+      c.layer_norm_eps, "embed", self.dtype, self.param_dtype, name="full_layer_layer_norm"
+    )
     return norm(h_BLH + a_BLH)
 
 
@@ -196,9 +220,13 @@ class AlbertLayerGroup(nn.Module):
   @nn.compact
   def __call__(self, x_BLH: Array, mask_B11L: Array) -> tuple[Array, None]:
     for i in range(self.config.inner_group_num):
-      x_BLH = AlbertLayer(self.config, self.dtype, self.param_dtype,
-                          self.attention_implementation, name=f"albert_layers_{i}")(
-                              x_BLH, mask_B11L, self.deterministic)
+      x_BLH = AlbertLayer(
+        self.config,
+        self.dtype,
+        self.param_dtype,
+        self.attention_implementation,
+        name=f"albert_layers_{i}",
+      )(x_BLH, mask_B11L, self.deterministic)
     x_BLH = nn.with_logical_constraint(x_BLH, ("batch", "length", "act_embed"))
     return x_BLH, None
 
@@ -215,8 +243,9 @@ def _remat_policy(name: str | None):
   policy = getattr(jax.checkpoint_policies, name, None)
   if policy is None:
     known = sorted(p for p in dir(jax.checkpoint_policies) if not p.startswith("_"))
-    raise ValueError(f"remat_policy={name!r} is not a jax.checkpoint_policies name; "
-                     f"use None or one of {known}.")
+    raise ValueError(
+      f"remat_policy={name!r} is not a jax.checkpoint_policies name; use None or one of {known}."
+    )
   return policy
 
 
@@ -237,8 +266,14 @@ class AlbertTransformer(nn.Module):
   @nn.compact
   def __call__(self, x_BLE: Array, mask_B11L: Array, deterministic: bool) -> Array:
     c = self.config
-    x_BLH = dense(c.hidden_size, c, ("embedding", "embed"), self.dtype, self.param_dtype,
-                  name="embedding_hidden_mapping_in")(x_BLE)
+    x_BLH = dense(
+      c.hidden_size,
+      c,
+      ("embedding", "embed"),
+      self.dtype,
+      self.param_dtype,
+      name="embedding_hidden_mapping_in",
+    )(x_BLE)
     x_BLH = nn.with_logical_constraint(x_BLH, ("batch", "length", "act_embed"))
 
     group_cls = AlbertLayerGroup
@@ -246,17 +281,22 @@ class AlbertTransformer(nn.Module):
     if self.remat_policy not in (None, "none"):
       group_cls = nn.remat(group_cls, policy=policy, prevent_cse=not self.scan_layers)
     for g in range(c.num_hidden_groups):
-      kwargs = dict(config=c, dtype=self.dtype, param_dtype=self.param_dtype,
-                    attention_implementation=self.attention_implementation,
-                    deterministic=deterministic, name=f"albert_layer_groups_{g}")
+      kwargs = dict(
+        config=c,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        attention_implementation=self.attention_implementation,
+        deterministic=deterministic,
+        name=f"albert_layer_groups_{g}",
+      )
       if self.scan_layers:
         scanned = nn.scan(
-            group_cls,
-            variable_broadcast="params",  # ONE copy of the group's weights, reused each step
-            variable_axes={"intermediates": 0},  # anything sown is stacked per layer
-            split_rngs={"params": False, "dropout": True},  # fresh dropout per layer
-            in_axes=(nn.broadcast,),
-            length=c.layers_per_group,
+          group_cls,
+          variable_broadcast="params",  # ONE copy of the group's weights, reused each step
+          variable_axes={"intermediates": 0},  # anything sown is stacked per layer
+          split_rngs={"params": False, "dropout": True},  # fresh dropout per layer
+          in_axes=(nn.broadcast,),
+          length=c.layers_per_group,
         )
         x_BLH, _ = scanned(**kwargs)(x_BLH, mask_B11L)
       else:
@@ -287,15 +327,27 @@ class AlbertModel(nn.Module):
   def setup(self):
     c = self.config
     self.embeddings = AlbertEmbeddings(c, self.dtype, self.param_dtype)
-    self.encoder = AlbertTransformer(c, self.dtype, self.param_dtype, self.scan_layers,
-                                     self.remat_policy, self.attention_implementation)
+    self.encoder = AlbertTransformer(
+      c,
+      self.dtype,
+      self.param_dtype,
+      self.scan_layers,
+      self.remat_policy,
+      self.attention_implementation,
+    )
     if self.add_pooling_layer:
-      self.pooler = dense(c.hidden_size, c, ("embed", None), self.dtype, self.param_dtype,
-                          name="pooler")
+      self.pooler = dense(
+        c.hidden_size, c, ("embed", None), self.dtype, self.param_dtype, name="pooler"
+      )
 
-  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-               token_type_ids: Array | None = None, position_ids: Array | None = None,
-               deterministic: bool = True):
+  def __call__(
+    self,
+    input_ids: Array,
+    attention_mask: Array | None = None,
+    token_type_ids: Array | None = None,
+    position_ids: Array | None = None,
+    deterministic: bool = True,
+  ):
     """input_ids, attention_mask, token_type_ids, position_ids: int [B, L]."""
     input_ids_BL = jnp.asarray(input_ids)
     if input_ids_BL.ndim != 2:
@@ -303,20 +355,25 @@ class AlbertModel(nn.Module):
     batch, length = input_ids_BL.shape
     if length > self.config.max_position_embeddings:
       raise ValueError(
-          f"Sequence length {length} is longer than max_position_embeddings="
-          f"{self.config.max_position_embeddings}; truncate the input (tokenizer "
-          f"truncation=True, max_length={self.config.max_position_embeddings}).")
+        f"Sequence length {length} is longer than max_position_embeddings="
+        f"{self.config.max_position_embeddings}; truncate the input (tokenizer "
+        f"truncation=True, max_length={self.config.max_position_embeddings})."
+      )
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids_BL)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids_BL)
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
-    for name, a in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
-                    ("position_ids", position_ids)):
+    for name, a in (
+      ("attention_mask", attention_mask),
+      ("token_type_ids", token_type_ids),
+      ("position_ids", position_ids),
+    ):
       if a.shape != input_ids_BL.shape:
-        raise ValueError(f"{name} has shape {a.shape}; it must match input_ids "
-                         f"{input_ids_BL.shape}.")
+        raise ValueError(
+          f"{name} has shape {a.shape}; it must match input_ids {input_ids_BL.shape}."
+        )
 
     x_BLE = self.embeddings(input_ids_BL, token_type_ids, position_ids, deterministic)
     mask_B11L = attention_mask.astype(bool)[:, None, None, :]

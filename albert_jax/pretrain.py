@@ -25,6 +25,7 @@ replaced, so an interrupted run ends with the same parameters and metrics as an 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -49,8 +50,15 @@ from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
 
 HEAD = "pretraining"
 # Config fields that may change between a run and its resumption (they do not change results).
-_RESUMABLE_CHANGES = ("log_every_steps", "checkpoint_every_steps", "eval_every_steps",
-                      "keep_checkpoints", "mesh", "eval_batches", "verify_checksums")
+_RESUMABLE_CHANGES = (
+  "log_every_steps",
+  "checkpoint_every_steps",
+  "eval_every_steps",
+  "keep_checkpoints",
+  "mesh",
+  "eval_batches",
+  "verify_checksums",
+)
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -64,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "albert-base-v2"  # the architecture: a preset name (random init)
   # AlbertConfig fields to override (e.g. a tiny model); None = the preset's value.
   c.model_overrides = ml_collections.ConfigDict(
-      {f.name: placeholder(type(f.default)) for f in dataclasses.fields(AlbertConfig)})
+    {f.name: placeholder(type(f.default)) for f in dataclasses.fields(AlbertConfig)}
+  )
   c.init_from = placeholder(str)  # a converted directory to continue pretraining from
   c.vocab_file = placeholder(str)  # the data's SentencePiece model; None = bundled 30k-clean
 
@@ -111,9 +120,10 @@ def model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
     path = os.path.join(config.init_from, convert.HF_CONFIG_FILE)
     if not convert.is_converted(config.init_from) or not os.path.isfile(path):
       raise FileNotFoundError(
-          f"init_from={config.init_from!r} is not a directory written by "
-          "`python -m albert_jax.convert` (no albert_jax.json / config.json); convert the "
-          "checkpoint first.")
+        f"init_from={config.init_from!r} is not a directory written by "
+        "`python -m albert_jax.convert` (no albert_jax.json / config.json); convert the "
+        "checkpoint first."
+      )
     return dataclasses.replace(AlbertConfig.from_json_file(path), **overrides)
   return AlbertConfig.from_name(config.model, **overrides)
 
@@ -125,21 +135,27 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> AlbertConfi
   albert = model_config(config)
   if config.max_seq_length > albert.max_position_embeddings:
     raise ValueError(
-        f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
-        f"{albert.max_position_embeddings}; use data of max_seq_length <= "
-        f"{albert.max_position_embeddings}.")
+      f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
+      f"{albert.max_position_embeddings}; use data of max_seq_length <= "
+      f"{albert.max_position_embeddings}."
+    )
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
     raise ValueError(
-        f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
-        f"{config.grad_accum_steps}; pick a batch size that is a multiple of it.")
+      f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+      f"{config.grad_accum_steps}; pick a batch size that is a multiple of it."
+    )
   if not 0 <= config.warmup_steps <= config.num_train_steps:
-    raise ValueError(f"warmup_steps={config.warmup_steps} must be in [0, num_train_steps="
-                     f"{config.num_train_steps}].")
+    raise ValueError(
+      f"warmup_steps={config.warmup_steps} must be in [0, num_train_steps="
+      f"{config.num_train_steps}]."
+    )
   if config.dtype not in ("float32", "bfloat16"):
     raise ValueError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
   if config.eval_data and config.eval_holdout_files:
-    raise ValueError(f"Give eval_data={config.eval_data!r} or eval_holdout_files="
-                     f"{config.eval_holdout_files}, not both.")
+    raise ValueError(
+      f"Give eval_data={config.eval_data!r} or eval_holdout_files="
+      f"{config.eval_holdout_files}, not both."
+    )
   _check_workdir(config, workdir)
   return albert
 
@@ -151,14 +167,18 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(path) as f:
     saved = json.load(f)
   current = json.loads(config.to_json())
-  changed = sorted(k for k in set(saved) | set(current)
-                   if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  changed = sorted(
+    k
+    for k in set(saved) | set(current)
+    if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+  )
   if changed:
     diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
     raise ValueError(
-        f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
-        f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
-        "or delete this one.")
+      f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
+      f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
+      "or delete this one."
+    )
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -204,8 +224,7 @@ def _eval_batch_size(config: ml_collections.ConfigDict) -> int:
   return config.eval_batch_size or config.batch_size // config.grad_accum_steps
 
 
-def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh,
-                rules) -> Inputs:
+def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh, rules) -> Inputs:
   """Opens and checks the training and eval data; every data error is raised here."""
   micro = config.batch_size // config.grad_accum_steps
   index, count = _data_share(micro, mesh, rules)
@@ -213,15 +232,25 @@ def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh,
   manifest = data_lib.read_manifest(config.train_data)
   data_lib.check_vocabulary(manifest, config.train_data, vocab_file)
   train_ids, eval_ids = data_lib.split_files(len(manifest["files"]), config.eval_holdout_files)
-  checks = dict(max_seq_length=config.max_seq_length,
-                max_predictions_per_seq=config.max_predictions_per_seq,
-                vocab_size=albert.vocab_size, verify_checksums=config.verify_checksums)
-  shards = data_lib.open_shards(config.train_data,
-                                data_lib.process_files(train_ids, index, count), **checks)
+  checks = dict(
+    max_seq_length=config.max_seq_length,
+    max_predictions_per_seq=config.max_predictions_per_seq,
+    vocab_size=albert.vocab_size,
+    verify_checksums=config.verify_checksums,
+  )
+  shards = data_lib.open_shards(
+    config.train_data, data_lib.process_files(train_ids, index, count), **checks
+  )
   train_batches = data_lib.TrainBatches(
-      shards, micro // count, data_lib.steps_per_epoch(manifest, train_ids, count, micro // count),
-      seed=config.data_seed, process_index=index, shuffle_window=config.shuffle_window,
-      dynamic_masking=config.dynamic_masking, vocab_file=vocab_file)
+    shards,
+    micro // count,
+    data_lib.steps_per_epoch(manifest, train_ids, count, micro // count),
+    seed=config.data_seed,
+    process_index=index,
+    shuffle_window=config.shuffle_window,
+    dynamic_masking=config.dynamic_masking,
+    vocab_file=vocab_file,
+  )
   eval_dir = config.train_data
   if config.eval_data:
     eval_manifest = data_lib.read_manifest(config.eval_data)
@@ -232,19 +261,23 @@ def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh,
   eval_index, eval_count = _data_share(_eval_batch_size(config), mesh, rules)
   eval_rows = _eval_batch_size(config) // eval_count
   eval_shards = data_lib.open_shards(
-      eval_dir, data_lib.process_files(eval_ids, eval_index, eval_count), **checks)
+    eval_dir, data_lib.process_files(eval_ids, eval_index, eval_count), **checks
+  )
   num_batches = data_lib.eval_num_batches(eval_shards.manifest, eval_ids, eval_count, eval_rows)
   if config.eval_batches:
     num_batches = min(num_batches, config.eval_batches)
   return Inputs(train_batches, eval_shards, num_batches, eval_rows)
 
 
-def _sample_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+def _sample_batch(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, np.ndarray]:
   """Zeros of the model inputs' shapes (for shapes only)."""
-  length, predictions = config.max_seq_length, config.max_predictions_per_seq
-  ids = np.zeros((1, length), np.int32)
-  return {"input_ids": ids, "attention_mask": ids, "token_type_ids": ids,
-          "masked_lm_positions": np.zeros((1, predictions), np.int32)}
+  ids = np.zeros((1, max_seq_length), np.int32)
+  return {
+    "input_ids": ids,
+    "attention_mask": ids,
+    "token_type_ids": ids,
+    "masked_lm_positions": np.zeros((1, max_predictions_per_seq), np.int32),
+  }
 
 
 # ---- evaluation ----------------------------------------------------------------------------
@@ -253,25 +286,11 @@ def _sample_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 def _eval_sums(state: train.TrainState, batch: train.Batch):
   """The batch's metrics and their denominators (examples; masked-LM predictions)."""
   w_B = batch["example_weight"].astype(jnp.float32)
-  counts = {"examples": jnp.sum(w_B),
-            "predictions": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32) * w_B[:, None])}
+  counts = {
+    "examples": jnp.sum(w_B),
+    "predictions": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32) * w_B[:, None]),
+  }
   return train.eval_step(state, batch), counts
-
-
-def _jit_steps(shardings: train.TrainState, mesh, rules):
-  """(train_fn, eval_fn) jitted for the mesh: the state as `shardings`, batches split.
-
-  TODO(sharding): use `sharding.jit_train_step` once applying the model under
-  `nn.logical_axis_rules` works (today flax's parameter shape check re-runs DenseGeneral's
-  kernel init, whose 3-d logical constraint fails on the 2-d kernel); until then the
-  activations carry no sharding constraints (parameters and batches are still placed).
-  """
-  del rules
-  batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  train_fn = jax.jit(train.train_step, in_shardings=(shardings, batch, replicated),
-                     out_shardings=(shardings, replicated), donate_argnums=0)
-  eval_fn = jax.jit(_eval_sums, in_shardings=(shardings, batch), out_shardings=replicated)
-  return train_fn, eval_fn
 
 
 def evaluate(eval_fn, state: train.TrainState, inputs: Inputs, mesh, rules) -> dict[str, float]:
@@ -285,8 +304,11 @@ def evaluate(eval_fn, state: train.TrainState, inputs: Inputs, mesh, rules) -> d
       totals[name] = totals.get(name, 0.0) + float(value) * float(n[kind])
     for kind in counts:
       counts[kind] += float(n[kind])
-  out = {name: total / max(counts["predictions" if name.startswith("mlm_") else "examples"], 1.0)
-         for name, total in totals.items() if name != "loss"}
+  out = {
+    name: total / max(counts["predictions" if name.startswith("mlm_") else "examples"], 1.0)
+    for name, total in totals.items()
+    if name != "loss"
+  }
   out["loss"] = out["mlm_loss"] + out["sop_loss"]
   return out
 
@@ -310,36 +332,113 @@ class MetricsFile:
       with open(self.path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
-  def read(self) -> list[dict[str, Any]]:
-    with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+
+# ---- model, optimizer and compiled steps ---------------------------------------------------
 
 
-# ---- model and export ----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What the compiled program depends on (hashable: the key of `program`'s cache)."""
+
+  albert: AlbertConfig
+  dtype: str
+  remat_policy: str | None
+  optimizer: str
+  learning_rate: float
+  num_train_steps: int
+  warmup_steps: int
+  weight_decay: float
+  clip_norm: float
+  grad_accum_steps: int
+  max_seq_length: int
+  max_predictions_per_seq: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, albert: AlbertConfig) -> Recipe:
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "albert"]
+    return cls(albert, **{name: config[name] for name in names})
 
 
-def _model_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return dict(dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
-              remat_policy=config.remat_policy)
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """The model, the optimizer and the steps of a recipe, jitted for a mesh."""
+
+  module: Any
+  tx: Any
+  schedule: Any
+  abstract: train.TrainState  # the state as ShapeDtypeStructs with their shardings
+  train_step: Any  # (state, batch, rng) -> (state, metrics)
+  eval_step: Any  # (state, batch) -> (metrics, {"examples", "predictions"})
 
 
-def _initial_state(config, module, tx, abstract, mesh, rules, rng) -> train.TrainState:
-  """A fresh state: random weights, or `init_from`'s (parameters it lacks are initialized)."""
+@functools.lru_cache(maxsize=1)
+def program(recipe: Recipe, mesh: jax.sharding.Mesh, rules: sharding.Rules) -> Program:
+  """Builds (and caches, so that a rerun in the same process -- a resumed run, a test -- reuses
+  the compiled steps) the program of `recipe` on `mesh`.
+
+  TODO(sharding): jit with `sharding.jit_train_step` once applying the model under
+  `nn.logical_axis_rules` works (today flax's parameter shape check re-runs DenseGeneral's
+  kernel init, whose 3-d logical constraint fails on the 2-d kernel); until then activations
+  carry no sharding constraints (parameters, optimizer state and batches are placed).
+  """
+  r = recipe
+  schedule = optim.warmup_linear_decay(r.learning_rate, r.num_train_steps, r.warmup_steps)
+  tx = optim.make_optimizer(
+    r.optimizer, schedule, weight_decay=r.weight_decay, clip_norm=r.clip_norm
+  )
+  if r.grad_accum_steps > 1:
+    tx = optim.accumulate(tx, r.grad_accum_steps)
+  module = convert.create_module(
+    r.albert,
+    HEAD,
+    dtype=jnp.bfloat16 if r.dtype == "bfloat16" else jnp.float32,
+    remat_policy=r.remat_policy,
+  )
+  sample = _sample_batch(r.max_seq_length, r.max_predictions_per_seq)
+  abstract = sharding.abstract_train_state(module, tx, HEAD, sample, mesh, rules)
   shardings = sharding.shardings_of(abstract)
+  batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  train_step = jax.jit(
+    train.train_step,
+    in_shardings=(shardings, batch, replicated),
+    out_shardings=(shardings, replicated),
+    donate_argnums=0,
+  )
+  eval_step = jax.jit(_eval_sums, in_shardings=(shardings, batch), out_shardings=replicated)
+  return Program(module, tx, schedule, abstract, train_step, eval_step)
+
+
+def _initial_state(
+  config: ml_collections.ConfigDict, prog: Program, mesh, rules, rng: jax.Array
+) -> train.TrainState:
+  """A fresh state: random weights, or `init_from`'s (parameters it lacks are initialized)."""
   if not config.init_from:
-    return sharding.create_sharded_state(module, tx, HEAD, rng, _sample_batch(config), mesh,
-                                         rules)
+    sample = _sample_batch(config.max_seq_length, config.max_predictions_per_seq)
+    return sharding.create_sharded_state(prog.module, prog.tx, HEAD, rng, sample, mesh, rules)
   from albert_jax.pretrained import from_pretrained
 
-  pretrained = from_pretrained(config.init_from, HEAD, shardings=shardings.params, rng=rng,
-                               **_model_options(config))
-  create = jax.jit(lambda p: train.create_train_state(module, p, tx, HEAD),
-                   out_shardings=shardings)
+  shardings = sharding.shardings_of(prog.abstract)
+  pretrained = from_pretrained(
+    config.init_from,
+    HEAD,
+    shardings=shardings.params,
+    rng=rng,
+    dtype=prog.module.dtype,
+    remat_policy=prog.module.remat_policy,
+  )
+  create = jax.jit(
+    lambda p: train.create_train_state(prog.module, p, prog.tx, HEAD), out_shardings=shardings
+  )
   return create(pretrained.params)
 
 
-def export(directory: str, state: train.TrainState, albert: AlbertConfig,
-           tokenizer: AlbertTokenizer, metadata: Mapping[str, Any]) -> None:
+def export(
+  directory: str,
+  state: train.TrainState,
+  albert: AlbertConfig,
+  tokenizer: AlbertTokenizer,
+  metadata: Mapping[str, Any],
+) -> None:
   """Writes the model as `python -m albert_jax.convert` does (params/, config.json,
   albert_jax.json, spiece.model), replacing `directory` only once the new one is complete.
 
@@ -354,9 +453,14 @@ def export(directory: str, state: train.TrainState, albert: AlbertConfig,
   _sync("export-start")
   params = jax.tree.map(lambda x: x, state.params)
   names = convert.hf_parameter_table(albert, HEAD)
-  meta = {"head": HEAD, "num_labels": None, "id2label": None,
-          "parameter_count": convert.parameter_count(params),
-          "heads_found": convert.parts_found(names), **metadata}
+  meta = {
+    "head": HEAD,
+    "num_labels": None,
+    "id2label": None,
+    "parameter_count": convert.parameter_count(params),
+    "heads_found": convert.parts_found(names),
+    **metadata,
+  }
   convert.write_converted(tmp, convert.Converted(albert, params, HEAD, tokenizer, meta))
   _sync("export-written")
   if main:
@@ -387,8 +491,9 @@ def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
 # ---- the run -------------------------------------------------------------------------------
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *,
-        stop_at_step: int | None = None) -> dict[str, Any]:
+def run(
+  config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None
+) -> dict[str, Any]:
   """Pretrains, evaluates and exports; returns {"step", "train", "eval", "export"}.
 
   `stop_at_step` ends the run after that step's checkpoint, as a preempted job would;
@@ -405,26 +510,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     os.makedirs(workdir, exist_ok=True)
     _write_atomic(os.path.join(workdir, "config.json"), config.to_json(indent=2) + "\n")
 
-  schedule = optim.warmup_linear_decay(config.learning_rate, total, config.warmup_steps)
-  tx = optim.make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
-                            clip_norm=config.clip_norm)
-  if accum > 1:
-    tx = optim.accumulate(tx, accum)
-  module = convert.create_module(albert, HEAD, **_model_options(config))
-  abstract = sharding.abstract_train_state(module, tx, HEAD, _sample_batch(config), mesh, rules)
-  shardings = sharding.shardings_of(abstract)
+  prog = program(Recipe.from_config(config, albert), mesh, rules)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
   if ckpts.latest_step() is not None:
-    state, position = ckpts.restore(abstract, target_shardings=shardings)
+    state, position = ckpts.restore(
+      prog.abstract, target_shardings=sharding.shardings_of(prog.abstract)
+    )
     _check_position(position, inputs)
     inputs.train.seek(DataPosition.from_json(position))
-    logging.info("Resumed from step %d (data epoch %d, example %d).", ckpts.latest_step(),
-                 position["epoch"], position["index"])
+    logging.info(
+      "Resumed from step %d (data epoch %d, example %d).",
+      ckpts.latest_step(),
+      position["epoch"],
+      position["index"],
+    )
   else:
-    state = _initial_state(config, module, tx, abstract, mesh, rules, init_rng)
-  train_fn, eval_fn = _jit_steps(shardings, mesh, rules)
+    state = _initial_state(config, prog, mesh, rules, init_rng)
   dropout_rng = sharding.replicate(dropout_rng, mesh)
 
   step = int(state.step) // accum
@@ -436,33 +538,44 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     while step < total and (stop_at_step is None or step < stop_at_step):
       for _ in range(accum):
         batch = sharding.shard_batch(next(inputs.train), mesh, rules)
-        state, metrics = train_fn(state, batch, dropout_rng)
+        state, metrics = prog.train_step(state, batch, dropout_rng)
         history.append(metrics)
       step += 1
       reporter.advance()
       if is_due(step, config.log_every_steps, total):
         means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
         now = time.perf_counter()
-        means["lr"] = float(schedule(step - 1))  # the rate of the step's update
+        means["lr"] = float(prog.schedule(step - 1))  # the rate of the step's update
         means["steps_per_second"] = (step - ticked_step) / (now - tick)
         reporter.scalars(step, means, "train")
         metrics_file.write({"step": step, "split": "train", **means})
         results["train"], history, tick, ticked_step = means, [], now, step
       if inputs.eval is not None and is_due(step, config.eval_every_steps, total):
-        results["eval"] = evaluate(eval_fn, state, inputs, mesh, rules)
+        results["eval"] = evaluate(prog.eval_step, state, inputs, mesh, rules)
         reporter.scalars(step, results["eval"], "eval")
         metrics_file.write({"step": step, "split": "eval", **results["eval"]})
-        reporter.write(f"step {step}: eval " + ", ".join(
-            f"{k} {v:.4f}" for k, v in sorted(results["eval"].items())))
+        reporter.write(
+          f"step {step}: eval "
+          + ", ".join(f"{k} {v:.4f}" for k, v in sorted(results["eval"].items()))
+        )
       if is_due(step, config.checkpoint_every_steps, total) or step == stop_at_step:
         ckpts.save(step, state, _position(inputs))
     results["step"] = step
     if step == total:
       tokenizer = AlbertTokenizer(_vocab_file(config))
       results["export"] = os.path.join(workdir, "export")
-      export(results["export"], state, albert, tokenizer,
-             {"source": os.path.abspath(workdir), "source_format": "albert_jax.pretrain",
-              "tokenizer": "source" if _vocab_file(config) else "bundled", "step": step})
+      export(
+        results["export"],
+        state,
+        albert,
+        tokenizer,
+        {
+          "source": os.path.abspath(workdir),
+          "source_format": "albert_jax.pretrain",
+          "tokenizer": "source" if _vocab_file(config) else "bundled",
+          "step": step,
+        },
+      )
   finally:
     ckpts.wait_until_finished()
     ckpts.close()
@@ -474,19 +587,28 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 def _position(inputs: Inputs) -> dict[str, Any]:
   """The data position saved with a checkpoint, with what it means (checked on restore)."""
   train_batches = inputs.train
-  return {**train_batches.position.to_json(), "rows": train_batches.batch_size,
-          "steps_per_epoch": train_batches.steps_per_epoch}
+  return {
+    **train_batches.position.to_json(),
+    "rows": train_batches.batch_size,
+    "steps_per_epoch": train_batches.steps_per_epoch,
+  }
 
 
 def _check_position(saved: Mapping[str, Any], inputs: Inputs) -> None:
   current = _position(inputs)
-  changed = {k: (saved.get(k), current[k]) for k in ("rows", "steps_per_epoch")
-             if saved.get(k) != current[k]}
+  changed = {
+    k: (saved.get(k), current[k]) for k in ("rows", "steps_per_epoch") if saved.get(k) != current[k]
+  }
   if changed:
-    logging.warning("The data position was saved with %s; the run now has %s. Resuming at "
-                    "epoch %d, example %d, but the examples read from here on differ from an "
-                    "uninterrupted run's.", {k: v[0] for k, v in changed.items()},
-                    {k: v[1] for k, v in changed.items()}, saved["epoch"], saved["index"])
+    logging.warning(
+      "The data position was saved with %s; the run now has %s. Resuming at "
+      "epoch %d, example %d, but the examples read from here on differ from an "
+      "uninterrupted run's.",
+      {k: v[0] for k, v in changed.items()},
+      {k: v[1] for k, v in changed.items()},
+      saved["epoch"],
+      saved["index"],
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -508,9 +630,12 @@ if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", None, "A configs/pretrain/*.py file.",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, TensorBoard files and the "
-                      "exported model go; rerun with the same one to resume.")
+  config_flags.DEFINE_config_file("config", None, "A configs/pretrain/*.py file.", lock_config=True)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Where checkpoints, metrics, TensorBoard files and the "
+    "exported model go; rerun with the same one to resume.",
+  )
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

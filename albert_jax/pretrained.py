@@ -73,15 +73,15 @@ def cache_root() -> Path:
 
 
 def from_pretrained(
-    name_or_dir: str | os.PathLike,
-    head: str | None = None,
-    *,
-    num_labels: int | None = None,
-    shardings: Shardings | Callable[[Params], Shardings] | None = None,
-    rng: jax.Array | None = None,
-    strict: bool = False,
-    ignore_mismatched_sizes: bool = False,
-    **model_options: Any,
+  name_or_dir: str | os.PathLike,
+  head: str | None = None,
+  *,
+  num_labels: int | None = None,
+  shardings: Shardings | Callable[[Params], Shardings] | None = None,
+  rng: jax.Array | None = None,
+  strict: bool = False,
+  ignore_mismatched_sizes: bool = False,
+  **model_options: Any,
 ) -> Pretrained:
   """Loads a model; see the module docstring.
 
@@ -106,8 +106,17 @@ def from_pretrained(
     source = _ConvertedDir(path)
   else:
     source = _InMemory(convert.load_source(path))
-  return _assemble(source, str(name_or_dir), head, num_labels, shardings, rng, strict,
-                   ignore_mismatched_sizes, model_options)
+  return _assemble(
+    source,
+    str(name_or_dir),
+    head,
+    num_labels,
+    shardings,
+    rng,
+    strict,
+    ignore_mismatched_sizes,
+    model_options,
+  )
 
 
 def _is_local(path: Path) -> bool:
@@ -143,8 +152,9 @@ class _ConvertedDir:
     self.tokenizer = AlbertTokenizer.from_pretrained(path)
     self.params_dir = (path / convert.PARAMS_DIR).absolute()
     if not self.params_dir.is_dir():
-      raise FileNotFoundError(f"{path} has no {convert.PARAMS_DIR}/ Orbax checkpoint; convert "
-                              "the weights again.")
+      raise FileNotFoundError(
+        f"{path} has no {convert.PARAMS_DIR}/ Orbax checkpoint; convert the weights again."
+      )
 
   def shapes(self) -> dict[Path_, tuple[int, ...]]:
     import orbax.checkpoint as ocp
@@ -152,8 +162,10 @@ class _ConvertedDir:
     try:
       tree = ocp.PyTreeCheckpointer().metadata(self.params_dir).item_metadata.tree
     except Exception as e:  # orbax raises many types for a damaged checkpoint
-      raise ValueError(f"Cannot read the Orbax checkpoint {self.params_dir}: {e}. It is "
-                       "incomplete or corrupt; convert the weights again.") from None
+      raise ValueError(
+        f"Cannot read the Orbax checkpoint {self.params_dir}: {e}. It is "
+        "incomplete or corrupt; convert the weights again."
+      ) from None
     return {path: tuple(leaf.shape) for path, leaf in flatten_dict(tree).items()}
 
   def read(self, selection: dict[Path_, jax.ShapeDtypeStruct]) -> dict[Path_, jax.Array]:
@@ -162,13 +174,18 @@ class _ConvertedDir:
     if not selection:
       return {}
     item = unflatten_dict(selection)
-    args = ocp.args.PyTreeRestore(item=item, partial_restore=True,
-                                  restore_args=ocp.checkpoint_utils.construct_restore_args(item))
+    args = ocp.args.PyTreeRestore(
+      item=item,
+      partial_restore=True,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+    )
     try:
       restored = ocp.PyTreeCheckpointer().restore(self.params_dir, args=args)
     except Exception as e:  # as above
-      raise ValueError(f"Cannot restore the Orbax checkpoint {self.params_dir}: {e}. It is "
-                       "incomplete or corrupt; convert the weights again.") from None
+      raise ValueError(
+        f"Cannot restore the Orbax checkpoint {self.params_dir}: {e}. It is "
+        "incomplete or corrupt; convert the weights again."
+      ) from None
     return flatten_dict(restored)
 
 
@@ -185,8 +202,10 @@ class _InMemory:
     return {path: np.shape(leaf) for path, leaf in self.flat.items()}
 
   def read(self, selection: dict[Path_, jax.ShapeDtypeStruct]) -> dict[Path_, jax.Array]:
-    return {path: jax.device_put(np.asarray(self.flat[path], want.dtype), want.sharding)
-            for path, want in selection.items()}
+    return {
+      path: jax.device_put(np.asarray(self.flat[path], want.dtype), want.sharding)
+      for path, want in selection.items()
+    }
 
 
 # ---- matching stored parameters to the requested head ---------------------------------------
@@ -210,15 +229,25 @@ def _shardings_for(target: Params, shardings: Any) -> dict[Path_, jax.sharding.S
   if set(flat) != set(flat_target):
     missing = sorted("/".join(p) for p in set(flat_target) - set(flat))
     extra = sorted("/".join(p) for p in set(flat) - set(flat_target))
-    raise ValueError(f"shardings do not match the parameters: missing {missing[:5]}, "
-                     f"unexpected {extra[:5]}; build them from the abstract parameters (pass "
-                     "a function abstract_params -> shardings).")
+    raise ValueError(
+      f"shardings do not match the parameters: missing {missing[:5]}, "
+      f"unexpected {extra[:5]}; build them from the abstract parameters (pass "
+      "a function abstract_params -> shardings)."
+    )
   return flat
 
 
-def _assemble(source: _ConvertedDir | _InMemory, name: str, head: str | None,
-              num_labels: int | None, shardings: Any, rng: jax.Array | None, strict: bool,
-              ignore_mismatched_sizes: bool, model_options: dict[str, Any]) -> Pretrained:
+def _assemble(
+  source: _ConvertedDir | _InMemory,
+  name: str,
+  head: str | None,
+  num_labels: int | None,
+  shardings: Any,
+  rng: jax.Array | None,
+  strict: bool,
+  ignore_mismatched_sizes: bool,
+  model_options: dict[str, Any],
+) -> Pretrained:
   meta = source.metadata
   stored_head = meta["head"]
   head = head or stored_head
@@ -238,9 +267,10 @@ def _assemble(source: _ConvertedDir | _InMemory, name: str, head: str | None,
     if have is not None and tuple(have) != tuple(want.shape):
       if not ignore_mismatched_sizes:
         raise ValueError(
-            f"{name}: parameter {'/'.join(path)} is stored with shape {tuple(have)}; head "
-            f"{head!r} with num_labels={num_labels} needs {tuple(want.shape)}. Pass the stored "
-            "num_labels, or ignore_mismatched_sizes=True to initialize it anew.")
+          f"{name}: parameter {'/'.join(path)} is stored with shape {tuple(have)}; head "
+          f"{head!r} with num_labels={num_labels} needs {tuple(want.shape)}. Pass the stored "
+          "num_labels, or ignore_mismatched_sizes=True to initialize it anew."
+        )
       have = None
     if have is None:
       new.append(path)
@@ -248,24 +278,35 @@ def _assemble(source: _ConvertedDir | _InMemory, name: str, head: str | None,
       used[path] = _canonical(head, path)
   if new and strict:
     raise ValueError(
-        f"{name} has no {[ '/'.join(p) for p in new][:6]} for head {head!r} (it holds "
-        f"{', '.join(meta.get('heads_found', []))}; stored head {stored_head!r}). Use a "
-        "checkpoint with that head.")
+      f"{name} has no {['/'.join(p) for p in new][:6]} for head {head!r} (it holds "
+      f"{', '.join(meta.get('heads_found', []))}; stored head {stored_head!r}). Use a "
+      "checkpoint with that head."
+    )
 
   flat_target = flatten_dict(target)
-  selection = {original[stored_path]: jax.ShapeDtypeStruct(
-      flat_target[path].shape, flat_target[path].dtype, sharding=place[path])
-               for path, stored_path in used.items()}
+  selection = {
+    original[stored_path]: jax.ShapeDtypeStruct(
+      flat_target[path].shape, flat_target[path].dtype, sharding=place[path]
+    )
+    for path, stored_path in used.items()
+  }
   restored = source.read(selection)
   flat = {path: restored[original[stored_path]] for path, stored_path in used.items()}
   if not all(isinstance(leaf, jax.Array) for leaf in flat.values()):
-    raise ValueError(f"{name}: the checkpoint did not return every parameter asked for; it is "
-                     "incomplete. Convert the weights again.")
+    raise ValueError(
+      f"{name}: the checkpoint did not return every parameter asked for; it is "
+      "incomplete. Convert the weights again."
+    )
   if new:
     names = ["/".join(p) for p in new]
-    log.warning("Some parameters of %s (head %r) are not in %s and are newly initialized: %s. "
-                "Train the model before using its predictions.", type(module).__name__, head,
-                name, names)
+    log.warning(
+      "Some parameters of %s (head %r) are not in %s and are newly initialized: %s. "
+      "Train the model before using its predictions.",
+      type(module).__name__,
+      head,
+      name,
+      names,
+    )
     flat.update(_init_new(module, new, place, rng))
   unused = sorted("/".join(p) for p in set(stored) - set(used.values()))
   if unused:
@@ -274,8 +315,9 @@ def _assemble(source: _ConvertedDir | _InMemory, name: str, head: str | None,
   return Pretrained(source.config, unflatten_dict(flat), source.tokenizer, module, head, metadata)
 
 
-def _init_new(module: nn.Module, paths: list[Path_], place: dict[Path_, Any],
-              rng: jax.Array | None) -> dict[Path_, jax.Array]:
+def _init_new(
+  module: nn.Module, paths: list[Path_], place: dict[Path_, Any], rng: jax.Array | None
+) -> dict[Path_, jax.Array]:
   """Initializes only `paths` (XLA drops the rest of the init), placed as `place` says."""
 
   def init(key):

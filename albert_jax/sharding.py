@@ -15,13 +15,17 @@ A parameter dimension that a mesh axis does not divide (e.g. vocab 30000 over fs
 replicated instead, with one warning at start-up; the number of attention heads and the global
 batch must be divisible, or start-up stops with an error naming both numbers.
 
-Typical use (the entry points do exactly this):
+Typical use (what the entry points do):
 
   mesh = make_mesh(config.mesh.shape)
   rules = rules_for(config.mesh.rules)
-  state = create_sharded_state(module, tx, head, rng, sample_batch, mesh, rules)
+  state = create_sharded_state(module, tx, head, init_rng, sample_batch, mesh, rules)
   train = jit_train_step(shardings_of(state), mesh, rules)
-  state, metrics = train(state, shard_batch(local_batch, mesh, rules), rng)
+  rng = replicate(dropout_rng, mesh)
+  local = distributed.process_rows(global_batch, mesh, rules)  # all rows with one process
+  state, metrics = train(state, shard_batch(local, mesh, rules), rng)
+
+`abstract_train_state` is also the restore target of a checkpoint on any mesh.
 """
 
 from __future__ import annotations
@@ -49,27 +53,27 @@ MESH_AXES = ("data", "fsdp", "tensor")  # outermost (across hosts) to innermost 
 # (logical axis, mesh axes). Flax reads these in order: a logical axis takes the first rule
 # whose mesh axes are not already used by another dimension of the same array.
 RULES: Rules = (
-    ("batch", ("data", "fsdp")),  # activations and inputs: split over every data axis
-    ("length", None),
-    ("act_embed", None),
-    ("act_heads", "tensor"),
-    ("act_mlp", "tensor"),
-    ("act_vocab", "tensor"),
-    ("heads", "tensor"),  # attention heads (Q, K, V and output kernels)
-    ("mlp", "tensor"),  # FFN width
-    ("vocab", ("tensor", "fsdp")),  # word embeddings and MLM bias
-    ("embed", "fsdp"),  # hidden width H: the FSDP axis of almost every kernel
-    ("embedding", None),  # factorized embedding width E (128): small, replicated
-    ("kv", None),  # head width D
+  ("batch", ("data", "fsdp")),  # activations and inputs: split over every data axis
+  ("length", None),
+  ("act_embed", None),
+  ("act_heads", "tensor"),
+  ("act_mlp", "tensor"),
+  ("act_vocab", "tensor"),
+  ("heads", "tensor"),  # attention heads (Q, K, V and output kernels)
+  ("mlp", "tensor"),  # FFN width
+  ("vocab", ("tensor", "fsdp")),  # word embeddings and MLM bias
+  ("embed", "fsdp"),  # hidden width H: the FSDP axis of almost every kernel
+  ("embedding", None),  # factorized embedding width E (128): small, replicated
+  ("kv", None),  # head width D
 )
 ACTIVATION_AXES = ("batch", "length", "act_embed", "act_heads", "act_mlp", "act_vocab")
 # Axes an uneven split cannot fall back from: the activations are split the same way.
 _STRICT_AXES = ("heads",)
 
 MESH_PRESETS: dict[str, dict[str, int]] = {
-    "data": {"data": -1},
-    "fsdp": {"fsdp": -1},
-    "data_tensor": {"data": -1, "tensor": 4},
+  "data": {"data": -1},
+  "fsdp": {"fsdp": -1},
+  "data_tensor": {"data": -1, "tensor": 4},
 }
 
 
@@ -80,13 +84,16 @@ def mesh_shape(shape: Mapping[str, int] | str, num_devices: int) -> dict[str, in
   """All of `MESH_AXES` with sizes; `shape` is a preset name or {axis: size}, -1 = the rest."""
   if isinstance(shape, str):
     if shape not in MESH_PRESETS:
-      raise ValueError(f"Unknown mesh preset {shape!r}; choose one of {sorted(MESH_PRESETS)} "
-                       f"or give a shape such as {{'data': 2, 'tensor': 4}}.")
+      raise ValueError(
+        f"Unknown mesh preset {shape!r}; choose one of {sorted(MESH_PRESETS)} "
+        f"or give a shape such as {{'data': 2, 'tensor': 4}}."
+      )
     shape = MESH_PRESETS[shape]
   unknown = sorted(set(shape) - set(MESH_AXES))
   if unknown:
-    raise ValueError(f"Unknown mesh axes {unknown} in mesh shape {dict(shape)}; the mesh axes "
-                     f"are {MESH_AXES}.")
+    raise ValueError(
+      f"Unknown mesh axes {unknown} in mesh shape {dict(shape)}; the mesh axes are {MESH_AXES}."
+    )
   sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
   rest = [a for a, n in sizes.items() if n == -1]
   if len(rest) > 1 or any(n == 0 or n < -1 for n in sizes.values()):
@@ -95,8 +102,10 @@ def mesh_shape(shape: Mapping[str, int] | str, num_devices: int) -> dict[str, in
   if rest:
     sizes[rest[0]] = max(num_devices // known, 1)
   if math.prod(sizes.values()) != num_devices:
-    raise ValueError(f"Mesh shape {dict(shape)} needs {math.prod(sizes.values())} devices but "
-                     f"there are {num_devices}; change the sizes or use -1 for one axis.")
+    raise ValueError(
+      f"Mesh shape {dict(shape)} needs {math.prod(sizes.values())} devices but "
+      f"there are {num_devices}; change the sizes or use -1 for one axis."
+    )
   return sizes
 
 
@@ -108,8 +117,9 @@ def make_mesh(shape: Mapping[str, int] | str, devices: Sequence[Any] | None = No
   """
   devices = list(jax.devices() if devices is None else devices)
   sizes = mesh_shape(shape, len(devices))
-  return jax.make_mesh(tuple(sizes.values()), MESH_AXES, devices=devices,
-                       axis_types=(AxisType.Auto,) * len(MESH_AXES))
+  return jax.make_mesh(
+    tuple(sizes.values()), MESH_AXES, devices=devices, axis_types=(AxisType.Auto,) * len(MESH_AXES)
+  )
 
 
 def rules_for(rules: str | Sequence[Sequence[Any]] | None = None) -> Rules:
@@ -120,22 +130,25 @@ def rules_for(rules: str | Sequence[Sequence[Any]] | None = None) -> Rules:
   if rules is None or rules == "default":
     return RULES
   if isinstance(rules, str):
-    raise ValueError(f"Unknown rule table {rules!r}; use 'default' or a list of "
-                     f"(logical axis, mesh axes) pairs.")
+    raise ValueError(
+      f"Unknown rule table {rules!r}; use 'default' or a list of (logical axis, mesh axes) pairs."
+    )
   out = []
   for rule in rules:
     if len(rule) != 2 or not isinstance(rule[0], str):
       raise ValueError(f"Rule {rule!r} is not a (logical axis, mesh axes) pair.")
     logical, axes = rule
     axes = tuple(axes) if isinstance(axes, list | tuple) else axes
-    for a in (axes if isinstance(axes, tuple) else (axes,)):
+    for a in axes if isinstance(axes, tuple) else (axes,):
       if a is not None and a not in MESH_AXES:
         raise ValueError(f"Rule {rule!r} names mesh axis {a!r}; the mesh axes are {MESH_AXES}.")
     out.append((logical, axes))
   missing = [a for a in ACTIVATION_AXES if a not in {r[0] for r in out}]
   if missing:
-    raise ValueError(f"The rule table has no rule for activation axes {missing}; add "
-                     f"(name, None) to leave them unsharded.")
+    raise ValueError(
+      f"The rule table has no rule for activation axes {missing}; add "
+      f"(name, None) to leave them unsharded."
+    )
   return tuple(out)
 
 
@@ -168,9 +181,11 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, rules: Rules = RULES) -
   """Start-up check: the global batch splits evenly over the batch's mesh axes."""
   n = num_batch_shards(mesh, rules)
   if global_batch_size % n:
-    raise ValueError(f"Global batch size {global_batch_size} is not divisible by {n}, the "
-                     f"number of batch shards (mesh axes {batch_axes(rules)} of mesh "
-                     f"{dict(mesh.shape)}); use a multiple of {n}.")
+    raise ValueError(
+      f"Global batch size {global_batch_size} is not divisible by {n}, the "
+      f"number of batch shards (mesh axes {batch_axes(rules)} of mesh "
+      f"{dict(mesh.shape)}); use a multiple of {n}."
+    )
 
 
 # ---- parameter and state shardings ------------------------------------------------------------
@@ -180,21 +195,31 @@ def _path_str(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def _mesh_spec(name: str, logical: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh,
-               rules: Rules, replicated_dims: list[str]) -> PartitionSpec:
+def _mesh_spec(
+  name: str,
+  logical: tuple[str | None, ...],
+  shape: tuple[int, ...],
+  mesh: Mesh,
+  rules: Rules,
+  replicated_dims: list[str],
+) -> PartitionSpec:
   known = {r[0] for r in rules}
   for axis in logical:
     if axis is not None and axis not in known:
-      raise ValueError(f"Parameter {name} has logical axis {axis!r} with no rule in the rule "
-                       f"table; add ({axis!r}, <mesh axes>) or ({axis!r}, None) to replicate.")
+      raise ValueError(
+        f"Parameter {name} has logical axis {axis!r} with no rule in the rule "
+        f"table; add ({axis!r}, <mesh axes>) or ({axis!r}, None) to replicate."
+      )
   spec = list(nn.logical_to_mesh_axes(logical, rules))
   for i, axes in enumerate(spec):
     n = _axes_size(mesh, axes)
     if shape[i] % n:
       if logical[i] in _STRICT_AXES:
-        raise ValueError(f"Parameter {name}: {logical[i]!r} has size {shape[i]}, not divisible "
-                         f"by mesh axes {axes} of size {n} (mesh {dict(mesh.shape)}); use a "
-                         f"mesh whose {axes} size divides {shape[i]}.")
+        raise ValueError(
+          f"Parameter {name}: {logical[i]!r} has size {shape[i]}, not divisible "
+          f"by mesh axes {axes} of size {n} (mesh {dict(mesh.shape)}); use a "
+          f"mesh whose {axes} size divides {shape[i]}."
+        )
       replicated_dims.append(f"{name} {logical[i]}={shape[i]} over {axes}={n}")
       spec[i] = None
   return PartitionSpec(*spec)
@@ -215,21 +240,33 @@ def param_shardings(boxed_params: Any, mesh: Mesh, rules: Rules = RULES) -> Any:
   for path, leaf in leaves:
     name = _path_str(path)
     if is_box(leaf):
-      out.append(NamedSharding(mesh, _mesh_spec(name, tuple(leaf.names), tuple(leaf.value.shape),
-                                                mesh, rules, replicated_dims)))
+      out.append(
+        NamedSharding(
+          mesh,
+          _mesh_spec(
+            name, tuple(leaf.names), tuple(leaf.value.shape), mesh, rules, replicated_dims
+          ),
+        )
+      )
     elif np.ndim(leaf) == 0:
       out.append(replicated(mesh))
     else:
-      raise ValueError(f"Parameter {name} (shape {np.shape(leaf)}) has no logical axis names; "
-                       f"create it with nn.with_logical_partitioning.")
+      raise ValueError(
+        f"Parameter {name} (shape {np.shape(leaf)}) has no logical axis names; "
+        f"create it with nn.with_logical_partitioning."
+      )
   if replicated_dims:
-    logging.warning("Replicated %d parameter dimension(s) the mesh does not divide: %s",
-                    len(replicated_dims), "; ".join(replicated_dims))
+    logging.warning(
+      "Replicated %d parameter dimension(s) the mesh does not divide: %s",
+      len(replicated_dims),
+      "; ".join(replicated_dims),
+    )
   return treedef.unflatten(out)
 
 
-def state_shardings(abstract_state: train.TrainState, params_shardings: Any,
-                    mesh: Mesh) -> train.TrainState:
+def state_shardings(
+  abstract_state: train.TrainState, params_shardings: Any, mesh: Mesh
+) -> train.TrainState:
   """Shardings for every leaf of a TrainState: params as given, the optimizer state mirrors them.
 
   Optax states hold parameter-shaped subtrees (Adam's moments, MultiSteps' accumulators, masked
@@ -241,8 +278,10 @@ def state_shardings(abstract_state: train.TrainState, params_shardings: Any,
   flat_abs = jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
   flat_sh = jax.tree_util.tree_leaves(params_shardings)
   if len(flat_abs) != len(flat_sh):
-    raise ValueError(f"params_shardings has {len(flat_sh)} leaves; the state's params have "
-                     f"{len(flat_abs)}. Were they built from the same module?")
+    raise ValueError(
+      f"params_shardings has {len(flat_sh)} leaves; the state's params have "
+      f"{len(flat_abs)}. Were they built from the same module?"
+    )
   for (path, leaf), sharding in zip(flat_abs, flat_sh, strict=True):
     by_path[tuple(path)] = (tuple(leaf.shape), sharding)
   lengths = sorted({len(p) for p in by_path}, reverse=True)
@@ -278,15 +317,22 @@ def _check_heads(module: nn.Module, mesh: Mesh, rules: Rules) -> None:
   axes = nn.logical_to_mesh_axes(("heads",), rules)[0]
   n = _axes_size(mesh, axes)
   if config is not None and config.num_attention_heads % n:
-    raise ValueError(f"num_attention_heads={config.num_attention_heads} is not divisible by "
-                     f"{n}, the size of mesh axes {axes} of mesh {dict(mesh.shape)} that split "
-                     f"the heads; use a mesh whose {axes} size divides "
-                     f"{config.num_attention_heads}.")
+    raise ValueError(
+      f"num_attention_heads={config.num_attention_heads} is not divisible by "
+      f"{n}, the size of mesh axes {axes} of mesh {dict(mesh.shape)} that split "
+      f"the heads; use a mesh whose {axes} size divides "
+      f"{config.num_attention_heads}."
+    )
 
 
-def abstract_train_state(module: nn.Module, tx: optax.GradientTransformation, head: str,
-                         sample_batch: Batch, mesh: Mesh,
-                         rules: Rules = RULES) -> train.TrainState:
+def abstract_train_state(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  head: str,
+  sample_batch: Batch,
+  mesh: Mesh,
+  rules: Rules = RULES,
+) -> train.TrainState:
   """The TrainState as `jax.ShapeDtypeStruct`s carrying their shardings (no memory used).
 
   Also the restore target for a checkpoint: Orbax places each array as its sharding says.
@@ -296,16 +342,24 @@ def abstract_train_state(module: nn.Module, tx: optax.GradientTransformation, he
   inputs = _model_inputs(head, sample_batch)
   boxed = jax.eval_shape(lambda r: module.init(r, **inputs)["params"], jax.random.key(0))
   p_shardings = param_shardings(boxed, mesh, rules)
-  abstract = jax.eval_shape(lambda p: train.create_train_state(module, p, tx, head),
-                            nn.unbox(boxed))
+  abstract = jax.eval_shape(
+    lambda p: train.create_train_state(module, p, tx, head), nn.unbox(boxed)
+  )
   shardings = state_shardings(abstract, p_shardings, mesh)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
 
 
-def create_sharded_state(module: nn.Module, tx: optax.GradientTransformation, head: str,
-                         rng: jax.Array, sample_batch: Batch, mesh: Mesh,
-                         rules: Rules = RULES) -> train.TrainState:
+def create_sharded_state(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  head: str,
+  rng: jax.Array,
+  sample_batch: Batch,
+  mesh: Mesh,
+  rules: Rules = RULES,
+) -> train.TrainState:
   """A fresh TrainState, each array created directly in its shards (no full copy anywhere)."""
   abstract = abstract_train_state(module, tx, head, sample_batch, mesh, rules)
   inputs = _model_inputs(head, sample_batch)
@@ -320,8 +374,9 @@ def create_sharded_state(module: nn.Module, tx: optax.GradientTransformation, he
 # ---- batches and steps ------------------------------------------------------------------------
 
 
-def process_batch_shards(mesh: Mesh, rules: Rules = RULES,
-                         process_index: int | None = None) -> list[int]:
+def process_batch_shards(
+  mesh: Mesh, rules: Rules = RULES, process_index: int | None = None
+) -> list[int]:
   """Which of the batch's shards (0 .. number of batch shards - 1) a process's devices hold."""
   process_index = jax.process_index() if process_index is None else process_index
   axes = batch_axes(rules)
@@ -330,8 +385,9 @@ def process_batch_shards(mesh: Mesh, rules: Rules = RULES,
   held = set()
   for index in np.ndindex(mesh.devices.shape):
     if mesh.devices[index].process_index == process_index:
-      held.add(int(np.ravel_multi_index([index[p] for p in pos], [mesh.devices.shape[p]
-                                                                 for p in pos])))
+      held.add(
+        int(np.ravel_multi_index([index[p] for p in pos], [mesh.devices.shape[p] for p in pos]))
+      )
   return sorted(held)
 
 
@@ -347,9 +403,11 @@ def shard_batch(local_batch: Batch, mesh: Mesh, rules: Rules = RULES) -> Batch:
   for key, value in local_batch.items():
     rows = np.shape(value)[0]
     if rows % local_shards:
-      raise ValueError(f"Batch key {key!r} has {rows} rows on this process, not divisible by its "
-                       f"{local_shards} batch shards; the global batch must be a multiple of "
-                       f"{shards} (mesh {dict(mesh.shape)}).")
+      raise ValueError(
+        f"Batch key {key!r} has {rows} rows on this process, not divisible by its "
+        f"{local_shards} batch shards; the global batch must be a multiple of "
+        f"{shards} (mesh {dict(mesh.shape)})."
+      )
     check_batch_size(rows // local_shards * shards, mesh, rules)
     out[key] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
   return out
@@ -365,36 +423,56 @@ def _under_rules(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
   return call
 
 
-def jit_train_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES,
-                   donate: bool = True) -> Callable:
+def jit_train_step(
+  shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES, donate: bool = True
+) -> Callable:
   """`train.train_step` jitted for the mesh: (state, batch, rng) -> (state, metrics).
 
   The batch comes from `shard_batch`; `rng` should be replicated (`replicate`); metrics come
   back replicated, readable on every process.
   """
-  step = jax.jit(train.train_step,
-                 in_shardings=(shardings, batch_sharding(mesh, rules), replicated(mesh)),
-                 out_shardings=(shardings, replicated(mesh)),
-                 donate_argnums=(0,) if donate else ())
+  step = jax.jit(
+    train.train_step,
+    in_shardings=(shardings, batch_sharding(mesh, rules), replicated(mesh)),
+    out_shardings=(shardings, replicated(mesh)),
+    donate_argnums=(0,) if donate else (),
+  )
   return _under_rules(step, mesh, rules)
 
 
-def jit_eval_step(shardings: train.TrainState, mesh: Mesh,
-                  rules: Rules = RULES) -> Callable:
+def jit_eval_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
   """`train.eval_step` jitted for the mesh: (state, batch) -> replicated metrics."""
-  step = jax.jit(train.eval_step, in_shardings=(shardings, batch_sharding(mesh, rules)),
-                 out_shardings=replicated(mesh))
+  step = jax.jit(
+    train.eval_step,
+    in_shardings=(shardings, batch_sharding(mesh, rules)),
+    out_shardings=replicated(mesh),
+  )
   return _under_rules(step, mesh, rules)
 
 
-def jit_predict_step(shardings: train.TrainState, mesh: Mesh,
-                     rules: Rules = RULES) -> Callable:
+def jit_predict_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
   """`train.predict_step` jitted for the mesh; outputs replicated (so every process can read)."""
-  step = jax.jit(train.predict_step, in_shardings=(shardings, batch_sharding(mesh, rules)),
-                 out_shardings=replicated(mesh))
+  step = jax.jit(
+    train.predict_step,
+    in_shardings=(shardings, batch_sharding(mesh, rules)),
+    out_shardings=replicated(mesh),
+  )
   return _under_rules(step, mesh, rules)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Host values (the same on every process), e.g. an rng key, replicated over the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Host values that are the same on every process (e.g. an rng key), replicated over the mesh.
+
+  Works with several processes, where `jax.device_put` cannot reach other processes' devices.
+  """
+  sharding = replicated(mesh)
+
+  def put(x):
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+      data = np.asarray(jax.random.key_data(x))
+      return jax.random.wrap_key_data(
+        jax.make_array_from_process_local_data(sharding, data), impl=jax.random.key_impl(x)
+      )
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+  return jax.tree.map(put, tree)

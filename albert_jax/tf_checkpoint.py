@@ -33,35 +33,35 @@ _SKIPPED = re.compile(r"(^|.*/)(global_step|adam_m|adam_v|beta1_power|beta2_powe
 
 # Variables stored as HF stores them (embeddings, biases, the SOP weight already (out, in)).
 _PLAIN = {
-    "bert/embeddings/word_embeddings": "albert.embeddings.word_embeddings.weight",
-    "bert/embeddings/position_embeddings": "albert.embeddings.position_embeddings.weight",
-    "bert/embeddings/token_type_embeddings": "albert.embeddings.token_type_embeddings.weight",
-    "cls/predictions/output_bias": "predictions.bias",
-    "cls/seq_relationship/output_weights": "sop_classifier.classifier.weight",
-    "cls/seq_relationship/output_bias": "sop_classifier.classifier.bias",
-    # Google's fine-tuning scripts (classifier_utils.py) name their classifier this way.
-    "output_weights": "classifier.weight",
-    "output_bias": "classifier.bias",
+  "bert/embeddings/word_embeddings": "albert.embeddings.word_embeddings.weight",
+  "bert/embeddings/position_embeddings": "albert.embeddings.position_embeddings.weight",
+  "bert/embeddings/token_type_embeddings": "albert.embeddings.token_type_embeddings.weight",
+  "cls/predictions/output_bias": "predictions.bias",
+  "cls/seq_relationship/output_weights": "sop_classifier.classifier.weight",
+  "cls/seq_relationship/output_bias": "sop_classifier.classifier.bias",
+  # Google's fine-tuning scripts (classifier_utils.py) name their classifier this way.
+  "output_weights": "classifier.weight",
+  "output_bias": "classifier.bias",
 }
 # Dense layers (`kernel` (in, out), `bias`) and LayerNorms (`gamma`, `beta`), by TF scope.
 _DENSE = {
-    "bert/encoder/embedding_hidden_mapping_in": "albert.encoder.embedding_hidden_mapping_in",
-    "bert/pooler/dense": "albert.pooler",
-    "cls/predictions/transform/dense": "predictions.dense",
+  "bert/encoder/embedding_hidden_mapping_in": "albert.encoder.embedding_hidden_mapping_in",
+  "bert/pooler/dense": "albert.pooler",
+  "cls/predictions/transform/dense": "predictions.dense",
 }
 _NORM = {
-    "bert/embeddings/LayerNorm": "albert.embeddings.LayerNorm",
-    "cls/predictions/transform/LayerNorm": "predictions.LayerNorm",
+  "bert/embeddings/LayerNorm": "albert.embeddings.LayerNorm",
+  "cls/predictions/transform/LayerNorm": "predictions.LayerNorm",
 }
 # Inside `bert/encoder/transformer/group_{g}/inner_group_{i}/`.
 _LAYER = re.compile(r"bert/encoder/transformer/group_(\d+)/inner_group_(\d+)/(.+)")
 _LAYER_DENSE = {
-    "attention_1/self/query": "attention.query",
-    "attention_1/self/key": "attention.key",
-    "attention_1/self/value": "attention.value",
-    "attention_1/output/dense": "attention.dense",
-    "ffn_1/intermediate/dense": "ffn",
-    "ffn_1/intermediate/output/dense": "ffn_output",
+  "attention_1/self/query": "attention.query",
+  "attention_1/self/key": "attention.key",
+  "attention_1/self/value": "attention.value",
+  "attention_1/output/dense": "attention.dense",
+  "ffn_1/intermediate/dense": "ffn",
+  "ffn_1/intermediate/output/dense": "ffn_output",
 }
 _LAYER_NORM = {"LayerNorm": "attention.LayerNorm", "LayerNorm_1": "full_layer_layer_norm"}
 
@@ -136,10 +136,13 @@ def find_checkpoint(path: str | os.PathLike) -> str:
     return candidates[0]
   if not candidates:
     raise FileNotFoundError(
-        f"No TF checkpoint in {path}: expected {PREFERRED_PREFIX}.index or another *.index "
-        f"file; found {sorted(os.listdir(path))}.")
-  raise ValueError(f"{path} holds several TF checkpoints {[Path(c).name for c in candidates]}; "
-                   f"pass the one you want as its prefix, e.g. {candidates[-1]}.")
+      f"No TF checkpoint in {path}: expected {PREFERRED_PREFIX}.index or another *.index "
+      f"file; found {sorted(os.listdir(path))}."
+    )
+  raise ValueError(
+    f"{path} holds several TF checkpoints {[Path(c).name for c in candidates]}; "
+    f"pass the one you want as its prefix, e.g. {candidates[-1]}."
+  )
 
 
 def find_config(prefix: str) -> Path | None:
@@ -160,14 +163,15 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
     reader = tf.train.load_checkpoint(prefix)
     names = sorted(reader.get_variable_to_shape_map())
   except Exception as e:  # TF raises OpErrors (DataLoss, NotFound...) and others
-    raise ValueError(f"Cannot read TF checkpoint {prefix}: {_message(e)}. The .index/.data "
-                     "files are truncated, corrupt or incomplete; copy or extract them again."
-                     ) from None
+    raise ValueError(
+      f"Cannot read TF checkpoint {prefix}: {_message(e)}. The .index/.data "
+      "files are truncated, corrupt or incomplete; copy or extract them again."
+    ) from None
   hub_module = any(name.startswith(HUB_PREFIX) for name in names)
   state: dict[str, np.ndarray] = {}
   unknown, skipped = [], 0
   for name in names:
-    bare = name[len(HUB_PREFIX):] if name.startswith(HUB_PREFIX) else name
+    bare = name[len(HUB_PREFIX) :] if name.startswith(HUB_PREFIX) else name
     if _SKIPPED.fullmatch(bare):
       skipped += 1
       continue
@@ -177,21 +181,30 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
       continue
     hf, transpose = mapped
     if hf in state:
-      raise ValueError(f"TF checkpoint {prefix} holds {hf!r} twice (as {name!r} and another "
-                       "name); it mixes a TF-Hub module and a plain checkpoint.")
+      raise ValueError(
+        f"TF checkpoint {prefix} holds {hf!r} twice (as {name!r} and another "
+        "name); it mixes a TF-Hub module and a plain checkpoint."
+      )
     try:
       value = np.asarray(reader.get_tensor(name))
     except Exception as e:  # TF raises OpErrors, IndexError (short read), ...
-      raise ValueError(f"Cannot read variable {name!r} of TF checkpoint {prefix}: {_message(e)}. "
-                       "The data file is truncated or corrupt; copy or extract it again."
-                       ) from None
+      raise ValueError(
+        f"Cannot read variable {name!r} of TF checkpoint {prefix}: {_message(e)}. "
+        "The data file is truncated or corrupt; copy or extract it again."
+      ) from None
     state[hf] = np.ascontiguousarray(value.T) if transpose else value
   if unknown:
-    log.info("TF checkpoint %s: %d variable(s) with no HF ALBERT counterpart were ignored, "
-             "e.g. %s", prefix, len(unknown), unknown[:5])
+    log.info(
+      "TF checkpoint %s: %d variable(s) with no HF ALBERT counterpart were ignored, e.g. %s",
+      prefix,
+      len(unknown),
+      unknown[:5],
+    )
   if not state:
-    raise ValueError(f"TF checkpoint {prefix} has no ALBERT variables (bert/embeddings/..., "
-                     f"bert/encoder/...); its variables are e.g. {names[:5]}.")
+    raise ValueError(
+      f"TF checkpoint {prefix} has no ALBERT variables (bert/embeddings/..., "
+      f"bert/encoder/...); its variables are e.g. {names[:5]}."
+    )
   return TfCheckpoint(state, prefix, hub_module, skipped, tuple(unknown))
 
 
@@ -206,6 +219,8 @@ def _tf():
   try:
     import tensorflow as tf
   except ImportError as e:
-    raise ImportError("Reading Google's TF checkpoints needs TensorFlow: pip install "
-                      "tensorflow-cpu (or convert on a machine that has it).") from e
+    raise ImportError(
+      "Reading Google's TF checkpoints needs TensorFlow: pip install "
+      "tensorflow-cpu (or convert on a machine that has it)."
+    ) from e
   return tf

@@ -43,8 +43,14 @@ def create_train_state(module, params, tx: optax.GradientTransformation, head: s
   """A fresh state; under `jax.jit(..., out_shardings=...)` it is created sharded."""
   if head not in LOSSES:
     raise ValueError(f"No training loss for head {head!r}; trainable heads: {sorted(LOSSES)}.")
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    apply_fn=module.apply, tx=tx, head=head)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    apply_fn=module.apply,
+    tx=tx,
+    head=head,
+  )
 
 
 # ---- losses -----------------------------------------------------------------------------------
@@ -117,12 +123,12 @@ def _pretraining(out, batch: Batch):
 
 
 LOSSES = {
-    "pretraining": _pretraining,
-    "masked_lm": _mlm_only,
-    "sequence_classification": _classification,
-    "multiple_choice": _classification,
-    "token_classification": _token_classification,
-    "question_answering": _question_answering,
+  "pretraining": _pretraining,
+  "masked_lm": _mlm_only,
+  "sequence_classification": _classification,
+  "multiple_choice": _classification,
+  "token_classification": _token_classification,
+  "question_answering": _question_answering,
 }
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

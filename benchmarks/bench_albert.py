@@ -26,7 +26,6 @@ import time
 import numpy as np
 
 
-
 def flop_per_token(config, seq: int, train: bool) -> float:
   """Matmul FLOP per token of the encoder (the issue's accounting, heads not counted).
 
@@ -67,22 +66,25 @@ def measure_matmul_peak(reps: int) -> dict:
 
   t = torch.randn(n, n)
   secs_t = _median_time(lambda: t @ t, max(reps, 5))
-  return {"jax_gflops": jax_rate / 1e9, "torch_gflops": 2 * n**3 / secs_t / 1e9,
-          "peak_gflops": max(jax_rate, 2 * n**3 / secs_t) / 1e9}
+  return {
+    "jax_gflops": jax_rate / 1e9,
+    "torch_gflops": 2 * n**3 / secs_t / 1e9,
+    "peak_gflops": max(jax_rate, 2 * n**3 / secs_t) / 1e9,
+  }
 
 
 def _batch(batch: int, seq: int, vocab: int, n_masked: int = 20) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
   positions = np.sort(rng.choice(np.arange(1, seq), (batch, n_masked)), axis=1)
   return {
-      "input_ids": rng.integers(5, vocab, (batch, seq)).astype(np.int32),
-      "attention_mask": np.ones((batch, seq), np.int32),
-      "token_type_ids": np.zeros((batch, seq), np.int32),
-      "masked_lm_positions": positions.astype(np.int32),
-      "masked_lm_ids": rng.integers(5, vocab, (batch, n_masked)).astype(np.int32),
-      "masked_lm_weights": np.ones((batch, n_masked), np.float32),
-      "sentence_order_label": rng.integers(0, 2, (batch,)).astype(np.int32),
-      "label": rng.integers(0, 2, (batch,)).astype(np.int32),
+    "input_ids": rng.integers(5, vocab, (batch, seq)).astype(np.int32),
+    "attention_mask": np.ones((batch, seq), np.int32),
+    "token_type_ids": np.zeros((batch, seq), np.int32),
+    "masked_lm_positions": positions.astype(np.int32),
+    "masked_lm_ids": rng.integers(5, vocab, (batch, n_masked)).astype(np.int32),
+    "masked_lm_weights": np.ones((batch, n_masked), np.float32),
+    "sentence_order_label": rng.integers(0, 2, (batch,)).astype(np.int32),
+    "label": rng.integers(0, 2, (batch,)).astype(np.int32),
   }
 
 
@@ -97,11 +99,15 @@ class Bench:
     from albert_jax.convert import create_module, params_from_hf_state_dict
 
     self.config = AlbertConfig.from_name(size)
-    hf_cls = {"base": "AlbertModel", "pretraining": "AlbertForPreTraining",
-              "sequence_classification": "AlbertForSequenceClassification"}[head]
+    hf_cls = {
+      "base": "AlbertModel",
+      "pretraining": "AlbertForPreTraining",
+      "sequence_classification": "AlbertForSequenceClassification",
+    }[head]
     torch.manual_seed(0)
     self.torch_model = getattr(transformers, hf_cls)(
-        transformers.AlbertConfig(**self.config.to_dict()))
+      transformers.AlbertConfig(**self.config.to_dict())
+    )
     self.head = head
     self.params = params_from_hf_state_dict(self.torch_model.state_dict(), self.config, head)
     self.module = create_module(self.config, head, **options)
@@ -130,15 +136,31 @@ def bench_forward(size: str, shapes, reps: int, peak: float) -> list[dict]:
 
     torch_s = _median_time(run_torch, reps)
     tokens = batch * seq
-    rows.append(_row("forward", f"{batch}x{seq}", tokens, jax_s, torch_s, compile_s,
-                     flop_per_token(b.config, seq, train=False), peak))
+    rows.append(
+      _row(
+        "forward",
+        f"{batch}x{seq}",
+        tokens,
+        jax_s,
+        torch_s,
+        compile_s,
+        flop_per_token(b.config, seq, train=False),
+        peak,
+      )
+    )
   return rows
 
 
 def _row(what, shape, tokens, jax_s, torch_s, compile_s, flop_per_token, peak):
-  row = {"what": what, "shape": shape, "jax_tokens_per_s": tokens / jax_s,
-         "torch_tokens_per_s": tokens / torch_s, "ratio": torch_s / jax_s,
-         "jax_compile_s": compile_s, "peak_rss_mb": _peak_rss_mb()}
+  row = {
+    "what": what,
+    "shape": shape,
+    "jax_tokens_per_s": tokens / jax_s,
+    "torch_tokens_per_s": tokens / torch_s,
+    "ratio": torch_s / jax_s,
+    "jax_compile_s": compile_s,
+    "peak_rss_mb": _peak_rss_mb(),
+  }
   if flop_per_token:
     row["jax_gflops"] = flop_per_token * tokens / jax_s / 1e9
     row["torch_gflops"] = flop_per_token * tokens / torch_s / 1e9
@@ -173,9 +195,12 @@ def _torch_train_step(b: Bench, data):
     labels = torch.full_like(ids, -100)
     rows = torch.arange(ids.shape[0])[:, None]
     labels[rows, torch.as_tensor(data["masked_lm_positions"]).long()] = torch.as_tensor(
-        data["masked_lm_ids"]).long()
-    kwargs = {"labels": labels,
-              "sentence_order_label": torch.as_tensor(data["sentence_order_label"]).long()}
+      data["masked_lm_ids"]
+    ).long()
+    kwargs = {
+      "labels": labels,
+      "sentence_order_label": torch.as_tensor(data["sentence_order_label"]).long(),
+    }
   else:
     kwargs = {"labels": torch.as_tensor(data["label"]).long()}
 
@@ -189,8 +214,9 @@ def _torch_train_step(b: Bench, data):
   return step
 
 
-def bench_train(size: str, head: str, batch: int, seq: int, reps: int, peak: float,
-                **options) -> dict:
+def bench_train(
+  size: str, head: str, batch: int, seq: int, reps: int, peak: float, **options
+) -> dict:
   import jax
 
   b = Bench(size, head, **options)
@@ -210,8 +236,16 @@ def bench_train(size: str, head: str, batch: int, seq: int, reps: int, peak: flo
 
   jax_s = _median_time(run_jax, reps)
   torch_s = _median_time(_torch_train_step(b, data), reps)
-  return _row(f"train:{head}", f"{batch}x{seq}", batch * seq, jax_s, torch_s, compile_s,
-              flop_per_token(b.config, seq, train=True), peak)
+  return _row(
+    f"train:{head}",
+    f"{batch}x{seq}",
+    batch * seq,
+    jax_s,
+    torch_s,
+    compile_s,
+    flop_per_token(b.config, seq, train=True),
+    peak,
+  )
 
 
 def bench_compile(size: str, batch: int, seq: int) -> list[dict]:
@@ -227,16 +261,21 @@ def bench_compile(size: str, batch: int, seq: int) -> list[dict]:
   rows = []
   base = __import__("albert_jax").AlbertConfig.from_name(size)
   data = _batch(batch, seq, base.vocab_size)
-  for layers, scan in ((base.num_hidden_layers, True), (base.num_hidden_layers, False),
-                       (2, True)):
+  for layers, scan in ((base.num_hidden_layers, True), (base.num_hidden_layers, False), (2, True)):
     config = dataclasses.replace(base, num_hidden_layers=layers)
     module = create_module(config, "pretraining", scan_layers=scan)
     params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(module))
     state = create_train_state(module, params, optim.adamw(1e-5), "pretraining")
     t0 = time.perf_counter()
     jax.jit(train_step).lower(state, data, jax.random.key(0)).compile()
-    rows.append({"what": "compile:train_step", "layers": layers, "scan": scan,
-                 "compile_s": time.perf_counter() - t0})
+    rows.append(
+      {
+        "what": "compile:train_step",
+        "layers": layers,
+        "scan": scan,
+        "compile_s": time.perf_counter() - t0,
+      }
+    )
   return rows
 
 
@@ -256,8 +295,14 @@ def bench_remat(size: str, batch: int, seq: int, reps: int) -> list[dict]:
       holder[0], m = compiled(holder[0], data, jax.random.key(0))
       jax.block_until_ready(m)
 
-    rows.append({"what": "remat", "policy": str(policy), "step_s": _median_time(run, reps),
-                 "temp_mb": getattr(mem, "temp_size_in_bytes", 0) / 2**20})
+    rows.append(
+      {
+        "what": "remat",
+        "policy": str(policy),
+        "step_s": _median_time(run, reps),
+        "temp_mb": getattr(mem, "temp_size_in_bytes", 0) / 2**20,
+      }
+    )
   return rows
 
 
@@ -271,10 +316,14 @@ def bench_dtype(size: str, batch: int, seq: int, reps: int) -> list[dict]:
     data = _batch(batch, seq, b.config.vocab_size)
     fwd = jax.jit(lambda p, ids, m, b=b: b.module.apply({"params": p}, ids, m).last_hidden_state)
     secs = _median_time(
-        lambda b=b, fwd=fwd: fwd(b.params, data["input_ids"],
-                                 data["attention_mask"]).block_until_ready(), reps)
-    rows.append({"what": "dtype:forward", "dtype": jnp.dtype(dtype).name,
-                 "tokens_per_s": batch * seq / secs})
+      lambda b=b, fwd=fwd: fwd(
+        b.params, data["input_ids"], data["attention_mask"]
+      ).block_until_ready(),
+      reps,
+    )
+    rows.append(
+      {"what": "dtype:forward", "dtype": jnp.dtype(dtype).name, "tokens_per_s": batch * seq / secs}
+    )
   return rows
 
 
@@ -282,8 +331,11 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--size", default="albert-large-v2")
   p.add_argument("--reps", type=int, default=3)
-  p.add_argument("--only", default="all",
-                 help="comma list of: peak,forward,pretrain,finetune,compile,remat,dtype")
+  p.add_argument(
+    "--only",
+    default="all",
+    help="comma list of: peak,forward,pretrain,finetune,compile,remat,dtype",
+  )
   p.add_argument("--json", default=None, help="also write the rows to this JSON file")
   args = p.parse_args(argv)
   import torch
@@ -291,10 +343,15 @@ def main(argv=None) -> int:
   torch.set_num_threads(os.cpu_count() or 1)
   import jax
 
-  want = set(args.only.split(",")) if args.only != "all" else {
-      "peak", "forward", "pretrain", "finetune", "compile", "remat", "dtype"}
-  print(f"# jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), {args.size}")
+  want = (
+    set(args.only.split(","))
+    if args.only != "all"
+    else {"peak", "forward", "pretrain", "finetune", "compile", "remat", "dtype"}
+  )
+  print(
+    f"# jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}, "
+    f"torch {torch.__version__} ({torch.get_num_threads()} threads), {args.size}"
+  )
   rows: list[dict] = []
   peak = measure_matmul_peak(args.reps)
   rows.append({"what": "peak", **peak})

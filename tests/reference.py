@@ -5,23 +5,23 @@ from __future__ import annotations
 import numpy as np
 
 HF_CLASSES = {
-    "base": "AlbertModel",
-    "pretraining": "AlbertForPreTraining",
-    "masked_lm": "AlbertForMaskedLM",
-    "sequence_classification": "AlbertForSequenceClassification",
-    "token_classification": "AlbertForTokenClassification",
-    "question_answering": "AlbertForQuestionAnswering",
-    "multiple_choice": "AlbertForMultipleChoice",
+  "base": "AlbertModel",
+  "pretraining": "AlbertForPreTraining",
+  "masked_lm": "AlbertForMaskedLM",
+  "sequence_classification": "AlbertForSequenceClassification",
+  "token_classification": "AlbertForTokenClassification",
+  "question_answering": "AlbertForQuestionAnswering",
+  "multiple_choice": "AlbertForMultipleChoice",
 }
 # Output fields per head, in HF's names.
 OUTPUT_FIELDS = {
-    "base": ("last_hidden_state", "pooler_output"),
-    "pretraining": ("prediction_logits", "sop_logits"),
-    "masked_lm": ("logits",),
-    "sequence_classification": ("logits",),
-    "token_classification": ("logits",),
-    "question_answering": ("start_logits", "end_logits"),
-    "multiple_choice": ("logits",),
+  "base": ("last_hidden_state", "pooler_output"),
+  "pretraining": ("prediction_logits", "sop_logits"),
+  "masked_lm": ("logits",),
+  "sequence_classification": ("logits",),
+  "token_classification": ("logits",),
+  "question_answering": ("start_logits", "end_logits"),
+  "multiple_choice": ("logits",),
 }
 
 

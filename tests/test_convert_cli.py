@@ -19,15 +19,15 @@ from tests.reference import OUTPUT_FIELDS, hf_model, hf_outputs, padded_batch
 from tests.test_model import SMALL, TOL
 
 CASES = {  # name: (head, HF config extras, weights format)
-    "base": ("base", {}, "safetensors"),
-    "pretraining": ("pretraining", {}, "safetensors"),
-    "masked_lm": ("masked_lm", {}, "safetensors"),
-    "masked_lm_bin": ("masked_lm", {}, "bin"),
-    "sequence_classification": ("sequence_classification", {"num_labels": 3}, "safetensors"),
-    "regression": ("sequence_classification", {"num_labels": 1}, "safetensors"),
-    "token_classification": ("token_classification", {"num_labels": 5}, "bin"),
-    "question_answering": ("question_answering", {}, "safetensors"),
-    "multiple_choice": ("multiple_choice", {}, "safetensors"),
+  "base": ("base", {}, "safetensors"),
+  "pretraining": ("pretraining", {}, "safetensors"),
+  "masked_lm": ("masked_lm", {}, "safetensors"),
+  "masked_lm_bin": ("masked_lm", {}, "bin"),
+  "sequence_classification": ("sequence_classification", {"num_labels": 3}, "safetensors"),
+  "regression": ("sequence_classification", {"num_labels": 1}, "safetensors"),
+  "token_classification": ("token_classification", {"num_labels": 5}, "bin"),
+  "question_answering": ("question_answering", {}, "safetensors"),
+  "multiple_choice": ("multiple_choice", {}, "safetensors"),
 }
 
 
@@ -96,7 +96,8 @@ def test_head_is_detected_from_tensor_names_and_can_be_overridden(tmp_path):
   full = convert.params_from_hf_state_dict(ref.state_dict(), model.config, "pretraining")
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), full["albert"])
   assert convert.detect_head(["classifier.weight", "albert.pooler.weight"]) == (
-      "sequence_classification")
+    "sequence_classification"
+  )
   assert convert.detect_head(["classifier.weight", "albert.encoder.x"]) == "token_classification"
 
 
@@ -111,14 +112,16 @@ def test_masked_lm_checkpoint_keeps_its_pooler_for_the_encoder(tmp_path):
   convert.main(["c", "--source", str(tmp_path / "hf"), "--output", str(tmp_path / "out")])
   assert from_pretrained(tmp_path / "out").head == "masked_lm"
   base = from_pretrained(tmp_path / "out", head="base", strict=True)
-  np.testing.assert_array_equal(base.params["pooler"]["kernel"],
-                                state["albert.pooler.weight"].numpy().T)
+  np.testing.assert_array_equal(
+    base.params["pooler"]["kernel"], state["albert.pooler.weight"].numpy().T
+  )
 
 
 def test_from_pretrained_changes_head_and_initializes_only_what_is_new(tmp_path, caplog):
   ref = hf_model("pretraining", **SMALL)
-  convert.main(["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output",
-                str(tmp_path / "out")])
+  convert.main(
+    ["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
+  )
   with caplog.at_level(logging.WARNING, logger="albert_jax.pretrained"):
     model = from_pretrained(tmp_path / "out", head="sequence_classification", num_labels=3)
   assert "newly initialized" in caplog.text and "classifier/kernel" in caplog.text
@@ -142,8 +145,9 @@ def test_from_pretrained_changes_head_and_initializes_only_what_is_new(tmp_path,
 
 def test_loads_sharded_onto_a_mesh(tmp_path):
   ref = hf_model("pretraining", **SMALL)
-  convert.main(["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output",
-                str(tmp_path / "out")])
+  convert.main(
+    ["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
+  )
   mesh = jax.make_mesh((2, 4), ("data", "model"))
 
   def shard(abstract):  # the hidden axis (32) over "model" where a leaf has one, else replicate
@@ -160,18 +164,20 @@ def test_loads_sharded_onto_a_mesh(tmp_path):
   plain = from_pretrained(tmp_path / "out", head="sequence_classification")
   wanted = shard(convert.abstract_params(plain.module))
   for shardings in (shard, wanted):  # a function of the abstract tree, or the tree itself
-    model = from_pretrained(tmp_path / "out", head="sequence_classification",
-                            shardings=shardings)
+    model = from_pretrained(tmp_path / "out", head="sequence_classification", shardings=shardings)
     leaves, want = jax.tree.leaves(model.params), jax.tree.leaves(wanted)
     assert len(leaves) == len(want)
     for leaf, sharding in zip(leaves, want, strict=True):
       assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim), (leaf.sharding, sharding)
     kernel = model.params["albert"]["encoder"]["embedding_hidden_mapping_in"]["kernel"]
     assert len(kernel.addressable_shards) == 8 and kernel.addressable_shards[0].data.shape == (
-        SMALL["embedding_size"], SMALL["hidden_size"] // 4)
+      SMALL["embedding_size"],
+      SMALL["hidden_size"] // 4,
+    )
     assert model.params["classifier"]["kernel"].sharding.spec == PartitionSpec("model", None)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params),
-                 jax.device_get(plain.params))  # new head too: same rng, same values
+    jax.tree.map(
+      np.testing.assert_array_equal, jax.device_get(model.params), jax.device_get(plain.params)
+    )  # new head too: same rng, same values
 
 
 def test_hub_name_is_downloaded_converted_and_cached(tmp_path, monkeypatch):
@@ -207,8 +213,11 @@ def test_unknown_hub_name_offline_is_a_clear_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
   monkeypatch.setenv("ALBERT_JAX_CACHE", str(tmp_path / "cache"))
-  with pytest.raises(FileNotFoundError, match=r"ConnectionError: network unreachable.*hf "
-                     r"download albert/albert-large-v2"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"ConnectionError: network unreachable.*hf "
+    r"download albert/albert-large-v2",
+  ):
     from_pretrained("albert-large-v2")
   assert not out.exists() and not (tmp_path / "cache" / "albert--albert-large-v2").exists()
 
@@ -218,9 +227,21 @@ def test_cli_subprocess_reports_errors_in_one_line(tmp_path):
   out.mkdir()
   (out / "keep.txt").write_text("old")
   env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-  run = subprocess.run([sys.executable, "-m", "albert_jax.convert", "--source",
-                        str(tmp_path / "missing"), "--output", str(out)],
-                       capture_output=True, text=True, env=env, timeout=120)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "albert_jax.convert",
+      "--source",
+      str(tmp_path / "missing"),
+      "--output",
+      str(out),
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=120,
+  )
   assert run.returncode == 1
   assert run.stderr.strip().splitlines()[-1].startswith(f"error: Output {out} already exists")
   assert (out / "keep.txt").read_text() == "old"
@@ -272,12 +293,30 @@ def test_config_that_disagrees_with_the_tensors(tmp_path, hf_dir):
   config = json.loads((hf_dir / "config.json").read_text())
   config["intermediate_size"] = 40
   (hf_dir / "config.json").write_text(json.dumps(config))
-  _convert_fails(hf_dir, tmp_path / "out", ValueError,
-                 r"ffn.weight' has shape \(37, 32\); the config implies \(40, 32\)")
-  config["intermediate_size"] = 37
+  _convert_fails(
+    hf_dir,
+    tmp_path / "out",
+    ValueError,
+    r"ffn.weight' has shape \(37, 32\); the config implies \(40, 32\)",
+  )
+  config.update(intermediate_size=37, inner_group_num=1)  # the checkpoint has 2 inner layers
   (hf_dir / "config.json").write_text(json.dumps(config))
-  _convert_fails(hf_dir, tmp_path / "out", ValueError, "missing 2 tensor.*start a new head",
-                 "--head", "question_answering")
+  _convert_fails(
+    hf_dir,
+    tmp_path / "out",
+    ValueError,
+    r"albert_layers.1.*belong to no layer of the config.*inner_group_num=1",
+  )
+  config["inner_group_num"] = 2
+  (hf_dir / "config.json").write_text(json.dumps(config))
+  _convert_fails(
+    hf_dir,
+    tmp_path / "out",
+    ValueError,
+    "missing 2 tensor.*start a new head",
+    "--head",
+    "question_answering",
+  )
 
 
 def test_existing_output_is_refused_then_replaced_atomically(tmp_path, hf_dir, monkeypatch):

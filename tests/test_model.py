@@ -15,9 +15,18 @@ from tests.reference import OUTPUT_FIELDS, hf_model, hf_outputs, padded_batch
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 # Two groups of two inner layers, applied over 4 layers: every sharing path of HF's ALBERT.
-SMALL = dict(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=4,
-             num_hidden_groups=2, inner_group_num=2, num_attention_heads=4,
-             intermediate_size=37, max_position_embeddings=64, hidden_act="gelu_new")
+SMALL = dict(
+  vocab_size=99,
+  embedding_size=16,
+  hidden_size=32,
+  num_hidden_layers=4,
+  num_hidden_groups=2,
+  inner_group_num=2,
+  num_attention_heads=4,
+  intermediate_size=37,
+  max_position_embeddings=64,
+  hidden_act="gelu_new",
+)
 TOL = 1e-4  # max abs difference on logits and hidden states (f32), never loosened
 
 
@@ -89,7 +98,8 @@ def test_scan_equals_loop_with_gradients():
   def loss(module):
     def f(p):
       out = module.apply({"params": p}, ids, mask, types)
-      return jnp.sum(out.prediction_logits ** 2) + jnp.sum(out.sop_logits)
+      return jnp.sum(out.prediction_logits**2) + jnp.sum(out.sop_logits)
+
     return jax.value_and_grad(f)(params)
 
   (ls, gs), (ll, gl) = loss(scan), loss(loop)
@@ -99,8 +109,10 @@ def test_scan_equals_loop_with_gradients():
 
 
 def _param_tree(params) -> dict:
-  return {"/".join(str(k.key) for k in path): list(x.shape)
-          for path, x in jax.tree_util.tree_leaves_with_path(params)}
+  return {
+    "/".join(str(k.key) for k in path): list(x.shape)
+    for path, x in jax.tree_util.tree_leaves_with_path(params)
+  }
 
 
 def test_golden_param_tree_has_one_copy_of_the_block():
@@ -111,13 +123,21 @@ def test_golden_param_tree_has_one_copy_of_the_block():
   block = [k for k in tree if "/albert_layer_groups_" in k]
   assert all("/albert_layer_groups_0/albert_layers_0/" in k for k in block)
   assert tree["albert/encoder/albert_layer_groups_0/albert_layers_0/attention/query/kernel"] == [
-      768, 12, 64]  # no layer axis: the block's weights appear once
+    768,
+    12,
+    64,
+  ]  # no layer axis: the block's weights appear once
 
 
-@pytest.mark.parametrize("name,count", [("albert-base-v2", 11_683_584),
-                                        ("albert-large-v2", 17_683_968),
-                                        ("albert-xlarge-v2", 58_724_864),
-                                        ("albert-xxlarge-v2", 222_595_584)])
+@pytest.mark.parametrize(
+  "name,count",
+  [
+    ("albert-base-v2", 11_683_584),
+    ("albert-large-v2", 17_683_968),
+    ("albert-xlarge-v2", 58_724_864),
+    ("albert-xxlarge-v2", 222_595_584),
+  ],
+)
 def test_parameter_count(name, count):
   params = abstract_params(AlbertModel(AlbertConfig.from_name(name)))
   assert sum(x.size for x in jax.tree.leaves(params)) == count
@@ -126,22 +146,31 @@ def test_parameter_count(name, count):
 def test_groups_get_their_own_weights():
   params = abstract_params(create_module(AlbertConfig(**SMALL), "base"))
   enc = params["encoder"]
-  assert sorted(enc) == ["albert_layer_groups_0", "albert_layer_groups_1",
-                         "embedding_hidden_mapping_in"]
+  assert sorted(enc) == [
+    "albert_layer_groups_0",
+    "albert_layer_groups_1",
+    "embedding_hidden_mapping_in",
+  ]
   assert sorted(enc["albert_layer_groups_1"]) == ["albert_layers_0", "albert_layers_1"]
 
 
 def test_dropout_differs_per_layer():
-  config = AlbertConfig(**{**SMALL, "num_hidden_groups": 1, "inner_group_num": 1},
-                        hidden_dropout_prob=0.5)
+  config = AlbertConfig(
+    **{**SMALL, "num_hidden_groups": 1, "inner_group_num": 1}, hidden_dropout_prob=0.5
+  )
   module = create_module(config, "base")
   ids, mask, types = padded_batch(2, 10, SMALL["vocab_size"])
   params = _init(module, ids)
   _, state = module.apply(
-      {"params": params}, ids, mask, types, deterministic=False,
-      rngs={"dropout": jax.random.key(1)},
-      capture_intermediates=lambda m, _: isinstance(m, nn.Dropout) and "ffn" not in m.name,
-      mutable=["intermediates"])
+    {"params": params},
+    ids,
+    mask,
+    types,
+    deterministic=False,
+    rngs={"dropout": jax.random.key(1)},
+    capture_intermediates=lambda m, _: isinstance(m, nn.Dropout) and "ffn" not in m.name,
+    mutable=["intermediates"],
+  )
   layer = state["intermediates"]["encoder"]["albert_layer_groups_0"]["albert_layers_0"]
   dropped = [np.asarray(v["__call__"][0]) == 0 for k, v in layer.items() if "Dropout" in k]
   assert dropped and dropped[0].shape[0] == config.num_hidden_layers
@@ -158,11 +187,13 @@ def test_masked_positions_gather_equals_full_logits():
   params = _init(module, ids)
   positions = np.array([[1, 3, 0], [2, 2, 5]])
   full = module.apply({"params": params}, ids, mask, types).prediction_logits
-  some = module.apply({"params": params}, ids, mask, types,
-                      masked_positions=positions).prediction_logits
+  some = module.apply(
+    {"params": params}, ids, mask, types, masked_positions=positions
+  ).prediction_logits
   assert some.shape == (2, 3, SMALL["vocab_size"])
-  np.testing.assert_allclose(some, np.take_along_axis(np.asarray(full), positions[..., None], 1),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    some, np.take_along_axis(np.asarray(full), positions[..., None], 1), rtol=1e-6, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("policy", ["nothing_saveable", "dots_with_no_batch_dims_saveable"])
@@ -197,8 +228,7 @@ def test_bf16_compute_stays_close_to_f32():
   params = params_from_hf_state_dict(ref.state_dict(), config, "base")
   ids, mask, types = padded_batch(4, 12, SMALL["vocab_size"])
   a = create_module(config, "base").apply({"params": params}, ids, mask, types)
-  b = create_module(config, "base", dtype=jnp.bfloat16).apply({"params": params}, ids, mask,
-                                                              types)
+  b = create_module(config, "base", dtype=jnp.bfloat16).apply({"params": params}, ids, mask, types)
   assert b.last_hidden_state.dtype == jnp.bfloat16
   diff = np.abs(np.asarray(a.last_hidden_state) - np.asarray(b.last_hidden_state, np.float32))
   diff = diff[mask.astype(bool)].max()
@@ -225,7 +255,8 @@ def test_state_dict_errors_name_the_tensor():
   with pytest.raises(ValueError, match=r"'pooler.weight' has shape \(32, 7\).*\(32, 32\)"):
     params_from_hf_state_dict(state, config, "base")
   with pytest.raises(ValueError, match="missing 64 tensor.*albert_layer_groups.2"):
-    params_from_hf_state_dict(ref.state_dict(), AlbertConfig(**{**SMALL, "num_hidden_groups": 4}),
-                              "base")
+    params_from_hf_state_dict(
+      ref.state_dict(), AlbertConfig(**{**SMALL, "num_hidden_groups": 4}), "base"
+    )
   with pytest.raises(ValueError, match="'pretrain'"):
     params_from_hf_state_dict(ref.state_dict(), config, "pretrain")

@@ -45,7 +45,11 @@ def make_ordered_documents(num_documents: int, seed: int) -> list[list[str]]:
   for _ in range(num_documents):
     sentences = [make_sentence(rng) for _ in range(rng.randint(3, 6))]
     documents.append(
-      [f"First, {sentences[0]}", *(f"Then {s}" for s in sentences[1:-1]), f"Finally {sentences[-1]}"]
+      [
+        f"First, {sentences[0]}",
+        *(f"Then {s}" for s in sentences[1:-1]),
+        f"Finally {sentences[-1]}",
+      ]
     )
   return documents
 
@@ -58,12 +62,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     write_corpus(str(corpus / f"part-{i}.txt"), documents[i::2])
   output = str(tmp_path_factory.mktemp("pretrain") / "data")
   config = PretrainingDataConfig(
-    max_seq_length=MAX_SEQ_LENGTH, max_predictions_per_seq=MAX_PREDICTIONS, dupe_factor=2,
+    max_seq_length=MAX_SEQ_LENGTH,
+    max_predictions_per_seq=MAX_PREDICTIONS,
+    dupe_factor=2,
     random_seed=1,
   )
   create_pretraining_data(
-    str(corpus / "*.txt"), output, config, tokenizer_factory=make_tokenizer,
-    num_shards=NUM_SHARDS, show_progress=False,
+    str(corpus / "*.txt"),
+    output,
+    config,
+    tokenizer_factory=make_tokenizer,
+    num_shards=NUM_SHARDS,
+    show_progress=False,
   )
   return output
 
@@ -90,14 +100,18 @@ def open_train(data_dir: str, file_ids=(0, 1, 2), batch_size=16, **kwargs) -> da
 
 def unmasked_ids(batch: dict) -> list[tuple]:
   """Each example's ids before masking."""
-  return [tuple(original_input_ids({k: v[b] for k, v in batch.items()}))
-          for b in range(len(batch["input_ids"]))]
+  return [
+    tuple(original_input_ids({k: v[b] for k, v in batch.items()}))
+    for b in range(len(batch["input_ids"]))
+  ]
 
 
 def example_keys(batch: dict) -> list[bytes]:
   """Identifies examples (the data's duplication passes mask the same text differently)."""
-  return [batch["input_ids"][b].tobytes() + batch["masked_lm_positions"][b].tobytes()
-          for b in range(len(batch["input_ids"]))]
+  return [
+    batch["input_ids"][b].tobytes() + batch["masked_lm_positions"][b].tobytes()
+    for b in range(len(batch["input_ids"]))
+  ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,8 +193,70 @@ def test_eval_batches_cover_every_example_once(data_dir: str) -> None:
   assert len(batches) == -(-count // 16)
   weights = np.concatenate([b["example_weight"] for b in batches])
   assert weights.sum() == count and np.all(weights[:count] == 1)
-  keys = [k for b in batches for k, w in zip(example_keys(b), b["example_weight"], strict=True) if w]
+  keys = [
+    k for b in batches for k, w in zip(example_keys(b), b["example_weight"], strict=True) if w
+  ]
   assert len(set(keys)) == count
+
+
+def test_arrayrecord_reads_like_tfrecord(tmp_path) -> None:
+  corpus = write_corpus(str(tmp_path / "corpus.txt"), make_ordered_documents(60, seed=3))
+  config = PretrainingDataConfig(
+    max_seq_length=MAX_SEQ_LENGTH, max_predictions_per_seq=10, dupe_factor=1
+  )
+  batches = []
+  for data_format in ("tfrecord", "arrayrecord"):
+    output = str(tmp_path / data_format)
+    create_pretraining_data(
+      corpus,
+      output,
+      config,
+      tokenizer_factory=make_tokenizer,
+      num_shards=2,
+      data_format=data_format,
+      show_progress=False,
+    )
+    reader = open_train(output, file_ids=(0, 1), batch_size=8, prefetch=0, dynamic_masking=True)
+    batches.append([reader.batch_at(DataPosition(epoch, 8)) for epoch in (0, 1)])
+  for tfrecord, arrayrecord in zip(*batches, strict=True):
+    for k, v in tfrecord.items():
+      np.testing.assert_array_equal(v, arrayrecord[k])
+
+
+@pytest.mark.parametrize("size", ["base", "large", "xlarge", "xxlarge"])
+def test_size_configs_hold_googles_recipe(size: str) -> None:
+  import importlib
+
+  config = importlib.import_module(f"configs.pretrain.{size}").get_config()
+  assert config.model == f"albert-{size}-v2"
+  recipe = {
+    k: config[k]
+    for k in (
+      "optimizer",
+      "learning_rate",
+      "batch_size",
+      "num_train_steps",
+      "warmup_steps",
+      "weight_decay",
+      "clip_norm",
+      "max_seq_length",
+      "max_predictions_per_seq",
+      "dtype",
+    )
+  }
+  assert recipe == {
+    "optimizer": "lamb",
+    "learning_rate": 0.00176,
+    "batch_size": 4096,
+    "num_train_steps": 125_000,
+    "warmup_steps": 3_125,
+    "weight_decay": 0.01,
+    "clip_norm": 1.0,
+    "max_seq_length": 512,
+    "max_predictions_per_seq": 20,
+    "dtype": "float32",
+  }
+  assert pretrain.model_config(config) == pretrain.AlbertConfig.from_name(f"albert-{size}-v2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +288,7 @@ def corrupt_copy(data_dir: str, tmp_path, how: str) -> str:
     ("garbage", {}, r"is not a readable TFRecord file: .*corrupt"),
     ("truncated", {}, r"is not a readable TFRecord file: .*cut off|past the end"),
     ("payload", {"verify_checksums": True}, "sha256 mismatch"),
-    ("seq_length", {"max_seq_length": 128}, "max_seq_length=64 but the run has max_seq_length=128"),
+    ("seq_length", {"max_seq_length": 32}, "max_seq_length=64 but the run has max_seq_length=32"),
     ("predictions", {"max_predictions_per_seq": 20}, "max_predictions_per_seq=10 but the run"),
     ("holdout", {"eval_holdout_files": 4}, "cannot hold out 4 of 4 files"),
   ],
@@ -246,15 +322,20 @@ def test_corrupt_payload_is_named_when_parsed(data_dir, tmp_path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-TRAIN_STEPS = 120
+TRAIN_STEPS = 100
 
 
 @pytest.fixture(scope="module")
 def trained(data_dir: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
   workdir = str(tmp_path_factory.mktemp("run") / "tiny")
   config = tiny_config(
-    data_dir, num_train_steps=TRAIN_STEPS, warmup_steps=12, log_every_steps=10,
-    eval_every_steps=TRAIN_STEPS, eval_batches=8, checkpoint_every_steps=TRAIN_STEPS,
+    data_dir,
+    num_train_steps=TRAIN_STEPS,
+    warmup_steps=10,
+    log_every_steps=10,
+    eval_every_steps=TRAIN_STEPS,
+    eval_batches=8,
+    checkpoint_every_steps=TRAIN_STEPS,
   )
   start = time.perf_counter()
   results = pretrain.run(config, workdir)
@@ -267,8 +348,10 @@ def test_pretraining_learns_masked_lm(trained: tuple[str, dict]) -> None:
   logged = read_metrics(workdir)
   first, last, final_eval = logged[0], logged[-1], results["eval"]
   print("train (steps 1-10):", {k: round(v, 3) for k, v in first.items() if k != "split"})
-  print(f"train (steps {TRAIN_STEPS - 9}-{TRAIN_STEPS}):",
-        {k: round(v, 3) for k, v in last.items() if k != "split"})
+  print(
+    f"train (steps {TRAIN_STEPS - 9}-{TRAIN_STEPS}):",
+    {k: round(v, 3) for k, v in last.items() if k != "split"},
+  )
   print("eval (held-out shard):", {k: round(v, 3) for k, v in final_eval.items()})
   assert [r["step"] for r in logged] == list(range(10, TRAIN_STEPS + 1, 10))
   assert first["mlm_loss"] > 9.5  # ~ln(30000) = 10.3: nothing learned yet
@@ -286,7 +369,11 @@ def test_export_loads_for_finetuning_without_conversion(trained: tuple[str, dict
   workdir, results = trained
   assert results["export"] == os.path.join(workdir, "export")
   assert sorted(os.listdir(results["export"])) == [
-    "albert_jax.json", "config.json", "params", "spiece.model", "tokenizer_config.json",
+    "albert_jax.json",
+    "config.json",
+    "params",
+    "spiece.model",
+    "tokenizer_config.json",
   ]
   model = from_pretrained(results["export"], "pretraining")
   assert model.metadata["newly_initialized"] == [] and model.metadata["step"] == TRAIN_STEPS
@@ -294,22 +381,58 @@ def test_export_loads_for_finetuning_without_conversion(trained: tuple[str, dict
   state = ocp.StandardCheckpointer().restore(
     os.path.join(workdir, "checkpoints", str(TRAIN_STEPS), "state")
   )
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params),
-               jax.device_get(state["params"]))
+  jax.tree.map(
+    np.testing.assert_array_equal, jax.device_get(model.params), jax.device_get(state["params"])
+  )
   classifier = from_pretrained(results["export"], "sequence_classification", num_labels=3)
-  assert sorted(classifier.metadata["newly_initialized"]) == ["classifier/bias", "classifier/kernel"]
-  batch = classifier.tokenizer(["First, Anna found the river.", "Then"], padding=True,
-                               return_tensors="np")
+  assert sorted(classifier.metadata["newly_initialized"]) == [
+    "classifier/bias",
+    "classifier/kernel",
+  ]
+  batch = classifier.tokenizer(
+    ["First, Anna found the river.", "Then"], padding=True, return_tensors="np"
+  )
   assert classifier(**batch).logits.shape == (2, 3)
+
+
+def test_continued_pretraining_starts_from_init_from(trained, data_dir, tmp_path) -> None:
+  workdir, results = trained
+  config = tiny_config(
+    data_dir,
+    init_from=results["export"],
+    num_train_steps=TRAIN_STEPS,
+    warmup_steps=10,
+    log_every_steps=1,
+    eval_every_steps=TRAIN_STEPS,
+    eval_batches=8,
+    checkpoint_every_steps=TRAIN_STEPS,
+  )
+  continued = pretrain.run(config, str(tmp_path / "continued"), stop_at_step=2)
+  fresh_start, trained_end = read_metrics(workdir)[0], read_metrics(workdir)[-1]
+  print(
+    f"continued from the export: mlm_loss {continued['train']['mlm_loss']:.3f} at step 2 "
+    f"(fresh start: {fresh_start['mlm_loss']:.3f}, end of training: "
+    f"{trained_end['mlm_loss']:.3f})"
+  )
+  assert continued["step"] == 2
+  assert continued["train"]["mlm_loss"] < trained_end["mlm_loss"] + 0.5 < fresh_start["mlm_loss"]
 
 
 def test_resume_after_preemption_repeats_the_run(data_dir: str, tmp_path) -> None:
   """Gradient accumulation (2 micro-batches of 8) and AdamW, so resuming mid-way must restore
   the accumulator and the schedule as well as the data position."""
   config = tiny_config(
-    data_dir, optimizer="adamw", learning_rate=1e-3, grad_accum_steps=2, num_train_steps=6,
-    warmup_steps=2, log_every_steps=1, eval_every_steps=3, eval_batches=2,
-    checkpoint_every_steps=2, keep_checkpoints=3,
+    data_dir,
+    optimizer="adamw",
+    learning_rate=1e-3,
+    grad_accum_steps=2,
+    num_train_steps=6,
+    warmup_steps=2,
+    log_every_steps=1,
+    eval_every_steps=3,
+    eval_batches=2,
+    checkpoint_every_steps=2,
+    keep_checkpoints=3,
   )
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   pretrain.run(config, straight)

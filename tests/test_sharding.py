@@ -19,9 +19,17 @@ from albert_jax.optim import adamw, lamb
 from albert_jax.train import create_train_state, train_step
 from tests.reference import padded_batch
 
-TINY = dict(vocab_size=128, embedding_size=16, hidden_size=32, num_hidden_layers=2,
-            num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-            hidden_dropout_prob=0.1)
+# One layer keeps the compiles short (the shared block is scanned all the same); dropout (0.1 on
+# the pooled output, ALBERT's classifier_dropout_prob) must draw the same mask sharded or not.
+TINY = dict(
+  vocab_size=128,
+  embedding_size=16,
+  hidden_size=32,
+  num_hidden_layers=1,
+  num_attention_heads=4,
+  intermediate_size=64,
+  max_position_embeddings=64,
+)
 B, L, P = 8, 16, 4  # global batch, sequence length, masked positions
 STEPS = 2
 # f32 sums in another order (sharded reductions, all-reduced gradients); never loosened.
@@ -29,20 +37,27 @@ LOSS_TOL = 1e-6  # relative
 PARAM_TOL = 1e-6  # absolute, on parameters after STEPS optimizer steps (lr 1e-3)
 INIT_TOL = 1e-7  # absolute: a jitted init against an eager one (same bits, other fusion)
 
-QUERY = ("albert", "encoder", "albert_layer_groups_0", "albert_layers_0", "attention", "query",
-         "kernel")  # [H, N, D] = [32, 4, 8]
+QUERY = (
+  "albert",
+  "encoder",
+  "albert_layer_groups_0",
+  "albert_layers_0",
+  "attention",
+  "query",
+  "kernel",
+)  # [H, N, D] = [32, 4, 8]
 FFN = ("albert", "encoder", "albert_layer_groups_0", "albert_layers_0", "ffn", "kernel")  # [32, 64]
 WORDS = ("albert", "embeddings", "word_embeddings", "embedding")  # [V, E] = [128, 16]
 # Per-device shard shapes: replicated (data), split over fsdp on H and V, split over tensor on
 # heads, FFN width and V.
 SHARDS = {
-    "data": {QUERY: (32, 4, 8), FFN: (32, 64), WORDS: (128, 16)},
-    "fsdp": {QUERY: (4, 4, 8), FFN: (4, 64), WORDS: (16, 16)},
-    "data_tensor": {QUERY: (32, 1, 8), FFN: (32, 16), WORDS: (32, 16)},
+  "data": {QUERY: (32, 4, 8), FFN: (32, 64), WORDS: (128, 16)},
+  "fsdp": {QUERY: (4, 4, 8), FFN: (4, 64), WORDS: (16, 16)},
+  "data_tensor": {QUERY: (32, 1, 8), FFN: (32, 16), WORDS: (32, 16)},
 }
 TASKS = {  # head -> (module options, optimizer)
-    "sequence_classification": (dict(num_labels=3), adamw(1e-3)),
-    "pretraining": ({}, lamb(1e-3)),
+  "sequence_classification": (dict(num_labels=3), adamw(1e-3)),
+  "pretraining": ({}, lamb(1e-3)),
 }
 
 
@@ -75,7 +90,7 @@ def _single_device_run(head: str):
   init_inputs = dict(input_ids=batch["input_ids"][:1])
   if head == "pretraining":
     init_inputs["masked_positions"] = batch["masked_lm_positions"][:1]
-  params = nn.unbox(module.init(jax.random.key(0), **init_inputs)["params"])
+  params = jax.jit(lambda r: nn.unbox(module.init(r, **init_inputs)["params"]))(jax.random.key(0))
   state = create_train_state(module, params, tx, head)
   step = jax.jit(train_step)
   losses = []
@@ -90,14 +105,19 @@ def _assert_split(state, preset: str) -> None:
   for path, shard in SHARDS[preset].items():
     param = _get(state.params, path)
     assert param.addressable_shards[0].data.shape == shard, (preset, path)
-    moments = [x for p, x in jax.tree_util.tree_leaves_with_path(state.opt_state)
-               if tuple(getattr(k, "key", None) for k in p[-len(path):]) == path]
+    moments = [
+      x
+      for p, x in jax.tree_util.tree_leaves_with_path(state.opt_state)
+      if tuple(getattr(k, "key", None) for k in p[-len(path) :]) == path
+    ]
     assert moments and all(m.addressable_shards[0].data.shape == shard for m in moments)
 
 
 def _max_diff(a, b) -> float:
-  return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+  return max(
+    float(np.abs(np.asarray(x) - np.asarray(y)).max())
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
 
 
 @pytest.mark.parametrize("head", sorted(TASKS))
@@ -112,8 +132,9 @@ def test_sharded_steps_equal_one_device(preset, head):
   ref_losses, ref_params, ref_init = _single_device_run(head)
   # The same initial values as one device, placed as a run with pretrained weights does
   # (`create_sharded_state` is tested with the checkpoints below).
-  state = jax.jit(lambda p: create_train_state(module, p, tx, head),
-                  out_shardings=sharding.shardings_of(abstract))(ref_init)
+  state = jax.jit(
+    lambda p: create_train_state(module, p, tx, head), out_shardings=sharding.shardings_of(abstract)
+  )(ref_init)
   _assert_split(state, preset)
 
   train = sharding.jit_train_step(sharding.shardings_of(state), mesh)
@@ -146,12 +167,15 @@ def test_created_sharded_and_restored_onto_other_meshes(tmp_path):
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(tmp_path / "ckpt", state)
     ckptr.wait_until_finished()
-    for mesh in (sharding.make_mesh({"data": 2, "tensor": 4}),
-                 sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])):
+    for mesh in (
+      sharding.make_mesh({"data": 2, "tensor": 4}),
+      sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]),
+    ):
       target = sharding.abstract_train_state(module, tx, head, sample, mesh)
       restored = ckptr.restore(tmp_path / "ckpt", target)
-      for got, want, spec in zip(jax.tree.leaves(restored), jax.tree.leaves(state),
-                                 jax.tree.leaves(target), strict=True):
+      for got, want, spec in zip(
+        jax.tree.leaves(restored), jax.tree.leaves(state), jax.tree.leaves(target), strict=True
+      ):
         assert got.sharding == spec.sharding
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
       assert int(restored.step) == 7 and restored.head == head
@@ -160,7 +184,9 @@ def test_created_sharded_and_restored_onto_other_meshes(tmp_path):
 
 def _abstract(mesh, rules=sharding.RULES, **config):
   module = create_module(AlbertConfig(**{**TINY, **config}), "masked_lm")
-  sample = dict(input_ids=np.zeros((1, 4), np.int32), masked_lm_positions=np.zeros((1, 1), np.int32))
+  sample = dict(
+    input_ids=np.zeros((1, 4), np.int32), masked_lm_positions=np.zeros((1, 1), np.int32)
+  )
   return sharding.abstract_train_state(module, adamw(1e-3), "masked_lm", sample, mesh, rules)
 
 
@@ -193,8 +219,7 @@ def test_indivisible_dimension_is_replicated(caplog):
 
 
 def test_make_mesh_shapes_and_errors():
-  assert dict(sharding.make_mesh({"data": -1, "tensor": 4}).shape) == dict(
-      data=2, fsdp=1, tensor=4)
+  assert dict(sharding.make_mesh({"data": -1, "tensor": 4}).shape) == dict(data=2, fsdp=1, tensor=4)
   assert dict(sharding.make_mesh("fsdp").shape) == dict(data=1, fsdp=8, tensor=1)
   with pytest.raises(ValueError, match=r"needs 3 devices but there are 8"):
     sharding.make_mesh({"data": 3})
@@ -205,7 +230,8 @@ def test_make_mesh_shapes_and_errors():
   with pytest.raises(ValueError, match=r"names mesh axis 'model'"):
     sharding.rules_for([("batch", "model")])
   assert sharding.rules_for([["batch", ["data", "fsdp"]], *map(list, sharding.RULES[1:])]) == (
-      sharding.RULES)
+    sharding.RULES
+  )
 
 
 def test_process_data_helpers_single_process():
@@ -215,3 +241,16 @@ def test_process_data_helpers_single_process():
   assert sharding.process_batch_shards(mesh) == [0, 1]
   np.testing.assert_array_equal(distributed.process_example_indices(5), np.arange(5))
   assert distributed.is_main_process()
+
+
+def test_initialize_needs_every_setting(monkeypatch):
+  monkeypatch.setenv("ALBERT_JAX_NUM_PROCESSES", "2")
+  monkeypatch.delenv("ALBERT_JAX_COORDINATOR", raising=False)
+  monkeypatch.delenv("ALBERT_JAX_PROCESS_ID", raising=False)
+  with pytest.raises(
+    ValueError, match=r"coordinator_address=None, num_processes=2, process_id=None"
+  ):
+    distributed.initialize()
+  monkeypatch.setenv("ALBERT_JAX_NUM_PROCESSES", "1")
+  distributed.initialize()  # one process: nothing to join
+  assert jax.process_count() == 1

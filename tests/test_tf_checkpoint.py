@@ -17,12 +17,12 @@ from tests.test_model import SMALL
 # HF name -> (TF name, TF stores the transpose). Written from the table of the original release
 # (REFERENCE.md), independently of albert_jax.tf_checkpoint.
 LAYER_TF = {
-    "attention.query": "attention_1/self/query",
-    "attention.key": "attention_1/self/key",
-    "attention.value": "attention_1/self/value",
-    "attention.dense": "attention_1/output/dense",
-    "ffn": "ffn_1/intermediate/dense",
-    "ffn_output": "ffn_1/intermediate/output/dense",
+  "attention.query": "attention_1/self/query",
+  "attention.key": "attention_1/self/key",
+  "attention.value": "attention_1/self/value",
+  "attention.dense": "attention_1/output/dense",
+  "ffn": "ffn_1/intermediate/dense",
+  "ffn_output": "ffn_1/intermediate/output/dense",
 }
 
 
@@ -49,20 +49,22 @@ def tf_variables(state):
       sub = ".".join(rest)
       scope = f"bert/encoder/transformer/group_{g}/inner_group_{i}/"
       scope += {"attention.LayerNorm": "LayerNorm", "full_layer_layer_norm": "LayerNorm_1"}.get(
-          sub) or LAYER_TF[sub]
+        sub
+      ) or LAYER_TF[sub]
     else:
       scope = {
-          "albert.embeddings.LayerNorm": "bert/embeddings/LayerNorm",
-          "albert.encoder.embedding_hidden_mapping_in": "bert/encoder/embedding_hidden_mapping_in",
-          "albert.pooler": "bert/pooler/dense",
-          "predictions.dense": "cls/predictions/transform/dense",
-          "predictions.LayerNorm": "cls/predictions/transform/LayerNorm",
+        "albert.embeddings.LayerNorm": "bert/embeddings/LayerNorm",
+        "albert.encoder.embedding_hidden_mapping_in": "bert/encoder/embedding_hidden_mapping_in",
+        "albert.pooler": "bert/pooler/dense",
+        "predictions.dense": "cls/predictions/transform/dense",
+        "predictions.LayerNorm": "cls/predictions/transform/LayerNorm",
       }[module]
     if scope.endswith("LayerNorm") or scope.endswith("LayerNorm_1"):
       out[f"{scope}/{'gamma' if kind == 'weight' else 'beta'}"] = value
     else:
       out[f"{scope}/{'kernel' if kind == 'weight' else 'bias'}"] = (
-          value.T if kind == "weight" else value)
+        value.T if kind == "weight" else value
+      )
   return out
 
 
@@ -79,8 +81,9 @@ def write_tf_checkpoint(directory, variables, prefix=""):
   directory.mkdir(parents=True, exist_ok=True)
   graph = tf.Graph()
   with graph.as_default():
-    tf_vars = [tf.compat.v1.Variable(value, name=prefix + name)
-               for name, value in everything.items()]
+    tf_vars = [
+      tf.compat.v1.Variable(value, name=prefix + name) for name, value in everything.items()
+    ]
     tf_vars.append(tf.compat.v1.Variable(np.int64(125000), name="global_step"))
     saver = tf.compat.v1.train.Saver(tf_vars)
     with tf.compat.v1.Session(graph=graph) as session:
@@ -102,8 +105,9 @@ def release(tmp_path_factory):
   write_tf_checkpoint(root / "albert_small", variables)
   (root / "albert_small" / "albert_config.json").write_text(json.dumps(google_config()))
   shutil.copy(bundled_model_path(), root / "albert_small" / "30k-clean.model")
-  expected = convert.params_from_hf_state_dict(ref.state_dict(), AlbertConfig(**SMALL),
-                                               "pretraining")
+  expected = convert.params_from_hf_state_dict(
+    ref.state_dict(), AlbertConfig(**SMALL), "pretraining"
+  )
   return root, variables, expected
 
 
@@ -160,7 +164,7 @@ def test_damaged_tf_data_file_is_a_clear_error(release, tmp_path, damage):
   data = next(source.glob("model.ckpt-best.data-*"))
   raw = bytearray(data.read_bytes())
   if damage == "corrupt":
-    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)
   else:
     raw = raw[: len(raw) // 2]
   data.write_bytes(bytes(raw))
@@ -180,8 +184,7 @@ def test_missing_config_or_checkpoint(release, tmp_path):
   assert not out.exists()
   config = tmp_path / "config.json"
   config.write_text(json.dumps(google_config()))
-  convert.main(["c", "--source", str(source), "--output", str(out), "--albert_config",
-                str(config)])
+  convert.main(["c", "--source", str(source), "--output", str(out), "--albert_config", str(config)])
   assert_same_params(from_pretrained(out).params, release[2])
 
   for index in source.glob("*.index"):

@@ -31,9 +31,15 @@ def test_pretraining_loss_equals_hf():
     for p, t, w in zip(positions[b], targets[b], weights[b], strict=True):
       if w:
         labels[b, p] = t
-  batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types,
-               masked_lm_positions=positions, masked_lm_ids=targets, masked_lm_weights=weights,
-               sentence_order_label=sop)
+  batch = dict(
+    input_ids=ids,
+    attention_mask=mask,
+    token_type_ids=types,
+    masked_lm_positions=positions,
+    masked_lm_ids=targets,
+    masked_lm_weights=weights,
+    sentence_order_label=sop,
+  )
   params, expected = _hf_loss("pretraining", batch, labels=labels, sentence_order_label=sop)
   module = create_module(AlbertConfig(**SMALL), "pretraining")
   state = create_train_state(module, params, optax.sgd(0.0), "pretraining")
@@ -48,8 +54,9 @@ def test_sequence_classification_loss_equals_hf(num_labels):
   label = np.array([0.5, 1.0, 2.5, 4.0], np.float32) if num_labels == 1 else np.array([0, 2, 1, 2])
   batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types, label=label)
   ref = hf_model("sequence_classification", **SMALL, num_labels=num_labels)
-  params = params_from_hf_state_dict(ref.state_dict(), AlbertConfig(**SMALL),
-                                     "sequence_classification")
+  params = params_from_hf_state_dict(
+    ref.state_dict(), AlbertConfig(**SMALL), "sequence_classification"
+  )
   inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
   expected = float(hf_outputs(ref, **inputs, labels=label)["loss"])
   module = create_module(AlbertConfig(**SMALL), "sequence_classification", num_labels=num_labels)
@@ -61,8 +68,9 @@ def test_train_step_learns_and_is_deterministic():
   config = AlbertConfig(**SMALL, hidden_dropout_prob=0.1)
   module = create_module(config, "sequence_classification", num_labels=2)
   ids, mask, types = padded_batch(8, 10, SMALL["vocab_size"])
-  batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types,
-               label=(ids[:, 1] % 2).astype(np.int32))
+  batch = dict(
+    input_ids=ids, attention_mask=mask, token_type_ids=types, label=(ids[:, 1] % 2).astype(np.int32)
+  )
   params = nn.unbox(module.init(jax.random.key(0), ids)["params"])
   state = create_train_state(module, params, optax.adam(1e-3), "sequence_classification")
   step = jax.jit(train_step)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import mmap
 import os
@@ -172,6 +173,18 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+@functools.cache
+def _tensorflow() -> Any:
+  """TensorFlow for parsing records, kept off the GPUs (they belong to JAX)."""
+  import tensorflow as tf
+
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TF's devices were initialized before: too late to hide them
+    pass
+  return tf
+
+
 # --------------------------------------------------------------------------------------------
 # A checked set of shards
 
@@ -195,22 +208,24 @@ class Shards:
 
   def parse(self, records: Sequence[bytes], where: Sequence[tuple[int, int]]) -> Batch:
     """Serialized examples -> features {name: [B, ...]} (int32, float32 weights)."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     spec = {
       name: tf.io.FixedLenFeature(s["shape"], getattr(tf, s["dtype"]))
       for name, s in self.manifest["features"].items()
     }
+    # A corrupt record makes TF raise InvalidArgumentError, or fail to decode its own message.
+    errors = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
     try:
       parsed = tf.io.parse_example(tf.constant(list(records), dtype=tf.string), spec)
-    except tf.errors.InvalidArgumentError:
+    except errors:
       for record, (f, r) in zip(records, where, strict=True):
         try:
           tf.io.parse_example(tf.constant([record], dtype=tf.string), spec)
-        except tf.errors.InvalidArgumentError as e:
+        except errors:
           raise PretrainingInputError(
-            f"record {r} of {self.files[f].path!r} is not a valid pretraining example "
-            f"({e.message.splitlines()[0]}); the file is corrupt: regenerate the data"
+            f"record {r} of {self.files[f].path!r} is not a valid pretraining example; the "
+            "file is corrupt: regenerate the data (or restore the file)"
           ) from None
       raise
     return {
@@ -428,6 +443,11 @@ class TrainBatches:
     if batch_size < 1 or steps_per_epoch < 1:
       raise PretrainingInputError(
         f"batch_size={batch_size} and steps_per_epoch={steps_per_epoch} must be >= 1"
+      )
+    if steps_per_epoch * batch_size > int(shards.counts.sum()):
+      raise PretrainingInputError(
+        f"steps_per_epoch={steps_per_epoch} batches of {batch_size} need more examples than the "
+        f"{int(shards.counts.sum())} of these files (see `steps_per_epoch`)"
       )
     self.shards, self.batch_size, self.steps_per_epoch = shards, batch_size, steps_per_epoch
     self.seed, self.process_index = seed, process_index

@@ -1,0 +1,135 @@
+"""Two processes on localhost (4 CPU devices each) fine-tune like one process with 8 devices.
+
+The real entry point, `python -m albert_jax.finetune`, runs twice with the ALBERT_JAX_*
+variables that `albert_jax.distributed.initialize` reads: the processes form one JAX system
+over an fsdp mesh of all 8 devices (parameters split across processes), each process feeds only
+its rows of every batch, and they save each Orbax checkpoint together. The same run in this
+(single) process on the 8 devices of conftest.py must end with the same parameters, optimizer
+state and eval metrics, and its checkpoint must read back the two-process one.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from albert_jax import finetune
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NUM_PROCESSES, STEPS = 2, 3
+# A tiny model on the bundled SST-2 sample: 3 steps of batch 8, eval on 8 sentences.
+OVERRIDES = {
+  "mesh.shape.data": 1,
+  "mesh.shape.fsdp": -1,
+  "model_overrides.hidden_size": 32,
+  "model_overrides.num_hidden_layers": 1,
+  "model_overrides.intermediate_size": 64,
+  "model_overrides.embedding_size": 16,
+  "max_seq_length": 32,
+  "batch_size": 8,
+  "num_train_steps": STEPS,
+  "warmup_steps": 1,
+  "max_train_examples": 32,
+  "max_eval_examples": 8,
+  "eval_every_steps": 0,
+  "checkpoint_every_steps": STEPS,
+}
+TOL = 1e-6  # absolute, on every array of the final train state (f32, gloo vs in-process sums)
+
+
+def _config():
+  spec = importlib.util.spec_from_file_location(
+    "sst2_sample", ROOT / "configs" / "finetune" / "sst2_sample.py"
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.update_from_flattened_dict(OVERRIDES)
+  return config
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _finetune_in_processes(workdir: pathlib.Path) -> list[str]:
+  """Runs the CLI as NUM_PROCESSES processes; returns each one's output."""
+  port = _free_port()
+  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  command = [
+    sys.executable,
+    "-m",
+    "albert_jax.finetune",
+    f"--workdir={workdir}",
+    f"--config={ROOT / 'configs' / 'finetune' / 'sst2_sample.py'}",
+    *flags,
+  ]
+  procs = []
+  for i in range(NUM_PROCESSES):
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS="--xla_force_host_platform_device_count=4",
+      ALBERT_JAX_COORDINATOR=f"127.0.0.1:{port}",
+      ALBERT_JAX_NUM_PROCESSES=str(NUM_PROCESSES),
+      ALBERT_JAX_PROCESS_ID=str(i),
+      PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    procs.append(
+      subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+      )
+    )
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=300)[0])
+  finally:
+    for p in procs:  # a process left waiting for a dead peer
+      if p.poll() is None:
+        p.kill()
+  for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
+    assert p.returncode == 0, f"process {i}:\n{out[-4000:]}"
+  return outputs
+
+
+def _restore(path: pathlib.Path):
+  """The arrays of a checkpoint's train state, on one device of this process."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with ocp.StandardCheckpointer() as ckptr:
+    meta = ckptr.metadata(path).item_metadata.tree
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    return ckptr.restore(path, target)
+
+
+def test_finetune_two_processes_equals_one(tmp_path):
+  outputs = _finetune_in_processes(tmp_path / "two")
+  for i, out in enumerate(outputs):
+    assert f"Process {i} of 2; 4 local of 8 devices." in out
+  one = finetune.run(_config(), str(tmp_path / "one"))
+
+  two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+  assert two == json.loads((tmp_path / "one" / "metrics.json").read_text()) == one
+  assert two["step"] == STEPS
+  state = tmp_path / "two" / "checkpoints" / str(STEPS) / "state"
+  assert sorted(p.name for p in state.glob("ocdbt.process_*")) == [
+    "ocdbt.process_0",
+    "ocdbt.process_1",
+  ]  # both processes wrote their shards
+  a = _restore(state)
+  b = _restore(tmp_path / "one" / "checkpoints" / str(STEPS) / "state")
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  diffs = [float(np.abs(x - y).max()) for x, y in pairs]
+  print(f"train state after {STEPS} steps, 2 processes vs 1: max abs diff {max(diffs):.2g}")
+  assert max(diffs) <= TOL
+  assert int(a["step"]) == STEPS
