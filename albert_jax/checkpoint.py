@@ -32,6 +32,7 @@ _BETTER = {"max": lambda new, old: new > old, "min": lambda new, old: new < old}
 
 def abstract_state(state: TrainState) -> TrainState:
   """The state with every array replaced by a `jax.ShapeDtypeStruct` (keeping shardings)."""
+
   def leaf(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
 
@@ -50,11 +51,14 @@ def _with_shardings(target: Any, shardings: Any) -> Any:
   if shardings is None or isinstance(shardings, jax.sharding.Sharding):
     one = shardings
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=one or getattr(x, "sharding", None) or default),
-        target)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      target, shardings)
+      lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=one or getattr(x, "sharding", None) or default
+      ),
+      target,
+    )
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings
+  )
 
 
 class Checkpoints:
@@ -68,9 +72,15 @@ class Checkpoints:
     best_mode: "max" (accuracy, F1) or "min" (a loss).
   """
 
-  def __init__(self, directory: str | os.PathLike, *, keep: int = 2,
-               best_directory: str | os.PathLike | None = None, best_metric: str | None = None,
-               best_mode: str = "max"):
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    keep: int = 2,
+    best_directory: str | os.PathLike | None = None,
+    best_metric: str | None = None,
+    best_mode: str = "max",
+  ):
     if keep < 1:
       raise ValueError(f"keep={keep}: keep at least one checkpoint.")
     if best_mode not in _BETTER:
@@ -79,21 +89,27 @@ class Checkpoints:
       raise ValueError("best_directory needs best_metric, the eval metric that ranks checkpoints.")
     self.best_metric, self.best_mode = best_metric, best_mode
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self._latest = ocp.CheckpointManager(os.fspath(directory), options=options,
-                                         item_names=("state", "data"))
+    self._latest = ocp.CheckpointManager(
+      os.fspath(directory), options=options, item_names=("state", "data")
+    )
     self._best = None
     if best_directory is not None:
       options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-      self._best = ocp.CheckpointManager(os.fspath(best_directory), options=options,
-                                         item_names=("state", "data", "metrics"))
+      self._best = ocp.CheckpointManager(
+        os.fspath(best_directory), options=options, item_names=("state", "data", "metrics")
+      )
 
   # ---- saving --------------------------------------------------------------------------------
 
   def save(self, step: int, state: TrainState, data_position: Mapping[str, Any]) -> None:
     """Saves `state` and the data position as checkpoint `step` (asynchronously)."""
-    self._latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_arrays(state)),
-        data=ocp.args.JsonSave(dict(data_position))), force=True)
+    self._latest.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_arrays(state)), data=ocp.args.JsonSave(dict(data_position))
+      ),
+      force=True,
+    )
 
   def best_metrics(self) -> Json | None:
     """The metrics of the best checkpoint so far (None if there is none)."""
@@ -102,22 +118,30 @@ class Checkpoints:
     restored = self._best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))
     return dict(restored["metrics"])
 
-  def save_if_best(self, step: int, state: TrainState, data_position: Mapping[str, Any],
-                   metrics: Mapping[str, Any]) -> bool:
+  def save_if_best(
+    self, step: int, state: TrainState, data_position: Mapping[str, Any], metrics: Mapping[str, Any]
+  ) -> bool:
     """Saves to the best directory if `metrics[best_metric]` beats the best so far."""
     if self._best is None:
       return False
     if self.best_metric not in metrics:
-      raise KeyError(f"best_metric={self.best_metric!r} is not among the eval metrics "
-                     f"{sorted(metrics)}; set it to one of them.")
+      raise KeyError(
+        f"best_metric={self.best_metric!r} is not among the eval metrics "
+        f"{sorted(metrics)}; set it to one of them."
+      )
     best = self.best_metrics()
     value = float(metrics[self.best_metric])
     if best is not None and not _BETTER[self.best_mode](value, float(best[self.best_metric])):
       return False
-    self._best.save(step, args=ocp.args.Composite(
+    self._best.save(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave(_arrays(state)),
         data=ocp.args.JsonSave(dict(data_position)),
-        metrics=ocp.args.JsonSave({k: float(v) for k, v in metrics.items()})), force=True)
+        metrics=ocp.args.JsonSave({k: float(v) for k, v in metrics.items()}),
+      ),
+      force=True,
+    )
     return True
 
   # ---- restoring -----------------------------------------------------------------------------
@@ -128,8 +152,14 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return None if self._best is None else self._best.latest_step()
 
-  def restore(self, target: TrainState, *, step: int | None = None, best: bool = False,
-              target_shardings: Any = None) -> tuple[TrainState, Json]:
+  def restore(
+    self,
+    target: TrainState,
+    *,
+    step: int | None = None,
+    best: bool = False,
+    target_shardings: Any = None,
+  ) -> tuple[TrainState, Json]:
     """(state, data position) of checkpoint `step` (default: the latest; `best`: the best one).
 
     `target` is an abstract state (`abstract_state`); its static fields (module, optimizer,
@@ -143,8 +173,10 @@ class Checkpoints:
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {manager.directory} to restore.")
     arrays = _with_shardings(_arrays(target), target_shardings)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(arrays), data=ocp.args.JsonRestore()))
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(arrays), data=ocp.args.JsonRestore()),
+    )
     return target.replace(**restored["state"]), dict(restored["data"])
 
   def wait_until_finished(self) -> None:

@@ -18,7 +18,6 @@ position, and ends with the same parameters and metrics as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from albert_jax import optim, sharding, train
+from albert_jax import distributed, optim, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import PRESETS, AlbertConfig
 from albert_jax.convert import create_module
@@ -45,10 +44,15 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _TARGETS = ("label", "start_positions", "end_positions")
 # Task options a config may carry, and which data function takes them.
 _FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length")
-_POSTPROCESS_KEYS = ("n_best_size", "max_answer_length")
+_POSTPROCESS_KEYS = ("n_best_size", "max_answer_length", "null_score_diff_threshold")
 # Config fields that may change between a run and its resumption (they do not change results).
-_RESUMABLE_CHANGES = ("log_every_steps", "checkpoint_every_steps", "eval_every_steps",
-                      "keep_checkpoints", "mesh")
+_RESUMABLE_CHANGES = (
+  "log_every_steps",
+  "checkpoint_every_steps",
+  "eval_every_steps",
+  "keep_checkpoints",
+  "mesh",
+)
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -66,8 +70,11 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.model = "albert-base-v2"
   # AlbertConfig fields to override (e.g. a tiny model); None = the model's own value.
   c.model_overrides = ml_collections.ConfigDict(
-      {f.name: ml_collections.config_dict.placeholder(type(f.default))
-       for f in dataclasses.fields(AlbertConfig)})
+    {
+      f.name: ml_collections.config_dict.placeholder(type(f.default))
+      for f in dataclasses.fields(AlbertConfig)
+    }
+  )
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   c.train_file = ml_collections.config_dict.placeholder(str)  # local files instead of TFDS
   c.eval_file = ml_collections.config_dict.placeholder(str)
@@ -98,9 +105,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.best_metric = "accuracy"  # eval metric (first eval split) that picks the best checkpoint
   c.best_mode = "max"
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": -1})  # -1: all devices (data parallel)
-  c.mesh.rules = ml_collections.config_dict.placeholder(str)  # logical-axis rules preset
+  c.mesh = ml_collections.ConfigDict()  # see albert_jax.sharding
+  # Devices per mesh axis; -1 = all the rest. Default: data parallel over every device.
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.mesh.rules = ml_collections.config_dict.placeholder(str)  # None = sharding.RULES
   return c
 
 
@@ -115,11 +123,16 @@ def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
   """The ALBERT config of a preset model with `model_overrides`; None for stored weights."""
   overrides = {k: v for k, v in config.model_overrides.items() if v is not None}
   if _model_source(config.model) == "preset":
-    return AlbertConfig.from_name(config.model, **overrides)
+    try:
+      return AlbertConfig.from_name(config.model, **overrides)
+    except ValueError as e:
+      raise ConfigError(f"model_overrides: {e}") from None
   if overrides:
-    raise ConfigError(f"model_overrides {overrides} apply only to presets trained from scratch "
-                     f"({', '.join(sorted(PRESETS))}); model={config.model!r} brings its own "
-                     "config. Drop the overrides or use a preset.")
+    raise ConfigError(
+      f"model_overrides {overrides} apply only to presets trained from scratch "
+      f"({', '.join(sorted(PRESETS))}); model={config.model!r} brings its own "
+      "config. Drop the overrides or use a preset."
+    )
   return None
 
 
@@ -133,22 +146,26 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     _check_max_seq_length(config, model_config)
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
     raise ConfigError(
-        f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
-        f"{config.grad_accum_steps}; pick a batch size that is a multiple of it.")
+      f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+      f"{config.grad_accum_steps}; pick a batch size that is a multiple of it."
+    )
   if (config.num_train_steps is None) == (config.num_epochs is None):
-    raise ConfigError("Set exactly one of num_train_steps and num_epochs; got "
-                     f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}.")
+    raise ConfigError(
+      "Set exactly one of num_train_steps and num_epochs; got "
+      f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}."
+    )
   if config.warmup_steps is None and config.warmup_fraction is None:
     raise ConfigError("Set warmup_steps or warmup_fraction.")
   if config.dtype not in ("float32", "bfloat16"):
     raise ConfigError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
-  mesh, rules = _mesh(config)
   try:
+    mesh, rules = _mesh(config)
     sharding.check_batch_size(config.batch_size // config.grad_accum_steps, mesh, rules)
     sharding.check_batch_size(config.eval_batch_size or config.batch_size, mesh, rules)
   except ValueError as e:
-    raise ConfigError(f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size "
-                     "defaults to batch_size.)") from None
+    raise ConfigError(
+      f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size defaults to batch_size.)"
+    ) from None
   _check_workdir(config, workdir)
   return task
 
@@ -156,9 +173,10 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
 def _check_max_seq_length(config: ml_collections.ConfigDict, model_config: AlbertConfig) -> None:
   if config.max_seq_length > model_config.max_position_embeddings:
     raise ConfigError(
-        f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
-        f"{model_config.max_position_embeddings}; use --config.max_seq_length="
-        f"{model_config.max_position_embeddings} or less.")
+      f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
+      f"{model_config.max_position_embeddings}; use --config.max_seq_length="
+      f"{model_config.max_position_embeddings} or less."
+    )
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -168,14 +186,18 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(path) as f:
     saved = _flat(json.load(f))
   current = _flat(json.loads(config.to_json()))
-  changed = sorted(k for k in set(saved) | set(current)
-                   if k.split(".")[0] not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  changed = sorted(
+    k
+    for k in set(saved) | set(current)
+    if k.split(".")[0] not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+  )
   if changed:
     diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
     raise ConfigError(
-        f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
-        f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
-        "or delete this one.")
+      f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
+      f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
+      "or delete this one."
+    )
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -203,17 +225,23 @@ def _write_json(path: str, obj: Any) -> None:
 
 def _load_model(config: ml_collections.ConfigDict, task):
   """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
-  options = dict(dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
-                 remat_policy=config.remat_policy)
+  options = dict(
+    dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
+    remat_policy=config.remat_policy,
+  )
   num_labels = task.num_labels if task.head == "sequence_classification" else None
   if (model_config := _preset_config(config)) is not None:
-    logging.warning("model=%r is a preset: training from random weights. For pretrained "
-                    "weights use a hub name (albert/%s) or a converted checkpoint directory.",
-                    config.model, config.model)
+    logging.warning(
+      "model=%r is a preset: training from random weights. For pretrained "
+      "weights use a hub name (albert/%s) or a converted checkpoint directory.",
+      config.model,
+      config.model,
+    )
     module = create_module(model_config, task.head, num_labels=num_labels, **options)
     return module, None, AlbertTokenizer()
-  model = from_pretrained(config.model, task.head, num_labels=num_labels,
-                          ignore_mismatched_sizes=True, **options)
+  model = from_pretrained(
+    config.model, task.head, num_labels=num_labels, ignore_mismatched_sizes=True, **options
+  )
   _check_max_seq_length(config, model.config)
   return model.module, model.params, model.tokenizer
 
@@ -224,7 +252,7 @@ def _mesh(config: ml_collections.ConfigDict):
   A shape without -1 uses its number of devices (the first ones); with -1, all of them.
   """
   shape = dict(config.mesh.shape)
-  devices = None if -1 in shape.values() else jax.devices()[:math.prod(shape.values())]
+  devices = None if -1 in shape.values() else jax.devices()[: math.prod(shape.values())]
   return sharding.make_mesh(shape, devices), sharding.rules_for(config.mesh.rules)
 
 
@@ -246,8 +274,9 @@ def _featurize(config, task, examples, tokenizer, training: bool = False):
 
 
 def _load(config, task, split: str, file: str | None, limit: int | None):
-  return tasks.load_examples(task, split, data_dir=config.data_dir,
-                             files={split: file} if file else None, limit=limit)
+  return tasks.load_examples(
+    task, split, data_dir=config.data_dir, files={split: file} if file else None, limit=limit
+  )
 
 
 def _load_data(config, task, tokenizer) -> tuple[dict[str, np.ndarray], list[EvalSet]]:
@@ -280,8 +309,9 @@ def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, c
       outputs.setdefault(f.name, []).append(np.asarray(getattr(out, f.name), np.float32))
   merged = {k: np.concatenate(v)[:n] for k, v in outputs.items()}
   kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
-  predictions, metrics = tasks.postprocess(task, eval_set.examples, eval_set.features,
-                                              merged, **kwargs)
+  predictions, metrics = tasks.postprocess(
+    task, eval_set.examples, eval_set.features, merged, **kwargs
+  )
   return predictions, {k: float(v) for k, v in metrics.items()}
 
 
@@ -291,11 +321,15 @@ def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, c
 def _optimizer(config, num_train: int):
   """(optimizer steps, learning-rate schedule, optimizer) for `num_train` training features."""
   total = config.num_train_steps or math.ceil(num_train * config.num_epochs / config.batch_size)
-  warmup = (config.warmup_steps if config.warmup_steps is not None
-            else round(config.warmup_fraction * total))
+  warmup = (
+    config.warmup_steps
+    if config.warmup_steps is not None
+    else round(config.warmup_fraction * total)
+  )
   schedule = optim.warmup_linear_decay(config.learning_rate, total, warmup)
-  tx = optim.make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay,
-                            clip_norm=config.clip_norm)
+  tx = optim.make_optimizer(
+    config.optimizer, schedule, weight_decay=config.weight_decay, clip_norm=config.clip_norm
+  )
   if config.grad_accum_steps > 1:
     tx = optim.accumulate(tx, config.grad_accum_steps)
   return total, schedule, tx
@@ -309,10 +343,13 @@ def _initial_state(config, task, module, params, tx, sample, mesh, rules, ckpts:
     return state, DataPosition.from_json(data)
   if params is None:
     init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-    return sharding.create_sharded_state(module, tx, task.head, init_rng, sample, mesh,
-                                         rules), DataPosition()
-  state = jax.jit(lambda p: train.create_train_state(module, p, tx, task.head),
-                  out_shardings=sharding.shardings_of(abstract))(params)
+    return sharding.create_sharded_state(
+      module, tx, task.head, init_rng, sample, mesh, rules
+    ), DataPosition()
+  state = jax.jit(
+    lambda p: train.create_train_state(module, p, tx, task.head),
+    out_shardings=sharding.shardings_of(abstract),
+  )(params)
   return state, DataPosition()
 
 
@@ -325,30 +362,43 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   task = check_config(config, workdir)
   mesh, rules = _mesh(config)
   module, params, tokenizer = _load_model(config, task)
+  main_process = distributed.is_main_process()  # the one that writes files and logs
   os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+  if main_process:
+    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   train_arrays, eval_sets = _load_data(config, task, tokenizer)
   num_train = len(train_arrays["input_ids"])
   total, schedule, tx = _optimizer(config, num_train)
-  ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
-                      best_directory=os.path.join(workdir, "best"),
-                      best_metric=config.best_metric, best_mode=config.best_mode)
+  ckpts = Checkpoints(
+    os.path.join(workdir, "checkpoints"),
+    keep=config.keep_checkpoints,
+    best_directory=os.path.join(workdir, "best"),
+    best_metric=config.best_metric,
+    best_mode=config.best_mode,
+  )
   sample = _gather(train_arrays, _MODEL_INPUTS, np.arange(1))
   state, position = _initial_state(config, task, module, params, tx, sample, mesh, rules, ckpts)
   del params
   train_fn = sharding.jit_train_step(sharding.shardings_of(state), mesh, rules)
   predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
-  put = functools.partial(sharding.shard_batch, mesh=mesh, rules=rules)
+
+  # Every process builds the same global batches; each passes on the rows its devices hold.
+  def put(batch):
+    return sharding.shard_batch(distributed.process_rows(batch, mesh, rules), mesh, rules)
+
   dropout_rng = sharding.replicate(jax.random.fold_in(jax.random.key(config.seed), 1), mesh)
   accum = config.grad_accum_steps  # micro-batches per optimizer step; state.step counts them
   eval_batch = config.eval_batch_size or config.batch_size
 
   step = int(state.step) // accum
-  reporter = Reporter(os.path.join(workdir, "tb"), total, initial_step=step, desc=config.task)
+  reporter = Reporter(
+    os.path.join(workdir, "tb"), total, initial_step=step, desc=config.task, enabled=main_process
+  )
   try:
     if step:
-      reporter.write(f"Resuming {workdir} at step {step} (epoch {position.epoch}, example "
-                     f"{position.index}).")
+      reporter.write(
+        f"Resuming {workdir} at step {step} (epoch {position.epoch}, example {position.index})."
+      )
     batches = shuffled_batches(num_train, config.batch_size // accum, config.seed, position)
     history = []
     while step < total:
@@ -361,7 +411,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       reporter.advance()
       if is_due(step, config.log_every_steps, total):
         means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
-        reporter.scalars(step, {**means, "lr": float(schedule(step))}, "train")
+        lr = float(schedule(step - 1))  # the rate of this step's update
+        reporter.scalars(step, {**means, "lr": lr}, "train")
         history = []
       if step < total and config.eval_every_steps and step % config.eval_every_steps == 0:
         _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config)
@@ -377,10 +428,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       reporter.scalars(step, metrics, f"eval_{eval_set.split}")
       if eval_set is eval_sets[0] and metrics:
         ckpts.save_if_best(step, state, position.to_json(), metrics)
-      tasks.write_predictions(task, predictions, os.path.join(workdir, "predictions"),
-                              eval_set.split)
+      if main_process:
+        tasks.write_predictions(
+          task, predictions, os.path.join(workdir, "predictions"), eval_set.split
+        )
       results[eval_set.split] = metrics
-    _write_json(os.path.join(workdir, "metrics.json"), results)
+    if main_process:
+      _write_json(os.path.join(workdir, "metrics.json"), results)
     return results
   finally:
     ckpts.wait_until_finished()
@@ -394,6 +448,7 @@ def main(argv: list[str]) -> None:
 
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  distributed.initialize()  # joins the processes of a multi-host run; else nothing
   if not flags.FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   try:
@@ -408,9 +463,12 @@ if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", None, "A configs/finetune/*.py file.",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard files, predictions and "
-                      "metrics.json go; rerun with the same one to resume.")
+  config_flags.DEFINE_config_file("config", None, "A configs/finetune/*.py file.", lock_config=True)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Where checkpoints, TensorBoard files, predictions and "
+    "metrics.json go; rerun with the same one to resume.",
+  )
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

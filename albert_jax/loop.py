@@ -37,9 +37,9 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def shuffled_batches(num_examples: int, batch_size: int, seed: int,
-                     start: DataPosition = DataPosition()
-                     ) -> Iterator[tuple[np.ndarray, DataPosition]]:
+def shuffled_batches(
+  num_examples: int, batch_size: int, seed: int, start: DataPosition = DataPosition()
+) -> Iterator[tuple[np.ndarray, DataPosition]]:
   """Endless (indices [batch_size], position after the batch) from `start` on.
 
   Epochs follow each other without a gap: a batch that reaches the end of an epoch is filled
@@ -52,7 +52,7 @@ def shuffled_batches(num_examples: int, batch_size: int, seed: int,
   while True:
     parts, need = [], batch_size
     while need:
-      take = order[index:index + need]
+      take = order[index : index + need]
       parts.append(take)
       need -= len(take)
       index += len(take)
@@ -70,29 +70,48 @@ def is_due(step: int, every: int | None, last: int) -> bool:
 class Reporter:
   """Progress bar on stderr and TensorBoard event files in `logdir`."""
 
-  def __init__(self, logdir: str | os.PathLike, total_steps: int, initial_step: int = 0,
-               desc: str = "train"):
+  def __init__(
+    self,
+    logdir: str | os.PathLike,
+    total_steps: int,
+    initial_step: int = 0,
+    desc: str = "train",
+    enabled: bool = True,
+  ):
     from tensorboardX import SummaryWriter  # imported here: only runs that report need it
     from tqdm.auto import tqdm
 
-    self._writer = SummaryWriter(os.fspath(logdir))
-    self._bar = tqdm(total=total_steps, initial=initial_step, desc=desc, unit="step",
-                     dynamic_ncols=True)
+    # Disabled (other processes of a multi-host run): counts steps, shows and writes nothing.
+    self._writer = SummaryWriter(os.fspath(logdir)) if enabled else None
+    self._bar = tqdm(
+      total=total_steps,
+      initial=initial_step,
+      desc=desc,
+      unit="step",
+      dynamic_ncols=True,
+      disable=not enabled,
+    )
+    self._step = initial_step
 
   @property
   def step(self) -> int:
-    return self._bar.n
+    """Steps done so far (`initial_step` plus those `advance` counted)."""
+    return self._step
 
   def advance(self, steps: int = 1) -> None:
+    self._step += steps
     self._bar.update(steps)
 
   def scalars(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
     """Writes `metrics` to TensorBoard as `prefix/name`; train metrics also go to the bar."""
+    if self._writer is None:
+      return
     for name, value in metrics.items():
       self._writer.add_scalar(f"{prefix}/{name}" if prefix else name, float(value), step)
     if prefix == "train":
-      self._bar.set_postfix({k: f"{float(v):.4g}" for k, v in metrics.items()
-                             if k in ("loss", "lr")})
+      self._bar.set_postfix(
+        {k: f"{float(v):.4g}" for k, v in metrics.items() if k in ("loss", "lr")}
+      )
     self._writer.flush()
 
   def write(self, line: str) -> None:
@@ -101,4 +120,5 @@ class Reporter:
 
   def close(self) -> None:
     self._bar.close()
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()

@@ -78,18 +78,42 @@ class LayerNorm(nn.Module):
     return y.astype(self.dtype)
 
 
-def dense(features, config: AlbertConfig, axes, dtype, param_dtype, name, in_axis=-1):
-  """A DenseGeneral with ALBERT's init and logical names `axes` = (kernel axes...)."""
-  out_axes = axes[-len(features) :] if isinstance(features, tuple) else axes[-1:]
-  return nn.DenseGeneral(
-    features=features,
-    axis=in_axis,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    kernel_init=normal_init(config, axes),
-    bias_init=zeros_init(out_axes),
-    name=name,
-  )
+class Dense(nn.Module):
+  """x @ kernel + bias over the last `in_dims` axes, with kernel shape (*in, *features).
+
+  Unlike `nn.DenseGeneral`, the kernel is initialised at its real (possibly 3-D) shape, so its
+  logical axis names (`axes`, one per kernel dim) always match it, also under a mesh.
+  """
+
+  features: tuple[int, ...]
+  axes: tuple[str | None, ...]  # logical names of the kernel's axes
+  config: AlbertConfig
+  in_dims: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_shape = x.shape[x.ndim - self.in_dims :]
+    kernel = self.param(
+      "kernel", normal_init(self.config, self.axes), (*in_shape, *self.features), self.param_dtype
+    )
+    bias = self.param(
+      "bias", zeros_init(self.axes[self.in_dims :]), self.features, self.param_dtype
+    )
+    x = x.astype(self.dtype)
+    y = jax.lax.dot_general(
+      x,
+      kernel.astype(self.dtype),
+      ((tuple(range(x.ndim - self.in_dims, x.ndim)), tuple(range(self.in_dims))), ((), ())),
+    )
+    return y + bias.astype(self.dtype)
+
+
+def dense(features, config: AlbertConfig, axes, dtype, param_dtype, name, in_dims=1) -> Dense:
+  """A `Dense` with ALBERT's init; `features` an int or a tuple (e.g. (heads, head_dim))."""
+  features = features if isinstance(features, tuple) else (features,)
+  return Dense(features, tuple(axes), config, in_dims, dtype, param_dtype, name=name)
 
 
 class AlbertEmbeddings(nn.Module):
@@ -169,7 +193,7 @@ class AlbertAttention(nn.Module):
       self.dtype,
       self.param_dtype,
       name="dense",
-      in_axis=(-2, -1),
+      in_dims=2,
     )(ctx_BLND)
     out_BLH = nn.Dropout(c.hidden_dropout_prob)(out_BLH, deterministic=deterministic)
     norm = LayerNorm(c.layer_norm_eps, "embed", self.dtype, self.param_dtype, name="LayerNorm")

@@ -397,7 +397,7 @@ def program(recipe: Recipe, mesh: jax.sharding.Mesh, rules: sharding.Rules) -> P
   sample = _sample_batch(r.max_seq_length, r.max_predictions_per_seq)
   abstract = sharding.abstract_train_state(module, tx, HEAD, sample, mesh, rules)
   shardings = sharding.shardings_of(abstract)
-  batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  batch, replicated = sharding.batch_sharding(mesh, rules), sharding.replicated(mesh)
   train_step = jax.jit(
     train.train_step,
     in_shardings=(shardings, batch, replicated),
@@ -451,7 +451,7 @@ def export(
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
   _sync("export-start")
-  params = jax.tree.map(lambda x: x, state.params)
+  params = state.params
   names = convert.hf_parameter_table(albert, HEAD)
   meta = {
     "head": HEAD,

@@ -413,8 +413,12 @@ def shard_batch(local_batch: Batch, mesh: Mesh, rules: Rules = RULES) -> Batch:
   return out
 
 
-def _under_rules(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
-  """Calls `fn` with the mesh and logical rules set, so the model's constraints take effect."""
+def under_mesh(fn: Callable, mesh: Mesh, rules: Rules = RULES) -> Callable:
+  """`fn` called with `mesh` and `rules` set, so the model's activation constraints apply.
+
+  For jitted steps of one's own (e.g. an eval that also returns counts): the constraints are
+  read while `fn` is traced, i.e. on its first call.
+  """
 
   def call(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -437,7 +441,7 @@ def jit_train_step(
     out_shardings=(shardings, replicated(mesh)),
     donate_argnums=(0,) if donate else (),
   )
-  return _under_rules(step, mesh, rules)
+  return under_mesh(step, mesh, rules)
 
 
 def jit_eval_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
@@ -447,7 +451,7 @@ def jit_eval_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES)
     in_shardings=(shardings, batch_sharding(mesh, rules)),
     out_shardings=replicated(mesh),
   )
-  return _under_rules(step, mesh, rules)
+  return under_mesh(step, mesh, rules)
 
 
 def jit_predict_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
@@ -457,7 +461,7 @@ def jit_predict_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RUL
     in_shardings=(shardings, batch_sharding(mesh, rules)),
     out_shardings=replicated(mesh),
   )
-  return _under_rules(step, mesh, rules)
+  return under_mesh(step, mesh, rules)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -43,11 +43,11 @@ if [[ -z "${KEEP:-}" ]]; then
 fi
 
 echo "Copying the repository to every worker"
-archive="$(mktemp -t albert_jax.XXXXXX.tgz)"
+tmp="$(mktemp -d)" && archive="$tmp/albert_jax.tgz"
 tar -czf "$archive" -C "$REPO" --exclude=.git --exclude=.venv --exclude=logs \
   --exclude='__pycache__' --exclude='*.egg-info' .
 "${GCLOUD[@]}" scp "$archive" "$TPU_NAME":albert_jax.tgz "${WHERE[@]}" --worker=all
-rm -f "$archive"
+rm -rf "$tmp"
 "${GCLOUD[@]}" ssh "$TPU_NAME" "${WHERE[@]}" --worker=all --command "
   set -e
   rm -rf ~/albert_jax && mkdir ~/albert_jax && tar -xzf ~/albert_jax.tgz -C ~/albert_jax
@@ -57,7 +57,7 @@ rm -f "$archive"
 echo "Running on every worker: $COMMAND"
 status=0
 "${GCLOUD[@]}" ssh "$TPU_NAME" "${WHERE[@]}" --worker=all --command "
-  cd ~/albert_jax && ($COMMAND) > ~/albert_jax.log 2>&1" || status=$?
+  set -o pipefail; cd ~/albert_jax && ($COMMAND) 2>&1 | tee ~/albert_jax.log" || status=$?
 
 echo "Fetching logs into $LOG_DIR"
 mkdir -p "$LOG_DIR"

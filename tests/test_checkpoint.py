@@ -25,17 +25,27 @@ def _host_state(seed: int) -> TrainState:
   AdamW with accumulation: the optimizer state holds counters, moments and empty masked nodes.
   """
   rng = np.random.default_rng(seed)
-  params = {"dense": {"kernel": rng.normal(size=(8, 6)).astype(np.float32),
-                      "bias": rng.normal(size=(6,)).astype(np.float32)},
-            "LayerNorm": {"scale": rng.normal(size=(6,)).astype(np.float32)}}
+  params = {
+    "dense": {
+      "kernel": rng.normal(size=(8, 6)).astype(np.float32),
+      "bias": rng.normal(size=(6,)).astype(np.float32),
+    },
+    "LayerNorm": {"scale": rng.normal(size=(6,)).astype(np.float32)},
+  }
   tx = optim.accumulate(optim.adamw(optim.warmup_linear_decay(1e-3, 10, 2)), 2)
   grads = jax.tree.map(lambda p: p * 0.5, params)
   opt_state = jax.jit(tx.init)(params)
   update = jax.jit(tx.update)
   for _ in range(3):  # non-trivial moments and counters
     _, opt_state = update(grads, opt_state, params)
-  state = TrainState(step=jnp.asarray(7, jnp.int32), params=params, opt_state=opt_state,
-                     apply_fn=None, tx=tx, head=HEAD)
+  state = TrainState(
+    step=jnp.asarray(7, jnp.int32),
+    params=params,
+    opt_state=opt_state,
+    apply_fn=None,
+    tx=tx,
+    head=HEAD,
+  )
   return jax.device_get(state)
 
 
@@ -44,12 +54,16 @@ def _state(mesh_shape=None, seed=0) -> TrainState:
   state = _host_state(seed)
   if mesh_shape is None:
     return jax.device_put(state, jax.devices()[0])
-  mesh = jax.make_mesh(tuple(mesh_shape.values()), tuple(mesh_shape),
-                       devices=jax.devices()[:math.prod(mesh_shape.values())])
+  mesh = jax.make_mesh(
+    tuple(mesh_shape.values()),
+    tuple(mesh_shape),
+    devices=jax.devices()[: math.prod(mesh_shape.values())],
+  )
   kernel_sharding = NamedSharding(mesh, P(*mesh_shape))  # rows split over the mesh
   return jax.tree.map(
-      lambda x: jax.device_put(x, kernel_sharding if x.shape == (8, 6)
-                               else NamedSharding(mesh, P())), state)
+    lambda x: jax.device_put(x, kernel_sharding if x.shape == (8, 6) else NamedSharding(mesh, P())),
+    state,
+  )
 
 
 def _assert_same(a, b):
@@ -108,10 +122,15 @@ def test_best_checkpoint_is_kept_by_metric(tmp_path):
   state = _state()
   ckpts = Checkpoints(tmp_path / "ckpt", best_directory=tmp_path / "best", best_metric="acc")
   assert ckpts.best_metrics() is None and ckpts.best_step() is None
-  saved = [ckpts.save_if_best(step, state.replace(step=state.step + step), {"epoch": 0,
-                                                                            "index": step},
-                              {"acc": acc, "f1": 0.5})
-           for step, acc in ((10, 0.6), (20, 0.8), (30, 0.7), (40, 0.8))]
+  saved = [
+    ckpts.save_if_best(
+      step,
+      state.replace(step=state.step + step),
+      {"epoch": 0, "index": step},
+      {"acc": acc, "f1": 0.5},
+    )
+    for step, acc in ((10, 0.6), (20, 0.8), (30, 0.7), (40, 0.8))
+  ]
   ckpts.wait_until_finished()
   assert saved == [True, True, False, False]  # a tie does not replace the best
   assert ckpts.best_step() == 20 and ckpts.best_metrics() == {"acc": 0.8, "f1": 0.5}
@@ -128,12 +147,12 @@ def test_best_checkpoint_is_kept_by_metric(tmp_path):
     again.save_if_best(60, state, {}, {"accuracy": 1.0})
   again.close()
 
-  lowest = Checkpoints(tmp_path / "c2", best_directory=tmp_path / "b2", best_metric="loss",
-                       best_mode="min")
-  assert [lowest.save_if_best(s, state, {}, {"loss": v}) for s, v in ((1, 2.0), (2, 3.0),
-                                                                       (3, 1.0))] == [True,
-                                                                                      False,
-                                                                                      True]
+  lowest = Checkpoints(
+    tmp_path / "c2", best_directory=tmp_path / "b2", best_metric="loss", best_mode="min"
+  )
+  assert [
+    lowest.save_if_best(s, state, {}, {"loss": v}) for s, v in ((1, 2.0), (2, 3.0), (3, 1.0))
+  ] == [True, False, True]
   lowest.close()
 
 

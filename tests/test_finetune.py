@@ -25,18 +25,39 @@ from albert_jax.data import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "finetune")
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            embedding_size=16, max_position_embeddings=64)
+TINY = dict(
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=64,
+  embedding_size=16,
+  max_position_embeddings=64,
+)
 # The learning run: big enough to learn the SST-2 sample reliably in 50 steps.
-LEARN = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-             embedding_size=32, max_position_embeddings=64)
-LEARN_FLAGS = dict(max_seq_length=32, batch_size=32, learning_rate=3e-3, num_train_steps=50,
-                   warmup_steps=5, eval_every_steps=10, checkpoint_every_steps=10)
+LEARN = dict(
+  hidden_size=64,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=128,
+  embedding_size=32,
+  max_position_embeddings=64,
+)
+LEARN_FLAGS = dict(
+  max_seq_length=32,
+  batch_size=32,
+  learning_rate=3e-3,
+  num_train_steps=50,
+  warmup_steps=5,
+  eval_every_steps=10,
+  checkpoint_every_steps=10,
+)
 
 
-_CACHE_OPTIONS = {"jax_compilation_cache_dir": None,
-                  "jax_persistent_cache_min_compile_time_secs": 0.0,
-                  "jax_persistent_cache_min_entry_size_bytes": 0}
+_CACHE_OPTIONS = {
+  "jax_compilation_cache_dir": None,
+  "jax_persistent_cache_min_compile_time_secs": 0.0,
+  "jax_persistent_cache_min_entry_size_bytes": 0,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,9 +87,20 @@ def tiny(name: str, overrides=TINY, **fields):
   config = load_config(name)
   config.model = "albert-base-v2"
   config.model_overrides.update(overrides)
-  config.update(dict(max_seq_length=32, batch_size=8, learning_rate=1e-3, num_train_steps=3,
-                     num_epochs=None, warmup_steps=1, warmup_fraction=None, eval_every_steps=2,
-                     checkpoint_every_steps=2, log_every_steps=1))
+  config.update(
+    dict(
+      max_seq_length=32,
+      batch_size=8,
+      learning_rate=1e-3,
+      num_train_steps=3,
+      num_epochs=None,
+      warmup_steps=1,
+      warmup_fraction=None,
+      eval_every_steps=2,
+      checkpoint_every_steps=2,
+      log_every_steps=1,
+    )
+  )
   config.mesh.shape.data = 1
   config.update(fields)
   return config
@@ -80,8 +112,8 @@ def tb_scalars(workdir: str) -> dict[str, dict[int, float]]:
   for path in glob.glob(os.path.join(workdir, "tb", "events.*")):
     data, i = open(path, "rb").read(), 0
     while i < len(data):  # TFRecord framing: length, crc, payload, crc
-      (n,) = struct.unpack("Q", data[i:i + 8])
-      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      (n,) = struct.unpack("Q", data[i : i + 8])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
       i += n + 16
       for value in event.summary.value:
         out.setdefault(value.tag, {})[event.step] = value.simple_value
@@ -117,20 +149,31 @@ def test_shuffled_batches_cover_epochs_and_resume():
   assert sorted(order[:10]) == list(range(10)) and sorted(order[10:]) == list(range(10))
   assert not np.array_equal(order[:10], order[10:])  # a new permutation each epoch
   np.testing.assert_array_equal(order[:10], loop.epoch_permutation(10, 3, 0))
-  assert [p for _, p in batches][:3] == [loop.DataPosition(0, 4), loop.DataPosition(0, 8),
-                                        loop.DataPosition(1, 2)]  # batch 3 spans two epochs
+  assert [p for _, p in batches][:3] == [
+    loop.DataPosition(0, 4),
+    loop.DataPosition(0, 8),
+    loop.DataPosition(1, 2),
+  ]  # batch 3 spans two epochs
   for k, (_, position) in enumerate(batches[:-1]):  # resuming from any position continues
     resumed = loop.shuffled_batches(10, 4, seed=3, start=position)
     np.testing.assert_array_equal(next(resumed)[0], batches[k + 1][0])
-  assert loop.DataPosition.from_json(json.loads(json.dumps(batches[2][1].to_json()))) == \
-      batches[2][1]
+  assert (
+    loop.DataPosition.from_json(json.loads(json.dumps(batches[2][1].to_json()))) == batches[2][1]
+  )
   other = np.concatenate([next(loop.shuffled_batches(10, 10, seed=4))[0]])
   assert not np.array_equal(other, order[:10])  # the seed matters
 
 
 def test_epochs_and_warmup_fraction_give_the_schedule():
-  config = tiny("squad_v1", num_train_steps=None, num_epochs=2.0, warmup_steps=None,
-                warmup_fraction=0.1, learning_rate=5e-5, batch_size=48)
+  config = tiny(
+    "squad_v1",
+    num_train_steps=None,
+    num_epochs=2.0,
+    warmup_steps=None,
+    warmup_fraction=0.1,
+    learning_rate=5e-5,
+    batch_size=48,
+  )
   total, schedule, _ = finetune._optimizer(config, num_train=1000)
   assert total == 42  # ceil(2 * 1000 / 48)
   assert float(schedule(4)) == pytest.approx(5e-5)  # warm-up: round(0.1 * 42) = 4 steps
@@ -140,13 +183,20 @@ def test_epochs_and_warmup_fraction_give_the_schedule():
 # ---- configs and bad input ----------------------------------------------------------------
 
 RECIPES = {  # Google ALBERT's fine-tuning recipes: lr, batch, steps, warmup, max_seq_length
-    "cola": (1e-5, 16, 5336, 320, 512), "sst2": (1e-5, 32, 20935, 1256, 512),
-    "mrpc": (2e-5, 32, 800, 200, 512), "qqp": (5e-5, 128, 14000, 1000, 512),
-    "stsb": (2e-5, 16, 3598, 214, 512), "mnli": (3e-5, 128, 10000, 1000, 512),
-    "qnli": (1e-5, 32, 33112, 1986, 512), "rte": (3e-5, 32, 800, 200, 512),
-    "wnli": (3e-5, 32, 200, 50, 512), "race": (1e-5, 32, 12000, 1000, 512),
-    "squad_v1": (5e-5, 48, None, None, 384), "squad_v2": (5e-5, 48, None, None, 384),
-    "sst2_sample": (1e-3, 32, 150, 15, 64), "squad_sample": (1e-3, 16, None, None, 128),
+  "cola": (1e-5, 16, 5336, 320, 512),
+  "sst2": (1e-5, 32, 20935, 1256, 512),
+  "mrpc": (2e-5, 32, 800, 200, 512),
+  "qqp": (5e-5, 128, 14000, 1000, 512),
+  "stsb": (2e-5, 16, 3598, 214, 512),
+  "mnli": (3e-5, 128, 10000, 1000, 512),
+  "qnli": (1e-5, 32, 33112, 1986, 512),
+  "rte": (3e-5, 32, 800, 200, 512),
+  "wnli": (3e-5, 32, 200, 50, 512),
+  "race": (1e-5, 32, 12000, 1000, 512),
+  "squad_v1": (5e-5, 48, None, None, 384),
+  "squad_v2": (5e-5, 48, None, None, 384),
+  "sst2_sample": (1e-3, 32, 150, 15, 64),
+  "squad_sample": (1e-3, 16, None, None, 128),
 }
 
 
@@ -154,16 +204,23 @@ def test_configs_hold_the_recipes_and_pass_the_checks(tmp_path):
   assert sorted(RECIPES) == sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py"))
   for name, (lr, batch, steps, warmup, length) in RECIPES.items():
     first_line = read(os.path.join(CONFIGS, f"{name}.py")).splitlines()[0]
-    assert first_line.startswith(f"# python -m albert_jax.finetune --config=configs/finetune/"
-                                 f"{name}.py --workdir="), name
+    assert first_line.startswith(
+      f"# python -m albert_jax.finetune --config=configs/finetune/{name}.py --workdir="
+    ), name
     config = load_config(name)
-    got = (config.learning_rate, config.batch_size, config.num_train_steps, config.warmup_steps,
-           config.max_seq_length)
+    got = (
+      config.learning_rate,
+      config.batch_size,
+      config.num_train_steps,
+      config.warmup_steps,
+      config.max_seq_length,
+    )
     assert got == (lr, batch, steps, warmup, length), name
     assert (config.optimizer, config.weight_decay, config.clip_norm) == ("adamw", 0.01, 1.0)
     if name.startswith("squad"):
-      assert (config.doc_stride, config.max_query_length) == ((128, 64) if length == 384
-                                                              else (64, 32))
+      assert (config.doc_stride, config.max_query_length) == (
+        (128, 64) if length == 384 else (64, 32)
+      )
       assert config.num_epochs == (2.0 if length == 384 else 20.0)
       assert config.warmup_fraction == 0.1
     task = finetune.check_config(config, str(tmp_path / name))  # no compute, no download
@@ -173,13 +230,19 @@ def test_configs_hold_the_recipes_and_pass_the_checks(tmp_path):
 def test_bad_input_is_refused_before_any_work(tmp_path):
   workdir = str(tmp_path / "run")
   cases = [
-      (dict(task="sst3"), r"unknown task 'sst3'; known tasks: cola, sst2"),
-      (dict(max_seq_length=128), r"max_seq_length=128 exceeds the model's "
-                                 r"max_position_embeddings=64; use --config.max_seq_length=64"),
-      (dict(batch_size=8, grad_accum_steps=3), r"batch_size=8 is not divisible by "
-                                               r"grad_accum_steps=3"),
-      (dict(num_train_steps=None), r"Set exactly one of num_train_steps and num_epochs"),
-      (dict(dtype="float16"), r"dtype='float16'"),
+    (dict(task="sst3"), r"unknown task 'sst3'; known tasks: cola, sst2"),
+    (
+      dict(max_seq_length=128),
+      r"max_seq_length=128 exceeds the model's "
+      r"max_position_embeddings=64; use --config.max_seq_length=64",
+    ),
+    (
+      dict(batch_size=8, grad_accum_steps=3),
+      r"batch_size=8 is not divisible by "
+      r"grad_accum_steps=3",
+    ),
+    (dict(num_train_steps=None), r"Set exactly one of num_train_steps and num_epochs"),
+    (dict(dtype="float16"), r"dtype='float16'"),
   ]
   for fields, message in cases:
     with pytest.raises(ValueError, match=message):
@@ -196,10 +259,13 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
   os.makedirs(workdir)  # a workdir holding another run
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(tiny("sst2_sample", learning_rate=2e-5).to_json())
-  with pytest.raises(ValueError, match=r"Workdir .*run holds a run with a different config "
-                                       r"\(learning_rate: 2e-05 -> 0.001\)\. To resume that "
-                                       r"run, rerun with its config .* to start a new run, "
-                                       r"pass another --workdir or delete this one"):
+  with pytest.raises(
+    ValueError,
+    match=r"Workdir .*run holds a run with a different config "
+    r"\(learning_rate: 2e-05 -> 0.001\)\. To resume that "
+    r"run, rerun with its config .* to start a new run, "
+    r"pass another --workdir or delete this one",
+  ):
     finetune.run(tiny("sst2_sample"), workdir)
   assert os.listdir(workdir) == ["config.json"]
 
@@ -212,9 +278,15 @@ def learned(tmp_path_factory):
   """The README's command on the SST-2 sample, with a smaller model and shorter run."""
   workdir = str(tmp_path_factory.mktemp("sst2") / "run")
   flags = [f"--config.model_overrides.{k}={v}" for k, v in LEARN.items()]
-  flags += [f"--config.{k}={v}" for k, v in LEARN_FLAGS.items()]
-  cmd = [sys.executable, "-m", "albert_jax.finetune",
-         "--config=configs/finetune/sst2_sample.py", *flags, f"--workdir={workdir}"]
+  flags += [f"--config.{k}={v}" for k, v in LEARN_FLAGS.items()] + ["--config.mesh.shape.data=1"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "albert_jax.finetune",
+    "--config=configs/finetune/sst2_sample.py",
+    *flags,
+    f"--workdir={workdir}",
+  ]
   env = {**os.environ, **{name.upper(): str(value) for name, value in _CACHE_OPTIONS.items()}}
   done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -245,6 +317,7 @@ def test_killed_run_resumes_to_the_same_result(learned, tmp_path, monkeypatch):
   config = load_config("sst2_sample")
   config.model_overrides.update(LEARN)
   config.update(LEARN_FLAGS)
+  config.mesh.shape.data = 1
   workdir = str(tmp_path / "run")
 
   class Killed(Exception):
@@ -284,31 +357,58 @@ def write_stsb(path, n):
   with open(path, "w") as f:
     f.write("sentence1\tsentence2\tlabel\n")
     for i in range(n):
-      f.write(f"A man plays the guitar number {i}.\tSomeone plays music {i % 3}.\t"
-              f"{rng.uniform(0, 5):.2f}\n")
+      f.write(
+        f"A man plays the guitar number {i}.\tSomeone plays music {i % 3}.\t"
+        f"{rng.uniform(0, 5):.2f}\n"
+      )
 
 
-def test_stsb_regression(tmp_path):
+def test_stsb_regression_from_an_hf_checkpoint(tmp_path):
+  """STS-B from a (random-weight) HF `AlbertForPreTraining` directory: encoder and pooler are
+  loaded, the one-output regression head is new."""
+  from tests.reference import hf_model
+
+  hf = hf_model("pretraining", vocab_size=30000, **{k: v for k, v in TINY.items()})
+  hf.save_pretrained(tmp_path / "hf")
   write_stsb(tmp_path / "train.tsv", 20)
   write_stsb(tmp_path / "dev.tsv", 10)
-  config = tiny("stsb", train_file=str(tmp_path / "train.tsv"), eval_file=str(tmp_path / "dev.tsv"))
+  config = tiny(
+    "stsb",
+    train_file=str(tmp_path / "train.tsv"),
+    eval_file=str(tmp_path / "dev.tsv"),
+    model=str(tmp_path / "hf"),
+  )
+  config.model_overrides.update(dict.fromkeys(TINY))  # the checkpoint brings its config
   workdir = str(tmp_path / "run")
   metrics = finetune.run(config, workdir)
   assert set(metrics["validation"]) == {"pearson", "spearman", "corr"}
   lines = read(os.path.join(workdir, "predictions", "validation", "STS-B.tsv")).splitlines()
-  assert len(lines) == 11 and all(0 <= float(line.split("\t")[1]) + 100 for line in lines[1:])
+  assert len(lines) == 11 and lines[0] == "index\tprediction"
   assert os.listdir(os.path.join(workdir, "best"))  # ranked by pearson
+  arrays, _ = saved_state(workdir, 3)
+  assert arrays["params"]["classifier"]["kernel"].shape == (32, 1)
+  trained = arrays["params"]["albert"]["embeddings"]["word_embeddings"]["embedding"]
+  loaded = hf.state_dict()["albert.embeddings.word_embeddings.weight"].numpy()
+  change = np.abs(trained - loaded).max()
+  assert 0 < change < 0.01  # 3 AdamW steps of lr <= 1e-3 from the HF weights
 
 
 def squad_v2_file(path, n_paragraphs=3):
   data = []
   for p in range(n_paragraphs):
-    context = (f"The museum number {p} opened in {1900 + p} in the old harbour town. It holds "
-               f"paintings by {['Anna', 'Ben', 'Carl'][p % 3]} and a large clock.")
-    qas = [{"id": f"q{p}a", "question": "When did the museum open?", "is_impossible": False,
-            "answers": [{"text": str(1900 + p), "answer_start": context.index(str(1900 + p))}]},
-           {"id": f"q{p}b", "question": "Who painted the clock?", "is_impossible": True,
-            "answers": []}]
+    context = (
+      f"The museum number {p} opened in {1900 + p} in the old harbour town. It holds "
+      f"paintings by {['Anna', 'Ben', 'Carl'][p % 3]} and a large clock."
+    )
+    qas = [
+      {
+        "id": f"q{p}a",
+        "question": "When did the museum open?",
+        "is_impossible": False,
+        "answers": [{"text": str(1900 + p), "answer_start": context.index(str(1900 + p))}],
+      },
+      {"id": f"q{p}b", "question": "Who painted the clock?", "is_impossible": True, "answers": []},
+    ]
     data.append({"title": f"museum {p}", "paragraphs": [{"context": context, "qas": qas}]})
   with open(path, "w") as f:
     json.dump({"version": "v2.0", "data": data}, f)
@@ -317,43 +417,72 @@ def squad_v2_file(path, n_paragraphs=3):
 def test_squad_v2_local_files(tmp_path):
   squad_v2_file(tmp_path / "train.json")
   squad_v2_file(tmp_path / "dev.json", n_paragraphs=2)
-  config = tiny("squad_v2", train_file=str(tmp_path / "train.json"),
-                eval_file=str(tmp_path / "dev.json"), doc_stride=8, max_query_length=8)
+  config = tiny(
+    "squad_v2",
+    train_file=str(tmp_path / "train.json"),
+    eval_file=str(tmp_path / "dev.json"),
+    doc_stride=8,
+    max_query_length=8,
+  )
   workdir = str(tmp_path / "run")
   metrics = finetune.run(config, workdir)
   assert {"exact", "f1", "HasAns_exact", "NoAns_exact"} <= set(metrics["validation"])
-  predictions = json.loads(read(os.path.join(workdir, "predictions", "validation",
-                                             "predictions.json")))
-  null_odds = json.loads(read(os.path.join(workdir, "predictions", "validation",
-                                           "null_odds.json")))
+  predictions = json.loads(
+    read(os.path.join(workdir, "predictions", "validation", "predictions.json"))
+  )
+  null_odds = json.loads(read(os.path.join(workdir, "predictions", "validation", "null_odds.json")))
   assert set(predictions) == set(null_odds) == {"q0a", "q0b", "q1a", "q1b"}
 
 
 def test_squad_v1_sample_with_tfds_mock_eval(tmp_path):
   """Trains on the bundled sample (local) and evaluates on tfds' mock squad/v1.1 validation."""
   train = tasks.sample_files("squad_v1")["train"]
-  config = tiny("squad_sample", train_file=train, eval_file=None, doc_stride=8,
-                max_query_length=8, data_dir=str(tmp_path / "tfds"), max_eval_examples=4)
+  config = tiny(
+    "squad_sample",
+    train_file=train,
+    eval_file=None,
+    doc_stride=8,
+    max_query_length=8,
+    data_dir=str(tmp_path / "tfds"),
+    max_eval_examples=4,
+  )
   workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=4):
     metrics = finetune.run(config, workdir)
   assert metrics["step"] == 3 and set(metrics["validation"]) >= {"exact", "f1"}
-  predictions = json.loads(read(os.path.join(workdir, "predictions", "validation",
-                                             "predictions.json")))
+  predictions = json.loads(
+    read(os.path.join(workdir, "predictions", "validation", "predictions.json"))
+  )
   assert len(predictions) == 4
 
 
-def test_race_multiple_choice(tmp_path):
+def test_race_multiple_choice_with_remat(tmp_path):
   article = "Tom lives by the sea. Every morning he walks his dog along the beach before school."
   with open(tmp_path / "race.jsonl", "w") as f:
     for i in range(3):
-      f.write(json.dumps({"id": f"high{i}.txt", "article": article,
-                          "questions": ["Where does Tom live?", "Tom walks his _ every day."],
-                          "options": [["by the sea", "in a city", "on a farm", "abroad"],
-                                      ["cat", "dog", "bike", "friend"]],
-                          "answers": ["A", "B"]}) + "\n")
-  config = tiny("race", train_file=str(tmp_path / "race.jsonl"),
-                eval_file=str(tmp_path / "race.jsonl"), max_qa_length=16, batch_size=4)
+      f.write(
+        json.dumps(
+          {
+            "id": f"high{i}.txt",
+            "article": article,
+            "questions": ["Where does Tom live?", "Tom walks his _ every day."],
+            "options": [
+              ["by the sea", "in a city", "on a farm", "abroad"],
+              ["cat", "dog", "bike", "friend"],
+            ],
+            "answers": ["A", "B"],
+          }
+        )
+        + "\n"
+      )
+  config = tiny(
+    "race",
+    train_file=str(tmp_path / "race.jsonl"),
+    eval_file=str(tmp_path / "race.jsonl"),
+    max_qa_length=16,
+    batch_size=4,
+    remat_policy="nothing_saveable",
+  )
   workdir = str(tmp_path / "run")
   metrics = finetune.run(config, workdir)
   assert set(metrics["dev"]) == {"accuracy", "accuracy_high"}
@@ -363,19 +492,25 @@ def test_race_multiple_choice(tmp_path):
 
 def test_mnli_tfds_mock_data_parallel_accumulated_bf16(tmp_path):
   """Both MNLI dev sets; 2-way data parallel, 2 micro-batches per step, bfloat16 compute."""
-  config = tiny("mnli", data_dir=str(tmp_path / "tfds"), grad_accum_steps=2, dtype="bfloat16",
-                checkpoint_every_steps=1)
+  config = tiny(
+    "mnli",
+    data_dir=str(tmp_path / "tfds"),
+    grad_accum_steps=2,
+    dtype="bfloat16",
+    checkpoint_every_steps=1,
+  )
   config.mesh.shape.data = 2
   workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=5):  # tfds' mock idx values repeat after 5
     metrics = finetune.run(config, workdir)
   assert set(metrics) == {"step", "validation_matched", "validation_mismatched"}
-  for split, name in (("validation_matched", "MNLI-m.tsv"), ("validation_mismatched",
-                                                            "MNLI-mm.tsv")):
+  for split, name in (
+    ("validation_matched", "MNLI-m.tsv"),
+    ("validation_mismatched", "MNLI-mm.tsv"),
+  ):
     assert set(metrics[split]) == {"accuracy"}
     lines = read(os.path.join(workdir, "predictions", split, name)).splitlines()
-    assert len(lines) == 6 and lines[1].split("\t")[1] in ("entailment", "neutral",
-                                                           "contradiction")
+    assert len(lines) == 6 and lines[1].split("\t")[1] in ("entailment", "neutral", "contradiction")
   arrays, position = saved_state(workdir, 3)
   assert int(arrays["step"]) == 6  # micro-batches; the optimizer stepped 3 times
   assert position == {"epoch": 4, "index": 4}  # 6 micro-batches of 4 = 24 = 4 epochs of 5 + 4

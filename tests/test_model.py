@@ -260,3 +260,19 @@ def test_state_dict_errors_name_the_tensor():
     )
   with pytest.raises(ValueError, match="'pretrain'"):
     params_from_hf_state_dict(ref.state_dict(), config, "pretrain")
+
+
+def test_every_parameter_has_one_logical_name_per_axis():
+  module = create_module(AlbertConfig(**SMALL), "pretraining")
+  boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), np.ones((1, 4), np.int32)))
+  specs = nn.get_partition_spec(boxed)["params"]
+  shapes = nn.unbox(boxed)["params"]
+  flat_specs = jax.tree_util.tree_leaves_with_path(
+    specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  )
+  assert len(flat_specs) == len(jax.tree.leaves(shapes))
+  for (path, spec), shape in zip(flat_specs, jax.tree.leaves(shapes), strict=True):
+    assert len(spec) == len(shape.shape), (jax.tree_util.keystr(path), spec, shape.shape)
+  attn = specs["albert"]["encoder"]["albert_layer_groups_0"]["albert_layers_0"]["attention"]
+  assert tuple(attn["query"]["kernel"]) == ("embed", "heads", "kv")
+  assert tuple(attn["dense"]["kernel"]) == ("heads", "kv", "embed")

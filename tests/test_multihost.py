@@ -61,8 +61,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _finetune_in_processes(workdir: pathlib.Path) -> list[str]:
-  """Runs the CLI as NUM_PROCESSES processes; returns each one's output."""
+def _finetune_in_processes(workdir: pathlib.Path) -> None:
+  """Runs the CLI as NUM_PROCESSES processes, which must all succeed."""
   port = _free_port()
   flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
   command = [
@@ -99,7 +99,6 @@ def _finetune_in_processes(workdir: pathlib.Path) -> list[str]:
         p.kill()
   for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
     assert p.returncode == 0, f"process {i}:\n{out[-4000:]}"
-  return outputs
 
 
 def _restore(path: pathlib.Path):
@@ -112,9 +111,7 @@ def _restore(path: pathlib.Path):
 
 
 def test_finetune_two_processes_equals_one(tmp_path):
-  outputs = _finetune_in_processes(tmp_path / "two")
-  for i, out in enumerate(outputs):
-    assert f"Process {i} of 2; 4 local of 8 devices." in out
+  _finetune_in_processes(tmp_path / "two")
   one = finetune.run(_config(), str(tmp_path / "one"))
 
   two = json.loads((tmp_path / "two" / "metrics.json").read_text())
@@ -124,7 +121,7 @@ def test_finetune_two_processes_equals_one(tmp_path):
   assert sorted(p.name for p in state.glob("ocdbt.process_*")) == [
     "ocdbt.process_0",
     "ocdbt.process_1",
-  ]  # both processes wrote their shards
+  ]  # one checkpoint, written by processes 0 and 1 of one system, each its own shards
   a = _restore(state)
   b = _restore(tmp_path / "one" / "checkpoints" / str(STEPS) / "state")
   assert jax.tree.structure(a) == jax.tree.structure(b)

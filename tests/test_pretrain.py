@@ -1,10 +1,15 @@
 """Tests of `python -m albert_jax.pretrain` and its input pipeline (`data.pretraining_input`).
 
 The data: documents of 3-6 generated sentences (the generator of test_pretraining_data) whose
-first sentence starts with "First," and last with "Finally", so the sentence order is visible
-to the model; create_pretraining_data turns them into 4 shards at max_seq_length 64 (the last
+first sentence starts with "First," and last with "Finally", so the sentence order can be told
+from the text; create_pretraining_data turns them into 4 shards at max_seq_length 64 (the last
 one held out for eval). The model: configs/pretrain/tiny.py (hidden 64, 2 layers, 4 heads, FFN
 128, embeddings 32, the real 30k vocabulary), batch 16.
+
+What a CPU test can show: the masked-LM loss falls from ~ln(30000) = 10.3 to ~5 in 100 steps.
+Sentence order is not learned that fast: with MLM and SOP trained together, SOP accuracy stays
+at chance for the first ~1,800 steps of this model (measured: 0.54 train / 0.54 held-out after
+2,000 steps, about 6 CPU-minutes), so no SOP threshold is asserted here.
 """
 
 from __future__ import annotations
@@ -459,9 +464,20 @@ def test_resume_after_preemption_repeats_the_run(data_dir: str, tmp_path) -> Non
     for w in (straight, resumed)
   ]
   jax.tree.map(np.testing.assert_array_equal, *restored)
-  for name in ("data",):
-    paths = [os.path.join(w, "checkpoints", "6", name) for w in (straight, resumed)]
-    assert sorted(os.listdir(paths[0])) == sorted(os.listdir(paths[1]))
+  positions = []
+  for w in (straight, resumed):
+    with open(os.path.join(w, "checkpoints", "6", "data", "metadata")) as f:
+      positions.append(json.load(f))
+  assert (
+    positions[0]
+    == positions[1]
+    == {
+      "epoch": 0,
+      "index": 6 * 2 * 8,
+      "rows": 8,
+      "steps_per_epoch": positions[0]["steps_per_epoch"],
+    }
+  )
   # A rerun with a different recipe in the same workdir is refused before any work.
   config.learning_rate = 2e-3
   with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.002"):

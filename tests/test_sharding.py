@@ -35,7 +35,7 @@ STEPS = 2
 # f32 sums in another order (sharded reductions, all-reduced gradients); never loosened.
 LOSS_TOL = 1e-6  # relative
 PARAM_TOL = 1e-6  # absolute, on parameters after STEPS optimizer steps (lr 1e-3)
-INIT_TOL = 1e-7  # absolute: a jitted init against an eager one (same bits, other fusion)
+INIT_TOL = 1e-7  # absolute: init sharded over 8 devices vs on 1 (same random bits)
 
 QUERY = (
   "albert",
@@ -162,7 +162,9 @@ def test_created_sharded_and_restored_onto_other_meshes(tmp_path):
   state = sharding.create_sharded_state(module, tx, head, jax.random.key(0), sample, fsdp)
   _assert_split(state, "fsdp")
   # Same values as an unsharded init (the random bits do not depend on the sharding).
-  assert _max_diff(state.params, _single_device_run(head)[2]) <= INIT_TOL
+  init_diff = _max_diff(state.params, _single_device_run(head)[2])
+  print(f"init sharded over fsdp 8 vs 1 device: max abs diff {init_diff:.2g}")
+  assert init_diff <= INIT_TOL
   state = state.replace(step=state.step + 7)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(tmp_path / "ckpt", state)

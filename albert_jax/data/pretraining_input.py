@@ -410,14 +410,16 @@ class _Remasker:
 class TrainBatches:
   """Endless training batches of one process, resumable from a `DataPosition`.
 
+  One consumer: `next()` from one thread (batches are read ahead on a background thread).
+
   Args:
     shards: this process's files (`open_shards(directory, process_files(...))`).
     batch_size: examples per batch of this process (the global batch / process count).
     steps_per_epoch: batches per epoch, the same on every process (`steps_per_epoch`).
     seed: the data seed; with (epoch, process_index) it decides the order.
     process_index: this process (it seeds the order).
-    shuffle_window: files whose examples are shuffled together (memory: 8 bytes per example of
-      a window); files are always shuffled as a whole. 0 = all files of the process.
+    shuffle_window: files whose examples are shuffled together (memory: 16 bytes per example
+      of a window); the order of the files is shuffled too. 0 = all files of the process.
     shuffle: False reads in file order (for debugging).
     dynamic_masking: re-mask from epoch 1 on (see the module docstring).
     vocab_file: the SentencePiece model of the data (None = the bundled one); for re-masking.
@@ -502,6 +504,8 @@ class TrainBatches:
 
   def where(self, position: DataPosition) -> list[tuple[int, int]]:
     """The (file, record) pairs of the batch starting at `position` (must fit in its epoch)."""
+    if position != self._in_epoch(position):
+      raise PretrainingInputError(f"{position} is past the last full batch of its epoch")
     windows = self._epoch_windows(position.epoch)
     sizes = np.asarray([int(self.shards.counts[w].sum()) for w in windows])
     starts = np.concatenate([[0], np.cumsum(sizes)])
@@ -530,22 +534,23 @@ class TrainBatches:
       features = self._remask(features, rngs)
     return to_batch(features)
 
-  def next_position(self, position: DataPosition) -> DataPosition:
-    index = position.index + self.batch_size
-    if index + self.batch_size > self.steps_per_epoch * self.batch_size:
-      return DataPosition(position.epoch + 1, 0)
-    return DataPosition(position.epoch, index)
-
-  def _normalized(self, position: DataPosition) -> DataPosition:
+  def _in_epoch(self, position: DataPosition) -> DataPosition:
+    """`position`, or the next epoch's start when its epoch has no full batch left there (as
+    after a restore with a bigger batch)."""
     if position.index + self.batch_size > self.steps_per_epoch * self.batch_size:
-      return DataPosition(position.epoch + 1, 0)  # a resumed run with a bigger batch
+      return DataPosition(position.epoch + 1, 0)
     return position
+
+  def next_position(self, position: DataPosition) -> DataPosition:
+    """Where the batch after the one at `position` starts."""
+    position = self._in_epoch(position)
+    return self._in_epoch(DataPosition(position.epoch, position.index + self.batch_size))
 
   def __iter__(self) -> Iterator[Batch]:
     return self
 
   def __next__(self) -> Batch:
-    position = self._normalized(self._position)
+    position = self._in_epoch(self._position)
     if self._executor is None:
       batch = self.batch_at(position)
     else:

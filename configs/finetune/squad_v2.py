@@ -18,6 +18,7 @@ def get_config():
   config.max_query_length = 64
   config.n_best_size = 20
   config.max_answer_length = 30
+  config.null_score_diff_threshold = 0.0  # "no answer" if it beats the best span by more
   config.learning_rate = 5e-5
   config.batch_size = 48
   config.num_epochs = 2.0

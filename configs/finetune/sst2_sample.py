@@ -31,5 +31,4 @@ def get_config():
   config.log_every_steps = 10
   config.eval_every_steps = 50
   config.checkpoint_every_steps = 50
-  config.mesh.shape.data = 1  # one CPU device
   return config
