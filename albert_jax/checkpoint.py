@@ -10,9 +10,9 @@ the best eval metric in `best_directory`. Orbax writes each step to a temporary 
 renames it when complete, so a run killed mid-save leaves the previous checkpoint intact.
 
 Restoring needs a target: `abstract_state(state)` (or `jax.eval_shape` of the function that
-builds the state). The arrays are placed by `target_shardings` (a tree like the state's arrays,
-or one sharding for all), by the target's own shardings, or else on the first device -- so a
-run can resume on a different mesh than it was saved from.
+builds the state). The arrays are placed by `target_shardings` (a TrainState of shardings, or
+one sharding for all), else by the target's own shardings, else on the first device -- so a run
+can resume on a different mesh than it was saved from.
 """
 
 from __future__ import annotations

@@ -174,8 +174,9 @@ def _scale_by_uncorrected_adam(b1: float, b2: float, eps: float) -> optax.Gradie
   """u = m / (sqrt(v) + eps) with Adam's moments m, v and no bias correction (Google's LAMB)."""
 
   def init(params):
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+    mu = jax.tree.map(jnp.zeros_like, params)
+    nu = jax.tree.map(jnp.zeros_like, params)  # separate buffers: a donating step needs them
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
 
   def update(grads, state, params=None):
     del params

@@ -3,7 +3,7 @@
 
 200 training and 60 dev sentences (`albert_jax/assets/samples/sst2_sample`), the real 30k
 vocabulary, and a model small enough for a laptop CPU: hidden 128, 4 layers sharing one block,
-4 heads, FFN 512, embeddings 64, sequence length 64. Runs in a few minutes on 2 CPU cores and
+4 heads, FFN 512, embeddings 64, sequence length 64. Runs in about a minute on 2 CPU cores and
 prints its dev metrics. Nothing is downloaded.
 """
 
