@@ -66,8 +66,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   """Every field `run` reads, with Google ALBERT's fine-tuning defaults; configs fill the rest."""
   c = ml_collections.ConfigDict()
   c.task = task
-  # An HF hub name, a converted checkpoint directory, or a preset name (random init).
+  # An HF hub name (albert-base-v2, albert/albert-base-v2) or a converted checkpoint directory;
+  # with from_scratch=True, a preset name whose architecture is trained from random weights.
   c.model = "albert-base-v2"
+  c.from_scratch = False
   # AlbertConfig fields to override (e.g. a tiny model); None = the model's own value.
   c.model_overrides = ml_collections.ConfigDict(
     {
@@ -112,26 +114,31 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   return c
 
 
-def _model_source(name: str) -> str:
+def _model_source(config: ml_collections.ConfigDict) -> str:
   """How `config.model` is read: "checkpoint" (a directory), "preset" (random init) or "hub"."""
-  if os.path.isdir(name):
-    return "checkpoint"
-  return "preset" if name in PRESETS else "hub"
+  if config.from_scratch:
+    if config.model.split("/")[-1] not in PRESETS:
+      raise ConfigError(
+        f"from_scratch=True needs a preset name for model, got {config.model!r}; "
+        f"choose one of {', '.join(sorted(PRESETS))}."
+      )
+    return "preset"
+  return "checkpoint" if os.path.isdir(config.model) else "hub"
 
 
 def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
   """The ALBERT config of a preset model with `model_overrides`; None for stored weights."""
   overrides = {k: v for k, v in config.model_overrides.items() if v is not None}
-  if _model_source(config.model) == "preset":
+  if _model_source(config) == "preset":
     try:
-      return AlbertConfig.from_name(config.model, **overrides)
+      return AlbertConfig.from_name(config.model.split("/")[-1], **overrides)
     except ValueError as e:
       raise ConfigError(f"model_overrides: {e}") from None
   if overrides:
     raise ConfigError(
-      f"model_overrides {overrides} apply only to presets trained from scratch "
-      f"({', '.join(sorted(PRESETS))}); model={config.model!r} brings its own "
-      "config. Drop the overrides or use a preset."
+      f"model_overrides {overrides} apply only to models trained from scratch "
+      f"(from_scratch=True); model={config.model!r} brings its own config. Drop the "
+      "overrides or set --config.from_scratch=True."
     )
   return None
 
@@ -231,12 +238,7 @@ def _load_model(config: ml_collections.ConfigDict, task):
   )
   num_labels = task.num_labels if task.head == "sequence_classification" else None
   if (model_config := _preset_config(config)) is not None:
-    logging.warning(
-      "model=%r is a preset: training from random weights. For pretrained "
-      "weights use a hub name (albert/%s) or a converted checkpoint directory.",
-      config.model,
-      config.model,
-    )
+    logging.warning("from_scratch=True: training %r from random weights.", config.model)
     module = create_module(model_config, task.head, num_labels=num_labels, **options)
     return module, None, AlbertTokenizer()
   model = from_pretrained(

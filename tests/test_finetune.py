@@ -84,6 +84,7 @@ def tiny(name: str, **fields):
   """Config `name` with a tiny preset model, one device, short runs; `fields` on top."""
   config = load_config(name)
   config.model = "albert-base-v2"
+  config.from_scratch = True
   config.model_overrides.update(TINY)
   config.update(
     dict(
@@ -248,8 +249,8 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
   config.mesh.shape.data = 4
   with pytest.raises(ValueError, match=r"Global batch size 6 is not divisible by 4"):
     finetune.run(config, workdir)
-  config = tiny("sst2_sample", model="albert/albert-base-v2")
-  with pytest.raises(ValueError, match=r"model_overrides .* apply only to presets"):
+  config = tiny("sst2_sample", model="albert/albert-base-v2", from_scratch=False)
+  with pytest.raises(ValueError, match=r"model_overrides .* apply only to models trained from"):
     finetune.run(config, workdir)
   assert not os.path.exists(workdir)  # nothing written
 
@@ -374,6 +375,7 @@ def test_stsb_regression_from_an_hf_checkpoint(tmp_path):
     train_file=str(tmp_path / "train.tsv"),
     eval_file=str(tmp_path / "dev.tsv"),
     model=str(tmp_path / "hf"),
+    from_scratch=False,
   )
   config.model_overrides.update(dict.fromkeys(TINY))  # the checkpoint brings its config
   workdir = str(tmp_path / "run")

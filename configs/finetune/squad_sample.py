@@ -17,7 +17,8 @@ def get_config():
   files = sample_files("squad_v1")
   config.train_file = files["train"]
   config.eval_file = files["validation"]
-  config.model = "albert-base-v2"  # a preset: random init, with these overrides
+  config.model = "albert-base-v2"  # the architecture, trained from random weights ...
+  config.from_scratch = True  # ... with these overrides (no download)
   config.model_overrides.hidden_size = 128
   config.model_overrides.num_hidden_layers = 4
   config.model_overrides.num_attention_heads = 4
