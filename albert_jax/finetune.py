@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +38,7 @@ from albert_jax.data import tasks
 from albert_jax.loop import DataPosition, Reporter, is_due, shuffled_batches
 from albert_jax.pretrained import from_pretrained
 from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.workdir import ConfigError, check_resumable, write_json
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _TARGETS = ("label", "start_positions", "end_positions")
@@ -56,10 +56,6 @@ _RESUMABLE_CHANGES = (
 
 
 # ---- config ------------------------------------------------------------------------------------
-
-
-class ConfigError(ValueError):
-  """A config that cannot run; found before any weights or data are loaded."""
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -166,14 +162,14 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
   if config.dtype not in ("float32", "bfloat16"):
     raise ConfigError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
   try:
-    mesh, rules = _mesh(config)
+    mesh, rules = sharding.mesh_from_config(config.mesh)
     sharding.check_batch_size(config.batch_size // config.grad_accum_steps, mesh, rules)
     sharding.check_batch_size(config.eval_batch_size or config.batch_size, mesh, rules)
   except ValueError as e:
     raise ConfigError(
       f"{e} (micro-batch = batch_size / grad_accum_steps; eval_batch_size defaults to batch_size.)"
     ) from None
-  _check_workdir(config, workdir)
+  check_resumable(config, workdir, _RESUMABLE_CHANGES)
   return task
 
 
@@ -184,47 +180,6 @@ def _check_max_seq_length(config: ml_collections.ConfigDict, model_config: Alber
       f"{model_config.max_position_embeddings}; use --config.max_seq_length="
       f"{model_config.max_position_embeddings} or less."
     )
-
-
-def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = _flat(json.load(f))
-  current = _flat(json.loads(config.to_json()))
-  changed = sorted(
-    k
-    for k in set(saved) | set(current)
-    if k.split(".")[0] not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)
-  )
-  if changed:
-    diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-    raise ConfigError(
-      f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
-      f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
-      "or delete this one."
-    )
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """{"a": {"b": 1}} -> {"a.b": 1}, as the config flags name the fields."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def _write_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically: a temporary file in the same directory, then a rename."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
 
 
 # ---- model ---------------------------------------------------------------------------------
@@ -246,16 +201,6 @@ def _load_model(config: ml_collections.ConfigDict, task):
   )
   _check_max_seq_length(config, model.config)
   return model.module, model.params, model.tokenizer
-
-
-def _mesh(config: ml_collections.ConfigDict):
-  """(mesh, logical-axis rules) from `config.mesh` (see `albert_jax.sharding`).
-
-  A shape without -1 uses its number of devices (the first ones); with -1, all of them.
-  """
-  shape = dict(config.mesh.shape)
-  devices = None if -1 in shape.values() else jax.devices()[: math.prod(shape.values())]
-  return sharding.make_mesh(shape, devices), sharding.rules_for(config.mesh.rules)
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -362,12 +307,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   An exception (Ctrl-C) lets checkpoint writes in flight finish first.
   """
   task = check_config(config, workdir)
-  mesh, rules = _mesh(config)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   module, params, tokenizer = _load_model(config, task)
   main_process = distributed.is_main_process()  # the one that writes files and logs
   os.makedirs(workdir, exist_ok=True)
   if main_process:
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   train_arrays, eval_sets = _load_data(config, task, tokenizer)
   num_train = len(train_arrays["input_ids"])
   total, schedule, tx = _optimizer(config, num_train)
@@ -436,7 +381,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
       results[eval_set.split] = metrics
     if main_process:
-      _write_json(os.path.join(workdir, "metrics.json"), results)
+      write_json(os.path.join(workdir, "metrics.json"), results)
     return results
   finally:
     ckpts.wait_until_finished()

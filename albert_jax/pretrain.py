@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -47,6 +46,7 @@ from albert_jax.config import AlbertConfig
 from albert_jax.data import pretraining_input as data_lib
 from albert_jax.loop import DataPosition, Reporter, is_due
 from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
+from albert_jax.workdir import check_resumable, write_text
 
 HEAD = "pretraining"
 # Config fields that may change between a run and its resumption (they do not change results).
@@ -108,7 +108,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": -1})  # -1: all devices (data parallel)
+  # -1: all remaining devices; see `albert_jax.sharding` (data; fsdp; data x tensor)
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.mesh.rules = placeholder(str)  # logical-axis rules preset (`albert_jax.sharding`)
   return c
 
@@ -156,36 +157,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> AlbertConfi
       f"Give eval_data={config.eval_data!r} or eval_holdout_files="
       f"{config.eval_holdout_files}, not both."
     )
-  _check_workdir(config, workdir)
+  check_resumable(config, workdir, _RESUMABLE_CHANGES)
   return albert
-
-
-def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json())
-  changed = sorted(
-    k
-    for k in set(saved) | set(current)
-    if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)
-  )
-  if changed:
-    diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-    raise ValueError(
-      f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
-      f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
-      "or delete this one."
-    )
-
-
-def _write_atomic(path: str, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 # ---- data ----------------------------------------------------------------------------------
@@ -325,7 +298,7 @@ class MetricsFile:
     if enabled and os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-      _write_atomic(path, "".join(kept))
+      write_text(path, "".join(kept))
 
   def write(self, record: Mapping[str, Any]) -> None:
     if self.enabled:
@@ -374,12 +347,8 @@ class Program:
 @functools.lru_cache(maxsize=1)
 def program(recipe: Recipe, mesh: jax.sharding.Mesh, rules: sharding.Rules) -> Program:
   """Builds (and caches, so that a rerun in the same process -- a resumed run, a test -- reuses
-  the compiled steps) the program of `recipe` on `mesh`.
-
-  TODO(sharding): jit with `sharding.jit_train_step` once applying the model under
-  `nn.logical_axis_rules` works (today flax's parameter shape check re-runs DenseGeneral's
-  kernel init, whose 3-d logical constraint fails on the 2-d kernel); until then activations
-  carry no sharding constraints (parameters, optimizer state and batches are placed).
+  the compiled steps) the program of `recipe` on `mesh`: parameters, optimizer state and
+  batches placed by their shardings, activations constrained by `rules`.
   """
   r = recipe
   schedule = optim.warmup_linear_decay(r.learning_rate, r.num_train_steps, r.warmup_steps)
@@ -397,14 +366,8 @@ def program(recipe: Recipe, mesh: jax.sharding.Mesh, rules: sharding.Rules) -> P
   sample = _sample_batch(r.max_seq_length, r.max_predictions_per_seq)
   abstract = sharding.abstract_train_state(module, tx, HEAD, sample, mesh, rules)
   shardings = sharding.shardings_of(abstract)
-  batch, replicated = sharding.batch_sharding(mesh, rules), sharding.replicated(mesh)
-  train_step = jax.jit(
-    train.train_step,
-    in_shardings=(shardings, batch, replicated),
-    out_shardings=(shardings, replicated),
-    donate_argnums=0,
-  )
-  eval_step = jax.jit(_eval_sums, in_shardings=(shardings, batch), out_shardings=replicated)
+  train_step = sharding.jit_train_step(shardings, mesh, rules)
+  eval_step = sharding.jit_state_fn(_eval_sums, shardings, mesh, rules)
   return Program(module, tx, schedule, abstract, train_step, eval_step)
 
 
@@ -479,15 +442,6 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-  """The mesh of `config.mesh.shape`; without a -1 size, over the first devices it needs."""
-  shape = dict(config.mesh.shape)
-  devices = None
-  if -1 not in shape.values() and jax.process_count() == 1:
-    devices = jax.devices()[: int(np.prod(list(shape.values())))]
-  return sharding.make_mesh(shape, devices)
-
-
 # ---- the run -------------------------------------------------------------------------------
 
 
@@ -500,7 +454,7 @@ def run(
   rerunning continues from there.
   """
   albert = check_config(config, workdir)
-  mesh, rules = _mesh(config), sharding.rules_for(config.mesh.rules)
+  mesh, rules = sharding.mesh_from_config(config.mesh)
   accum, total = config.grad_accum_steps, config.num_train_steps
   sharding.check_batch_size(config.batch_size // accum, mesh, rules)
   sharding.check_batch_size(_eval_batch_size(config), mesh, rules)
@@ -508,7 +462,7 @@ def run(
   main = distributed.is_main_process()
   if main:
     os.makedirs(workdir, exist_ok=True)
-    _write_atomic(os.path.join(workdir, "config.json"), config.to_json(indent=2) + "\n")
+    write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2) + "\n")
 
   prog = program(Recipe.from_config(config, albert), mesh, rules)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -531,7 +485,13 @@ def run(
 
   step = int(state.step) // accum
   metrics_file = MetricsFile(os.path.join(workdir, "metrics.jsonl"), step, enabled=main)
-  reporter = Reporter(os.path.join(workdir, "tb"), total, initial_step=step, desc="pretrain")
+  reporter = Reporter(
+    os.path.join(workdir, "tb"),
+    total,
+    initial_step=step,
+    desc="pretrain",
+    enabled=distributed.is_main_process(),
+  )
   results: dict[str, Any] = {"step": step, "train": None, "eval": None, "export": None}
   history, tick, ticked_step = [], time.perf_counter(), step
   try:

@@ -413,6 +413,19 @@ def shard_batch(local_batch: Batch, mesh: Mesh, rules: Rules = RULES) -> Batch:
   return out
 
 
+def mesh_from_config(mesh_config) -> tuple[Mesh, Rules]:
+  """(mesh, rules) from a run config's `mesh` ({"shape": {...}, "rules": None | name | list}).
+
+  A shape without -1 uses its number of devices (the first ones, in a one-process run); with
+  -1, all of them.
+  """
+  shape = dict(mesh_config.shape)
+  devices = None
+  if -1 not in shape.values() and jax.process_count() == 1:
+    devices = jax.devices()[: math.prod(shape.values())]
+  return make_mesh(shape, devices), rules_for(mesh_config.rules)
+
+
 def under_mesh(fn: Callable, mesh: Mesh, rules: Rules = RULES) -> Callable:
   """`fn` called with `mesh` and `rules` set, so the model's activation constraints apply.
 
@@ -444,24 +457,27 @@ def jit_train_step(
   return under_mesh(step, mesh, rules)
 
 
-def jit_eval_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
-  """`train.eval_step` jitted for the mesh: (state, batch) -> replicated metrics."""
+def jit_state_fn(
+  fn: Callable, shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES
+) -> Callable:
+  """`fn(state, batch) -> outputs` jitted for the mesh, outputs replicated (readable on every
+  process): `train.eval_step`, `train.predict_step`, or an eval of one's own."""
   step = jax.jit(
-    train.eval_step,
+    fn,
     in_shardings=(shardings, batch_sharding(mesh, rules)),
     out_shardings=replicated(mesh),
   )
   return under_mesh(step, mesh, rules)
+
+
+def jit_eval_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
+  """`train.eval_step` jitted for the mesh: (state, batch) -> replicated metrics."""
+  return jit_state_fn(train.eval_step, shardings, mesh, rules)
 
 
 def jit_predict_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
-  """`train.predict_step` jitted for the mesh; outputs replicated (so every process can read)."""
-  step = jax.jit(
-    train.predict_step,
-    in_shardings=(shardings, batch_sharding(mesh, rules)),
-    out_shardings=replicated(mesh),
-  )
-  return under_mesh(step, mesh, rules)
+  """`train.predict_step` jitted for the mesh; outputs replicated."""
+  return jit_state_fn(train.predict_step, shardings, mesh, rules)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
