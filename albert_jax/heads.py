@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from albert_jax.config import AlbertConfig
-from albert_jax.model import AlbertModel, LayerNorm, activation, dense
+from albert_jax.model import AlbertModel, activation, dense, layer_norm
 
 Array = jax.Array
 Dtype = Any
@@ -104,7 +104,7 @@ class AlbertMLMHead(nn.Module):
       c.embedding_size, c, ("embed", "embedding"), self.dtype, self.param_dtype, name="dense"
     )(h_BPH)
     x_BPE = activation(c.hidden_act)(x_BPE)
-    x_BPE = LayerNorm(
+    x_BPE = layer_norm(
       c.layer_norm_eps, "embedding", self.dtype, self.param_dtype, name="LayerNorm"
     )(x_BPE)
     bias_V = self.param(
