@@ -10,6 +10,7 @@ from albert_jax.heads import (
   AlbertForTokenClassification,
 )
 from albert_jax.model import AlbertModel, AlbertModelOutput
+from albert_jax.tokenizer import AlbertTokenizer
 
 __all__ = [
   "AlbertConfig",
@@ -21,6 +22,7 @@ __all__ = [
   "AlbertForTokenClassification",
   "AlbertForQuestionAnswering",
   "AlbertForMultipleChoice",
+  "AlbertTokenizer",
   "Pretrained",
   "from_pretrained",
 ]
