@@ -208,13 +208,27 @@ def section_forward(reps: int, peak: float) -> None:
   total = _time(lambda: compiled(params, ids, mask).block_until_ready(), reps)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  print(f"\nXLA cost_analysis of the forward: {cost.get('flops', 0) / 1e9:.1f} GFLOP, "
-        f"{cost.get('bytes accessed', 0) / 1e9:.2f} GB accessed; "
-        f"model FLOP {_encoder_flop(c) / 1e9:.1f} GFLOP")
+  print(
+    f"\nXLA cost_analysis of the forward: {cost.get('flops', 0) / 1e9:.1f} GFLOP, "
+    f"{cost.get('bytes accessed', 0) / 1e9:.2f} GB accessed; "
+    f"model FLOP {_encoder_flop(c) / 1e9:.1f} GFLOP"
+  )
   hlo = compiled.as_text()
-  counts = {k: hlo.count(k) for k in (" dot(", " fusion(", "kind=kOutput", "kind=kLoop",
-                                      " while(", " gather(", " custom-call(", " copy(",
-                                      " transpose(", "__onednn")}
+  counts = {
+    k: hlo.count(k)
+    for k in (
+      " dot(",
+      " fusion(",
+      "kind=kOutput",
+      "kind=kLoop",
+      " while(",
+      " gather(",
+      " custom-call(",
+      " copy(",
+      " transpose(",
+      "__onednn",
+    )
+  }
   print("ops in the optimized HLO:", counts)
 
   x = jnp.asarray(np.random.default_rng(0).normal(size=(B, L, h)).astype(np.float32))
@@ -244,7 +258,7 @@ def section_forward(reps: int, peak: float) -> None:
   def elementwise(p, x, m):  # bias adds, residuals, GELU on [B, L, F]
     y = jnp.tile(x, (1, 1, f // h)) + p["bf1"]
     y = jax.nn.gelu(y, approximate=True)
-    return x + y[..., :h] + y[..., h:2 * h] + p["bo"] + p["bf2"]
+    return x + y[..., :h] + y[..., h : 2 * h] + p["bo"] + p["bf2"]
 
   full_layer = piece(_layer)
   dot_flop = n_layers * 2 * tok * (4 * h * h + 2 * h * f)
@@ -259,7 +273,6 @@ def section_forward(reps: int, peak: float) -> None:
     ("  layernorm x2 (flax nn.LayerNorm)", piece(lns), 0, peak),
     ("  elementwise: GELU[B,L,F] + bias + residual", piece(elementwise), 0, peak),
   ]
-  emb = module.init  # noqa: F841  (embeddings timed through their own jit below)
   ew = jnp.asarray(np.random.default_rng(0).normal(0, 0.02, (c.vocab_size, 128)), jnp.float32)
   pw = jnp.asarray(np.random.default_rng(1).normal(0, 0.02, (512, 128)), jnp.float32)
   wm = jnp.asarray(np.random.default_rng(2).normal(0, 0.02, (128, h)), jnp.float32)
@@ -271,8 +284,14 @@ def section_forward(reps: int, peak: float) -> None:
     e = _ln(e, (jnp.ones(128), jnp.zeros(128)))
     return e @ wm
 
-  rows.append(("embeddings gather + LN + E->H", _time(
-    lambda: embed(ew, pw, wm, idsj).block_until_ready(), reps), 2 * tok * 128 * h, peak))
+  rows.append(
+    (
+      "embeddings gather + LN + E->H",
+      _time(lambda: embed(ew, pw, wm, idsj).block_until_ready(), reps),
+      2 * tok * 128 * h,
+      peak,
+    )
+  )
   _table("forward albert-large-v2 8x128 (pieces run 24x in a scan)", rows, total)
 
 
@@ -337,9 +356,15 @@ def section_train(reps: int, peak: float) -> None:
   mlm_g, emb_g = _loss_parts(c)
   r = np.random.default_rng(0)
   arr = lambda *s: jnp.asarray(r.normal(0, 0.02, s).astype(np.float32))  # noqa: E731
-  margs = (arr(B, L, c.hidden_size), arr(c.hidden_size, 128), (jnp.ones(128), jnp.zeros(128)),
-           arr(c.vocab_size, 128), arr(c.vocab_size), jnp.asarray(data["masked_lm_positions"]),
-           jnp.asarray(data["masked_lm_ids"]))
+  margs = (
+    arr(B, L, c.hidden_size),
+    arr(c.hidden_size, 128),
+    (jnp.ones(128), jnp.zeros(128)),
+    arr(c.vocab_size, 128),
+    arr(c.vocab_size),
+    jnp.asarray(data["masked_lm_positions"]),
+    jnp.asarray(data["masked_lm_ids"]),
+  )
   t_mlm = _time(lambda: jax.block_until_ready(mlm_g(*margs)), reps)
   eargs = (arr(c.vocab_size, 128), jnp.asarray(data["input_ids"]), arr(B, L, 128))
   t_emb = _time(lambda: jax.block_until_ready(emb_g(*eargs)), reps)
@@ -358,8 +383,7 @@ def section_train(reps: int, peak: float) -> None:
     ("  pure-JAX encoder fwd+bwd (24 layers, no drop)", t_enc, fl, peak),
     (f"  AdamW+clip update ({n_leaves} leaves, {n_params / 1e6:.1f}M)", t_opt, 0, peak),
     ("  optax.flatten(AdamW+clip) update", t_fopt, 0, peak),
-    ("  MLM head + xent fwd+bwd (8x20 of 30000)", t_mlm, 3 * 2 * B * P * 128 * c.vocab_size,
-     peak),
+    ("  MLM head + xent fwd+bwd (8x20 of 30000)", t_mlm, 3 * 2 * B * P * 128 * c.vocab_size, peak),
     ("  embedding gather fwd + scatter-add bwd", t_emb, 0, peak),
   ]
   _table("train step albert-large-v2 8x128", rows, total)
@@ -376,22 +400,22 @@ def section_variants(reps: int, peak: float) -> None:
   rows = []
   base = None
   for attn, fused in (("dpa", False), ("dpa", True), ("bnld", False), ("bnld", True)):
-      p = _enc_params(c, fused)
-      f = jax.jit(_scan24(lambda p, x, m, a=attn, fu=fused: _layer(p, x, m, a, fu), 24))
-      out = f(p, x, m)
-      if not fused:
-        base = out if attn == "dpa" else base
-      secs = _time(lambda: f(p, x, m).block_until_ready(), reps)
-      g = jax.jit(jax.grad(lambda p, x, f=f: jnp.sum(f(p, x, m)), argnums=(0, 1)))
-      gsecs = _time(lambda: jax.block_until_ready(g(p, x)), 1) if not fused else 0.0
-      diff = float(jnp.max(jnp.abs(out - base))) if not fused else float("nan")
-      rows.append((f"attn={attn:<6} fused_qkv={fused!s:<5}", secs, gsecs, diff))
+    p = _enc_params(c, fused)
+    f = jax.jit(_scan24(lambda p, x, m, a=attn, fu=fused: _layer(p, x, m, a, fu), 24))
+    out = f(p, x, m)
+    if not fused:
+      base = out if attn == "dpa" else base
+    secs = _time(lambda: f(p, x, m).block_until_ready(), reps)
+    g = jax.jit(jax.grad(lambda p, x, f=f: jnp.sum(f(p, x, m)), argnums=(0, 1)))
+    gsecs = _time(lambda: jax.block_until_ready(g(p, x)), 1) if not fused else 0.0
+    diff = float(jnp.max(jnp.abs(out - base))) if not fused else float("nan")
+    rows.append((f"attn={attn:<6} fused_qkv={fused!s:<5}", secs, gsecs, diff))
   fl = _encoder_flop(c)
   print("\n## encoder variants (pure JAX, 24 layers, 8x128)")
   print(f"{'variant':<32}{'fwd ms':>8}{'%peak':>7}{'fwd+bwd ms':>12}{'%peak':>7}{'maxdiff':>10}")
   for name, s, gs, d in rows:
-    print(f"{name:<32}{s * 1e3:8.0f}{100 * fl / s / peak:6.0f}%{gs * 1e3:12.0f}"
-          f"{100 * 3 * fl / max(gs, 1e-9) / peak:6.0f}%{d:10.1e}")
+    bwd = f"{gs * 1e3:12.0f}{100 * 3 * fl / gs / peak:6.0f}%" if gs else f"{'-':>12}{'-':>7}"
+    print(f"{name:<32}{s * 1e3:8.0f}{100 * fl / s / peak:6.0f}%{bwd}{d:10.1e}")
 
 
 def section_steps(reps: int, peak: float) -> None:
@@ -412,16 +436,19 @@ def section_steps(reps: int, peak: float) -> None:
     ("baseline adamw, donate", None, optim.adamw(1e-5), True),
     ("adamw, no donate", None, optim.adamw(1e-5), False),
     ("optax.flatten(adamw), donate", None, optax.flatten(optim.adamw(1e-5)), True),
-    ("remat dots_with_no_batch_dims_saveable", "dots_with_no_batch_dims_saveable",
-     optim.adamw(1e-5), True),
+    (
+      "remat dots_with_no_batch_dims_saveable",
+      "dots_with_no_batch_dims_saveable",
+      optim.adamw(1e-5),
+      True,
+    ),
     ("remat nothing_saveable", "nothing_saveable", optim.adamw(1e-5), True),
   ]
   for name, policy, tx, donate in cands:
     module = create_module(c, "pretraining", remat_policy=policy)
     state = create_train_state(module, _params(module), tx, "pretraining")
     t0 = time.perf_counter()
-    step = jax.jit(train_step, donate_argnums=0 if donate else ()).lower(
-      state, data, rng).compile()
+    step = jax.jit(train_step, donate_argnums=0 if donate else ()).lower(state, data, rng).compile()
     comp = time.perf_counter() - t0
     holder = [state]
 
@@ -472,39 +499,79 @@ def section_compile(reps: int, peak: float, layers_list=(24,)) -> None:
       continue
     base = create_module(c, "base", scan_layers=scan)
     bparams = _params(base)
-    show(f"{tag} base forward", lambda p, b: base.apply({"params": p}, b["input_ids"],
-         b["attention_mask"]).last_hidden_state, bparams, data)
-    show(f"{tag} base fwd+bwd (sum of hidden)", jax.grad(lambda p, b: jnp.sum(base.apply(
-      {"params": p}, b["input_ids"], b["attention_mask"]).last_hidden_state)), bparams, data)
-    show(f"{tag} pretraining loss (fwd, dropout)", lambda s, b, r: loss_fn(
-      s.params, s, b, r)[0], st, data, rng)
-    show(f"{tag} pretraining grad, no optimizer", lambda s, b, r: jax.grad(
-      loss_fn, has_aux=True)(s.params, s, b, r)[0], st, data, rng)
-    show(f"{tag} pretraining grad, deterministic (no dropout)", lambda s, b: jax.grad(
-      loss_fn, has_aux=True)(s.params, s, b, None)[0], st, data)
+    show(
+      f"{tag} base forward",
+      lambda p, b: base.apply({"params": p}, b["input_ids"], b["attention_mask"]).last_hidden_state,
+      bparams,
+      data,
+    )
+    show(
+      f"{tag} base fwd+bwd (sum of hidden)",
+      jax.grad(
+        lambda p, b: jnp.sum(
+          base.apply({"params": p}, b["input_ids"], b["attention_mask"]).last_hidden_state
+        )
+      ),
+      bparams,
+      data,
+    )
+    show(
+      f"{tag} pretraining loss (fwd, dropout)",
+      lambda s, b, r: loss_fn(s.params, s, b, r)[0],
+      st,
+      data,
+      rng,
+    )
+    show(
+      f"{tag} pretraining grad, no optimizer",
+      lambda s, b, r: jax.grad(loss_fn, has_aux=True)(s.params, s, b, r)[0],
+      st,
+      data,
+      rng,
+    )
+    show(
+      f"{tag} pretraining grad, deterministic (no dropout)",
+      lambda s, b: jax.grad(loss_fn, has_aux=True)(s.params, s, b, None)[0],
+      st,
+      data,
+    )
 
     def sop_only(s, b, r):  # MLM head dead: no masked gather, no vocab logits
       def lf(p):
-        out = s.apply_fn({"params": p}, b["input_ids"], b["attention_mask"],
-                         masked_positions=b["masked_lm_positions"], deterministic=False,
-                         rngs={"dropout": r})
+        out = s.apply_fn(
+          {"params": p},
+          b["input_ids"],
+          b["attention_mask"],
+          masked_positions=b["masked_lm_positions"],
+          deterministic=False,
+          rngs={"dropout": r},
+        )
         return jnp.sum(out.sop_logits)
+
       return jax.grad(lf)(s.params)
 
     show(f"{tag} grad, SOP only (MLM head unused)", sop_only, st, data, rng)
 
     def mlm_all(s, b, r):  # MLM logits at all L positions
       def lf(p):
-        out = s.apply_fn({"params": p}, b["input_ids"], b["attention_mask"],
-                         deterministic=False, rngs={"dropout": r})
+        out = s.apply_fn(
+          {"params": p},
+          b["input_ids"],
+          b["attention_mask"],
+          deterministic=False,
+          rngs={"dropout": r},
+        )
         return jnp.mean(jax.nn.logsumexp(out.prediction_logits, -1))
+
       return jax.grad(lf)(s.params)
 
     show(f"{tag} grad, MLM logits at all positions", mlm_all, st, data, rng)
     show(f"{tag} train_step AdamW+clip", train_step, st, data, rng)
-    for name, tx in (("adamw no clip", optim.adamw(1e-5, clip_norm=None)),
-                     ("optax.sgd", optax.sgd(1e-5)),
-                     ("optax.flatten(adamw+clip)", optax.flatten(optim.adamw(1e-5)))):
+    for name, tx in (
+      ("adamw no clip", optim.adamw(1e-5, clip_norm=None)),
+      ("optax.sgd", optax.sgd(1e-5)),
+      ("optax.flatten(adamw+clip)", optax.flatten(optim.adamw(1e-5))),
+    ):
       s2 = create_train_state(module, params, tx, "pretraining")
       show(f"{tag} train_step {name}", train_step, s2, data, rng)
 
