@@ -402,7 +402,8 @@ def main(argv: list[str]) -> None:
     results = run(flags.FLAGS.config, flags.FLAGS.workdir)
   except ConfigError as e:
     raise SystemExit(f"error: {e}") from None
-  print(json.dumps(results, indent=2, sort_keys=True))
+  if distributed.is_main_process():  # output from process 0 only, as for every file
+    print(json.dumps(results, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
