@@ -132,14 +132,14 @@ def _attention(q, k, v, mask_B11L, kind: str):
   import jax
   import jax.numpy as jnp
 
-  if kind == "dpa":  # what the model uses
+  if kind == "dpa":  # attention_implementation="xla"
     return jax.nn.dot_product_attention(q, k, v, mask=mask_B11L)
   scale = q.shape[-1] ** -0.5
   if kind == "einsum":  # the dropout branch of the model: BLND in, BNLL logits
     s = jnp.einsum("bqnd,bknd->bnqk", q * scale, k)
     s = jnp.where(mask_B11L, s, jnp.finfo(s.dtype).min)
     return jnp.einsum("bnqk,bknd->bqnd", jax.nn.softmax(s), v)
-  if kind == "bnld":  # heads-major layout: batch dims leading in both dots
+  if kind == "bnld":  # heads-major, the model's default (albert_jax.model.einsum_attention)
     qt, kt, vt = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
     s = jnp.einsum("bnqd,bnkd->bnqk", qt * scale, kt)
     s = jnp.where(mask_B11L, s, jnp.finfo(s.dtype).min)

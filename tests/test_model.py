@@ -217,6 +217,37 @@ def test_unknown_remat_policy_is_named():
     module.init(jax.random.key(0), np.ones((1, 4), np.int32))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attention_implementations_agree(dtype):
+  """The default heads-major einsum path and jax.nn.dot_product_attention ("xla") agree; in
+  f32 both match HF (padded batch: the mask matters)."""
+  ref = hf_model("base", **SMALL)
+  config = AlbertConfig(**SMALL)
+  params = params_from_hf_state_dict(ref.state_dict(), config, "base")
+  ids, mask, types = padded_batch(4, 12, SMALL["vocab_size"])
+  outs = {
+    impl: create_module(config, "base", dtype=dtype, attention_implementation=impl).apply(
+      {"params": params}, ids, mask, types
+    )
+    for impl in (None, "einsum", "xla")
+  }
+  real = mask.astype(bool)
+  h = {k: np.asarray(o.last_hidden_state, np.float32)[real] for k, o in outs.items()}
+  np.testing.assert_array_equal(h[None], h["einsum"])
+  if dtype == jnp.float32:
+    np.testing.assert_allclose(h[None], h["xla"], rtol=0, atol=1e-6)
+    theirs = hf_outputs(ref, input_ids=ids, attention_mask=mask, token_type_ids=types)
+    assert np.abs(h[None] - theirs["last_hidden_state"][real]).max() <= TOL
+  else:  # both round through bf16; the einsum path keeps logits and softmax in float32
+    assert np.abs(h[None] - h["xla"]).max() < BF16_BOUND
+
+
+def test_unknown_attention_implementation_is_named():
+  module = create_module(AlbertConfig(**SMALL), "base", attention_implementation="flash")
+  with pytest.raises(ValueError, match="'flash'"):
+    module.init(jax.random.key(0), np.ones((1, 4), np.int32))
+
+
 # Measured on this machine: max |bf16 - f32| = 0.035 on last_hidden_state (LayerNorm'd, values
 # O(1)) of the 4-layer model with HF-style random weights; the bound is about 3x that.
 BF16_BOUND = 0.1
