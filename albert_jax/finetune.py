@@ -36,6 +36,7 @@ from albert_jax.config import PRESETS, AlbertConfig
 from albert_jax.convert import create_module
 from albert_jax.data import tasks
 from albert_jax.loop import DataPosition, Reporter, is_due, shuffled_batches
+from albert_jax.model import TRAIN_REMAT_POLICY
 from albert_jax.pretrained import from_pretrained
 from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.workdir import ConfigError, check_resumable, write_json
@@ -93,7 +94,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.clip_norm = 1.0  # global gradient norm
 
   c.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
-  c.remat_policy = ml_collections.config_dict.placeholder(str)  # a jax.checkpoint_policies name
+  # a jax.checkpoint_policies name (None or "none" = no remat); see albert_jax.model
+  c.remat_policy = TRAIN_REMAT_POLICY
   c.seed = 0  # model init, data order and dropout
 
   c.log_every_steps = 50

@@ -159,8 +159,11 @@ def lamb(
   trust_ratio = optax.scale_by_trust_ratio()
   if mask is not None:
     trust_ratio = optax.masked(trust_ratio, mask)
-  moments = (optax.scale_by_adam(b1=b1, b2=b2, eps=eps) if bias_correction
-             else _scale_by_uncorrected_adam(b1, b2, eps))
+  moments = (
+    optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    if bias_correction
+    else _scale_by_uncorrected_adam(b1, b2, eps)
+  )
   tx = optax.chain(
     moments,
     optax.add_decayed_weights(weight_decay, mask=mask),

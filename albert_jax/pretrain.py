@@ -45,6 +45,7 @@ from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import AlbertConfig
 from albert_jax.data import pretraining_input as data_lib
 from albert_jax.loop import DataPosition, Reporter, is_due
+from albert_jax.model import TRAIN_REMAT_POLICY
 from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
 from albert_jax.workdir import check_resumable, write_text
 
@@ -97,7 +98,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.clip_norm = 1.0  # global gradient norm
 
   c.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
-  c.remat_policy = placeholder(str)  # a jax.checkpoint_policies name; None = no remat
+  # a jax.checkpoint_policies name (None or "none" = no remat); see albert_jax.model
+  c.remat_policy = TRAIN_REMAT_POLICY
   c.seed = 0  # model init and dropout
   c.data_seed = 0  # example order and dynamic masks
 

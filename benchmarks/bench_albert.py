@@ -4,13 +4,15 @@
   python benchmarks/bench_albert.py --only forward  # one section
   python benchmarks/bench_albert.py --size albert-base-v2 --reps 3 --json out.json
 
-Sections: `peak` (f32 matmul rate measured now, the roofline for the FLOP/s columns),
+Sections: `peak` (f32 matmul rates measured now: a 2048^3 square and the encoder's own GEMM
+shapes; the best of them is the roofline for the FLOP/s columns),
 `forward` (AlbertModel, inference), `pretrain` (MLM at 20 masked positions + SOP, AdamW step),
 `finetune` (sequence classification, AdamW step), `compile` (scanned vs unrolled train step),
 `remat` (policies' time and memory), `dtype` (bf16 vs f32 forward). Each timed figure is the
 median over `--reps` runs after a warm-up run; tokens/s = batch * seq / median seconds.
 PyTorch runs with its best ordinary settings: `torch.inference_mode()` for inference, the
-HF model's own loss (MLM logits at every position, as HF computes them) for training.
+HF model's own loss (MLM logits at every position, as HF computes them) for training. JAX
+runs jitted, its train steps with the training CLIs' remat policy (`--remat` to change it).
 """
 
 from __future__ import annotations
@@ -53,24 +55,39 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_matmul_peak(reps: int) -> dict:
+def measure_matmul_peak(reps: int, config=None, rows: int = 1024) -> dict:
+  """f32 GEMM rates measured now: a 2048^3 square (the issue's "matmul rate") and, given a
+  config, the encoder's own GEMMs at `rows` tokens ([rows, H] @ [H, H], [rows, H] @ [H, F],
+  [rows, F] @ [F, H]). `peak_gflops`, the roofline for the FLOP/s columns, is the best of all
+  of them (XLA and PyTorch): a rate the model's own matmuls exceed would be no limit."""
   import jax
-  import jax.numpy as jnp
-
-  n = 2048
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  secs = _median_time(lambda: f(a).block_until_ready(), max(reps, 5))
-  jax_rate = 2 * n**3 / secs
   import torch
 
-  t = torch.randn(n, n)
-  secs_t = _median_time(lambda: t @ t, max(reps, 5))
-  return {
-    "jax_gflops": jax_rate / 1e9,
-    "torch_gflops": 2 * n**3 / secs_t / 1e9,
-    "peak_gflops": max(jax_rate, 2 * n**3 / secs_t) / 1e9,
-  }
+  shapes = {"square2048": (2048, 2048, 2048)}
+  if config is not None:
+    h, f = config.hidden_size, config.intermediate_size
+    shapes.update(
+      {"rows_h_h": (rows, h, h), "rows_h_ffn": (rows, h, f), "rows_ffn_h": (rows, f, h)}
+    )
+  out = {}
+  for name, (m, k, n) in shapes.items():
+    a = jax.random.normal(jax.random.key(0), (m, k), "float32")
+    b = jax.random.normal(jax.random.key(1), (k, n), "float32")
+    f = jax.jit(lambda x, y: x @ y)
+    out[f"jax_gflops_{name}"] = (
+      2
+      * m
+      * k
+      * n
+      / _median_time(lambda f=f, a=a, b=b: f(a, b).block_until_ready(), max(reps, 7))
+      / 1e9
+    )
+    ta, tb = torch.randn(m, k), torch.randn(k, n)
+    out[f"torch_gflops_{name}"] = (
+      2 * m * k * n / _median_time(lambda ta=ta, tb=tb: ta @ tb, max(reps, 7)) / 1e9
+    )
+  out["peak_gflops"] = max(out.values())
+  return out
 
 
 def _batch(batch: int, seq: int, vocab: int, n_masked: int = 20) -> dict[str, np.ndarray]:
@@ -113,7 +130,7 @@ class Bench:
     self.module = create_module(self.config, head, **options)
 
 
-def bench_forward(size: str, shapes, reps: int, peak: float) -> list[dict]:
+def bench_forward(size: str, shapes, reps: int, peak: dict) -> list[dict]:
   import jax
   import torch
 
@@ -164,8 +181,9 @@ def _row(what, shape, tokens, jax_s, torch_s, compile_s, flop_per_token, peak):
   if flop_per_token:
     row["jax_gflops"] = flop_per_token * tokens / jax_s / 1e9
     row["torch_gflops"] = flop_per_token * tokens / torch_s / 1e9
-    row["jax_fraction_of_peak"] = row["jax_gflops"] / peak
-    row["torch_fraction_of_peak"] = row["torch_gflops"] / peak
+    row["jax_fraction_of_peak"] = row["jax_gflops"] / peak["peak_gflops"]
+    row["torch_fraction_of_peak"] = row["torch_gflops"] / peak["peak_gflops"]
+    row["jax_fraction_of_square2048"] = row["jax_gflops"] / peak["jax_gflops_square2048"]
   return row
 
 
@@ -215,7 +233,7 @@ def _torch_train_step(b: Bench, data):
 
 
 def bench_train(
-  size: str, head: str, batch: int, seq: int, reps: int, peak: float, **options
+  size: str, head: str, batch: int, seq: int, reps: int, peak: dict, **options
 ) -> dict:
   import jax
 
@@ -248,7 +266,7 @@ def bench_train(
   )
 
 
-def bench_compile(size: str, batch: int, seq: int, reps: int) -> list[dict]:
+def bench_compile(size: str, batch: int, seq: int, reps: int, remat: str) -> list[dict]:
   """The pretraining train step scanned (24 layers), unrolled (24) and scanned with 2 layers:
   compile time, and step time for the two full-depth variants."""
   import dataclasses
@@ -265,7 +283,7 @@ def bench_compile(size: str, batch: int, seq: int, reps: int) -> list[dict]:
   rng = jax.random.key(0)
   for layers, scan in ((base.num_hidden_layers, True), (base.num_hidden_layers, False), (2, True)):
     config = dataclasses.replace(base, num_hidden_layers=layers)
-    module = create_module(config, "pretraining", scan_layers=scan)
+    module = create_module(config, "pretraining", scan_layers=scan, remat_policy=remat)
     params = jax.tree.map(
       lambda s: np.random.default_rng(0).normal(0, 0.02, s.shape).astype(s.dtype),
       abstract_params(module),
@@ -342,6 +360,12 @@ def main(argv=None) -> int:
     default="all",
     help="comma list of: peak,forward,pretrain,finetune,compile,remat,dtype",
   )
+  p.add_argument(
+    "--remat",
+    default=None,
+    help="remat policy of the JAX train steps; default: the training CLIs' "
+    "(albert_jax.model.TRAIN_REMAT_POLICY); 'none' for none",
+  )
   p.add_argument("--json", default=None, help="also write the rows to this JSON file")
   args = p.parse_args(argv)
   import torch
@@ -349,6 +373,10 @@ def main(argv=None) -> int:
   torch.set_num_threads(os.cpu_count() or 1)
   import jax
 
+  from albert_jax import AlbertConfig
+  from albert_jax.model import TRAIN_REMAT_POLICY
+
+  remat = args.remat or TRAIN_REMAT_POLICY
   want = (
     set(args.only.split(","))
     if args.only != "all"
@@ -359,17 +387,18 @@ def main(argv=None) -> int:
     f"torch {torch.__version__} ({torch.get_num_threads()} threads), {args.size}"
   )
   rows: list[dict] = []
-  peak = measure_matmul_peak(args.reps)
+  peak = measure_matmul_peak(args.reps, AlbertConfig.from_name(args.size))
   rows.append({"what": "peak", **peak})
-  gf = peak["peak_gflops"]
   if "forward" in want:
-    rows += bench_forward(args.size, [(8, 128), (2, 512)], args.reps, gf)
+    rows += bench_forward(args.size, [(8, 128), (2, 512)], args.reps, peak)
   if "pretrain" in want:
-    rows.append(bench_train(args.size, "pretraining", 8, 128, args.reps, gf))
+    rows.append(bench_train(args.size, "pretraining", 8, 128, args.reps, peak, remat_policy=remat))
   if "finetune" in want:
-    rows.append(bench_train(args.size, "sequence_classification", 8, 128, args.reps, gf))
+    rows.append(
+      bench_train(args.size, "sequence_classification", 8, 128, args.reps, peak, remat_policy=remat)
+    )
   if "compile" in want:
-    rows += bench_compile(args.size, 8, 128, args.reps)
+    rows += bench_compile(args.size, 8, 128, args.reps, remat)
   if "remat" in want:
     rows += bench_remat(args.size, 8, 128, args.reps)
   if "dtype" in want:
