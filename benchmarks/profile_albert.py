@@ -578,36 +578,57 @@ def section_compile(reps: int, peak: float, layers_list=(24,)) -> None:
 
 _FLAG_SETS = [
   "",
+  "--xla_cpu_use_fusion_emitters=false",
   "--xla_backend_optimization_level=0",
   "--xla_llvm_disable_expensive_passes=true",
-  "--xla_cpu_parallel_codegen_split_count=1",
-  "--xla_cpu_enable_fast_math=false",
+  "--xla_cpu_parallel_codegen_split_count=2",
 ]
 
 
+def flag_probe() -> None:
+  """Run in a fresh process by `section_flags`: prints compile s (scanned 24L, unrolled 24L
+  train step, the CLIs' remat policy), scanned step s and forward s."""
+  import jax
+
+  from albert_jax import optim
+  from albert_jax.convert import create_module
+  from albert_jax.model import TRAIN_REMAT_POLICY
+  from albert_jax.train import create_train_state, train_step
+
+  data, rng, out = _batch(30000), jax.random.key(0), []
+  for scan in (True, False):
+    m = create_module(_config(), "pretraining", scan_layers=scan, remat_policy=TRAIN_REMAT_POLICY)
+    s = create_train_state(m, _params(m), optim.adamw(1e-5), "pretraining")
+    lowered = jax.jit(train_step).lower(s, data, rng)
+    t0 = time.perf_counter()
+    c = lowered.compile()
+    out.append(time.perf_counter() - t0)
+    if scan:
+      step = _time(lambda c=c, s=s: jax.block_until_ready(c(s, data, rng)), 1)
+  base = create_module(_config(), "base")
+  bp = _params(base)
+  fwd = jax.jit(lambda p, b: base.apply({"params": p}, b["input_ids"], b["attention_mask"]))
+  fwd_s = _time(lambda: jax.block_until_ready(fwd(bp, data)), 2)
+  print(out[0], out[1], step, fwd_s)
+
+
 def section_flags() -> None:
-  print("\n## compile of the scanned 24L train step under XLA_FLAGS (fresh process each)")
-  code = (
-    "import sys,time,jax;sys.path.insert(0,'.');import benchmarks.profile_albert as p;"
-    "from albert_jax import optim;from albert_jax.convert import create_module;"
-    "from albert_jax.train import create_train_state,train_step;"
-    "m=create_module(p._config(),'pretraining');"
-    "s=create_train_state(m,p._params(m),optim.adamw(1e-5),'pretraining');"
-    "d=p._batch(30000);r=jax.random.key(0);lo=jax.jit(train_step).lower(s,d,r);"
-    "t=time.perf_counter();c=lo.compile();ct=time.perf_counter()-t;"
-    "h=[c(s,d,r)[1]['loss'].block_until_ready()];t=time.perf_counter();"
-    "[c(s,d,r)[1]['loss'].block_until_ready() for _ in range(2)];"
-    "print(ct,(time.perf_counter()-t)/2)"
-  )
+  print("\n## XLA_FLAGS (fresh process each): train step compile, scanned vs unrolled 24L")
+  print(f"{'XLA_FLAGS':<44}{'scan s':>8}{'unroll s':>9}{'ratio':>7}{'step ms':>9}{'fwd ms':>8}")
+  code = "import sys;sys.path.insert(0,'.');import benchmarks.profile_albert as p;p.flag_probe()"
   for flags in _FLAG_SETS:
     env = {**os.environ, "XLA_FLAGS": flags}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     last = out.stdout.strip().splitlines()[-1:] or [out.stderr.strip()[-200:]]
     try:
-      ct, st = (float(v) for v in last[0].split())
-      print(f"{flags or '(none)':<48} compile {ct:5.2f} s  step {st * 1e3:6.0f} ms", flush=True)
+      sc, un, st, fw = (float(v) for v in last[0].split())
     except ValueError:
-      print(f"{flags or '(none)':<48} failed: {last[0]}")
+      print(f"{flags or '(none)':<44} failed: {last[0]}")
+      continue
+    print(
+      f"{flags or '(none)':<44}{sc:8.2f}{un:9.2f}{un / sc:7.2f}{st * 1e3:9.0f}{fw * 1e3:8.0f}",
+      flush=True,
+    )
 
 
 def main(argv=None) -> int:
