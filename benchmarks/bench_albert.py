@@ -9,7 +9,8 @@ shapes; the best of them is the roofline for the FLOP/s columns),
 `forward` (AlbertModel, inference), `pretrain` (MLM at 20 masked positions + SOP, AdamW step),
 `finetune` (sequence classification, AdamW step), `compile` (scanned vs unrolled train step),
 `remat` (policies' time and memory), `dtype` (bf16 vs f32 forward). Each timed figure is the
-median over `--reps` runs after a warm-up run; tokens/s = batch * seq / median seconds.
+median over `--reps` runs after a warm-up run, JAX and PyTorch runs alternating (load on a
+shared machine drifts); tokens/s = batch * seq / median seconds.
 PyTorch runs with its best ordinary settings: `torch.inference_mode()` for inference, the
 HF model's own loss (MLM logits at every position, as HF computes them) for training. JAX
 runs jitted, its train steps with the training CLIs' remat policy (`--remat` to change it).
@@ -49,6 +50,49 @@ def _median_time(fn, reps: int) -> float:
     fn()
     times.append(time.perf_counter() - t0)
   return statistics.median(times)
+
+
+def _interleaved_medians(fns, reps: int) -> list[float]:
+  """Median seconds of each fn, runs alternating (a, b, a, b, ...) after one warm-up each, so
+  load drifting on a shared machine hits every fn alike."""
+  for fn in fns:
+    fn()
+  times = [[] for _ in fns]
+  for _ in range(reps):
+    for fn, ts in zip(fns, times, strict=True):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+  return [statistics.median(ts) for ts in times]
+
+
+def encoder_gemm_chain(config, rows: int):
+  """(fn, args, flop): the encoder's matmuls alone, at their shapes, as a 24-step scan of the
+  chain [R,H]@[H,H] x4 (q, k, v, o) -> @[H,F] -> @[F,H]; nothing else. Its FLOP/s is what the
+  forward's matmuls would reach if attention, LayerNorm and the rest cost nothing."""
+  import jax
+  import jax.numpy as jnp
+
+  h, f = config.hidden_size, config.intermediate_size
+  layers = config.num_hidden_layers * config.inner_group_num
+  keys = jax.random.split(jax.random.key(0), 7)
+  ws = [jax.random.normal(k, (h, h), jnp.float32) * h**-0.5 for k in keys[:4]]
+  ws += [
+    jax.random.normal(keys[4], (h, f), jnp.float32) * h**-0.5,
+    jax.random.normal(keys[5], (f, h), jnp.float32) * f**-0.5,
+  ]
+  x = jax.random.normal(keys[6], (rows, h), jnp.float32)
+
+  def chain(ws, x):
+    def layer(x_RH, _):
+      for w in ws:
+        x_RH = x_RH @ w
+      return x_RH, None
+
+    return jax.lax.scan(layer, x, None, length=layers)[0]
+
+  flop = layers * rows * (4 * 2 * h * h + 2 * 2 * h * f)
+  return jax.jit(chain), (ws, x), flop
 
 
 def _peak_rss_mb() -> float:
@@ -149,14 +193,21 @@ def bench_forward(size: str, shapes, reps: int, peak: dict) -> list[dict]:
     t0 = time.perf_counter()
     fwd.lower(b.params, ids, mask).compile()
     compile_s = time.perf_counter() - t0
-    jax_s = _median_time(lambda: fwd(b.params, ids, mask).block_until_ready(), reps)
     tids, tmask = torch.as_tensor(ids).long(), torch.as_tensor(mask).long()
 
     def run_torch():
       with torch.inference_mode():
         b.torch_model(input_ids=tids, attention_mask=tmask)
 
-    torch_s = _median_time(run_torch, reps)
+    gemms, gemm_args, gemm_flop = encoder_gemm_chain(b.config, batch * seq)
+    jax_s, torch_s, gemm_s = _interleaved_medians(
+      [
+        lambda: fwd(b.params, ids, mask).block_until_ready(),
+        run_torch,
+        lambda: gemms(*gemm_args).block_until_ready(),
+      ],
+      reps,
+    )
     tokens = batch * seq
     rows.append(
       _row(
@@ -170,6 +221,9 @@ def bench_forward(size: str, shapes, reps: int, peak: dict) -> list[dict]:
         peak,
       )
     )
+    # the forward's FLOP/s over its own matmuls' FLOP/s when run alone, measured alongside
+    rows[-1]["gemm_chain_gflops"] = gemm_flop / gemm_s / 1e9
+    rows[-1]["jax_fraction_of_gemm_chain"] = rows[-1]["jax_gflops"] / rows[-1]["gemm_chain_gflops"]
   return rows
 
 
@@ -259,8 +313,7 @@ def bench_train(
     holder[0], metrics = compiled(holder[0], data, rng)
     jax.block_until_ready(metrics)
 
-  jax_s = _median_time(run_jax, reps)
-  torch_s = _median_time(_torch_train_step(b, data), reps)
+  jax_s, torch_s = _interleaved_medians([run_jax, _torch_train_step(b, data)], reps)
   return _row(
     f"train:{head}",
     f"{batch}x{seq}",
@@ -361,7 +414,7 @@ def bench_dtype(size: str, batch: int, seq: int, reps: int) -> list[dict]:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--size", default="albert-large-v2")
-  p.add_argument("--reps", type=int, default=3)
+  p.add_argument("--reps", type=int, default=5)
   p.add_argument(
     "--only",
     default="all",
