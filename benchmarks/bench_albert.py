@@ -9,8 +9,9 @@ shapes; the best of them is the roofline for the FLOP/s columns),
 `forward` (AlbertModel, inference), `pretrain` (MLM at 20 masked positions + SOP, AdamW step),
 `finetune` (sequence classification, AdamW step), `compile` (scanned vs unrolled train step),
 `remat` (policies' time and memory), `dtype` (bf16 vs f32 forward). Each timed figure is the
-median over `--reps` runs after a warm-up run, JAX and PyTorch runs alternating (load on a
-shared machine drifts); tokens/s = batch * seq / median seconds.
+median over `--reps` runs after a warm-up run (forward: JAX, PyTorch and the GEMM chain
+alternating, as load on a shared machine drifts; train steps: one block per framework, as
+alternating makes each re-fault the other's freed memory); tokens/s = batch * seq / median s.
 PyTorch runs with its best ordinary settings: `torch.inference_mode()` for inference, the
 HF model's own loss (MLM logits at every position, as HF computes them) for training. JAX
 runs jitted, its train steps with the training CLIs' remat policy (`--remat` to change it).
@@ -313,7 +314,9 @@ def bench_train(
     holder[0], metrics = compiled(holder[0], data, rng)
     jax.block_until_ready(metrics)
 
-  jax_s, torch_s = _interleaved_medians([run_jax, _torch_train_step(b, data)], reps)
+  # one block each: alternating steps makes each framework re-fault the other's freed memory
+  jax_s = _median_time(run_jax, reps)
+  torch_s = _median_time(_torch_train_step(b, data), reps)
   return _row(
     f"train:{head}",
     f"{batch}x{seq}",
