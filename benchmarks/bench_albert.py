@@ -104,9 +104,8 @@ def measure_matmul_peak(reps: int, config=None, rows: int = 1024) -> dict:
   """f32 GEMM rates measured now: a 2048^3 square (the issue's "matmul rate") and, given a
   config, the encoder's own GEMMs at `rows` tokens ([rows, H] @ [H, H], [rows, H] @ [H, F],
   [rows, F] @ [F, H]). `peak_gflops`, the roofline for the FLOP/s columns, is the best of all
-  of them (XLA and PyTorch): a rate the model's own matmuls exceed would be no limit.
-  `jax_gflops_encoder_gemms` is the rate of the encoder's GEMM mix run standalone (q, k, v, o
-  projections, FFN in and FFN out each carry a third of the FLOPs): FLOP / sum of their times."""
+  of them (XLA and PyTorch): a rate the model's own matmuls exceed would be no limit. (The
+  forward rows also carry `jax_fraction_of_gemm_chain`, against its matmuls timed alongside.)"""
   import jax
   import torch
 
@@ -134,9 +133,6 @@ def measure_matmul_peak(reps: int, config=None, rows: int = 1024) -> dict:
       2 * m * k * n / _median_time(lambda ta=ta, tb=tb: ta @ tb, max(reps, 7)) / 1e9
     )
   out["peak_gflops"] = max(out.values())
-  if config is not None:  # the encoder's GEMM FLOPs split equally over the three shapes
-    names = ("rows_h_h", "rows_h_ffn", "rows_ffn_h")
-    out["jax_gflops_encoder_gemms"] = 3 / sum(1 / out[f"jax_gflops_{n}"] for n in names)
   return out
 
 
@@ -244,8 +240,6 @@ def _row(what, shape, tokens, jax_s, torch_s, compile_s, flop_per_token, peak):
     row["jax_fraction_of_peak"] = row["jax_gflops"] / peak["peak_gflops"]
     row["torch_fraction_of_peak"] = row["torch_gflops"] / peak["peak_gflops"]
     row["jax_fraction_of_square2048"] = row["jax_gflops"] / peak["jax_gflops_square2048"]
-    if "jax_gflops_encoder_gemms" in peak:
-      row["jax_fraction_of_encoder_gemms"] = row["jax_gflops"] / peak["jax_gflops_encoder_gemms"]
   return row
 
 

@@ -135,7 +135,7 @@ def _attention(q, k, v, mask_B11L, kind: str):
   if kind == "dpa":  # attention_implementation="xla"
     return jax.nn.dot_product_attention(q, k, v, mask=mask_B11L)
   scale = q.shape[-1] ** -0.5
-  if kind == "einsum":  # the dropout branch of the model: BLND in, BNLL logits
+  if kind == "einsum":  # einsum straight on the [B, L, N, D] projections
     s = jnp.einsum("bqnd,bknd->bnqk", q * scale, k)
     s = jnp.where(mask_B11L, s, jnp.finfo(s.dtype).min)
     return jnp.einsum("bnqk,bknd->bqnd", jax.nn.softmax(s), v)
