@@ -1,0 +1,67 @@
+"""The one command-line convention of every `python -m albert_jax.*`.
+
+Each entry point defines its absl flags on its own `flags.FlagValues` (so several CLIs can run
+in one process, as the tests and notebooks do) — ml_collections config flags
+(`--config=configs/...py --config.key=value`) for the trainers, plain flags for the tools —
+and ends with `cli.run(main, FLAGS)`. Then:
+  - `--help` prints the usage line and the flags;
+  - a `UserError` (bad input the user can fix) or an `OSError` (a missing file, a full
+    disk) prints one line, `error: <message>`, on
+    stderr and exits with code 2 (`EXIT_USER_ERROR`); `ALBERT_JAX_TRACEBACK=1` or
+    `--verbosity=1` shows the traceback as well;
+  - results go to stdout alone; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from absl import flags
+
+from albert_jax.errors import EXIT_USER_ERROR, UserError
+
+TRACEBACK_ENV = "ALBERT_JAX_TRACEBACK"  # set to 1 to print tracebacks of user errors too
+
+
+def parse(flag_values: flags.FlagValues, argv: Sequence[str], usage: str) -> list[str]:
+  """Parses `argv` into `flag_values`; returns the positional arguments (without argv[0]).
+
+  `--help` prints `usage` and the flags and exits 0; a bad flag is a UserError naming it.
+  Parsing again (another call in the same process) starts from the flags' defaults.
+  """
+  if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
+    print(f"{usage}\n\n{flag_values.get_help()}")
+    raise SystemExit(0)
+  flag_values.unparse_flags()
+  try:
+    return flag_values(list(argv))[1:]
+  except flags.Error as e:
+    raise UserError(f"{e}\n\nUsage: {usage}") from None
+
+
+def _verbose(flag_values: flags.FlagValues | None) -> bool:
+  if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+    return True
+  return flag_values is not None and "verbosity" in flag_values and flag_values.verbosity > 0
+
+
+def run(
+  main: Callable[[Sequence[str]], int | None],
+  flag_values: flags.FlagValues | None = None,
+  argv: Sequence[str] | None = None,
+) -> None:
+  """Runs `main(argv)` as a program (see the module doc for the convention); never returns."""
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("albert_jax").setLevel(logging.INFO)  # ours, not every library's
+  try:
+    code = main(list(sys.argv if argv is None else argv))
+  except (UserError, OSError) as e:  # OSError: a missing file, no permission, a full disk
+    if _verbose(flag_values):
+      traceback.print_exc()
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+  sys.exit(code or 0)
