@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from albert_jax import axes
 from albert_jax.config import AlbertConfig
 from albert_jax.model import AlbertModel, activation, dense, layer_norm
 
@@ -82,7 +83,7 @@ class AlbertHeadBase(nn.Module):
     )
 
   def _dense(self, features: int, name: str) -> nn.Module:
-    return dense(features, self.config, ("embed", None), self.dtype, self.param_dtype, name)
+    return dense(features, self.config, (axes.HIDDEN, None), self.dtype, self.param_dtype, name)
 
 
 def gather_positions(x_BLH: Array, positions_BP: Array) -> Array:
@@ -101,20 +102,25 @@ class AlbertMLMHead(nn.Module):
   def __call__(self, h_BPH: Array, decoder) -> Array:
     c = self.config
     x_BPE = dense(
-      c.embedding_size, c, ("embed", "embedding"), self.dtype, self.param_dtype, name="dense"
+      c.embedding_size,
+      c,
+      (axes.HIDDEN, axes.EMBEDDING_WIDTH),
+      self.dtype,
+      self.param_dtype,
+      name="dense",
     )(h_BPH)
     x_BPE = activation(c.hidden_act)(x_BPE)
     x_BPE = layer_norm(
-      c.layer_norm_eps, "embedding", self.dtype, self.param_dtype, name="LayerNorm"
+      c.layer_norm_eps, axes.EMBEDDING_WIDTH, self.dtype, self.param_dtype, name="LayerNorm"
     )(x_BPE)
     bias_V = self.param(
       "bias",
-      nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+      nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.VOCAB,)),
       (c.vocab_size,),
       self.param_dtype,
     )
     logits_BPV = decoder(x_BPE) + bias_V.astype(self.dtype)
-    return nn.with_logical_constraint(logits_BPV, ("batch", "length", "act_vocab"))
+    return nn.with_logical_constraint(logits_BPV, (axes.BATCH, axes.LENGTH, axes.ACT_VOCAB))
 
 
 def _mlm_logits(module, albert: AlbertModel, h_BLH, masked_positions):

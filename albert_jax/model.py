@@ -10,8 +10,8 @@ Shape suffixes: B batch, L sequence length, E embedding width (factorized), H hi
 N attention heads, D head width, F FFN width, V vocabulary.
 
 Logical axis names (mapped to mesh axes in `albert_jax.sharding`, never here):
-parameters use "vocab", "embedding" (E), "embed" (H), "heads", "kv", "mlp";
-activations use "batch", "length", "act_embed", "act_heads", "act_mlp".
+parameters and activations use the names in `albert_jax.axes` (VOCAB, EMBEDDING_WIDTH (E),
+HIDDEN (H), HEADS, HEAD_DIM, MLP; BATCH, LENGTH, ACT_HIDDEN, ACT_HEADS, ACT_MLP).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from albert_jax import axes
 from albert_jax.config import AlbertConfig
 
 Array = jax.Array
@@ -129,15 +130,17 @@ class AlbertEmbeddings(nn.Module):
       nn.Embed, features=c.embedding_size, dtype=self.dtype, param_dtype=self.param_dtype
     )
     self.word_embeddings = embed(
-      c.vocab_size, embedding_init=normal_init(c, ("vocab", "embedding"))
+      c.vocab_size, embedding_init=normal_init(c, (axes.VOCAB, axes.EMBEDDING_WIDTH))
     )
     self.position_embeddings = embed(
-      c.max_position_embeddings, embedding_init=normal_init(c, (None, "embedding"))
+      c.max_position_embeddings, embedding_init=normal_init(c, (None, axes.EMBEDDING_WIDTH))
     )
     self.token_type_embeddings = embed(
-      c.type_vocab_size, embedding_init=normal_init(c, (None, "embedding"))
+      c.type_vocab_size, embedding_init=normal_init(c, (None, axes.EMBEDDING_WIDTH))
     )
-    self.LayerNorm = layer_norm(c.layer_norm_eps, "embedding", self.dtype, self.param_dtype)
+    self.LayerNorm = layer_norm(
+      c.layer_norm_eps, axes.EMBEDDING_WIDTH, self.dtype, self.param_dtype
+    )
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
   def __call__(self, input_ids_BL, token_type_ids_BL, position_ids_BL, deterministic):
@@ -191,11 +194,13 @@ class AlbertAttention(nn.Module):
   def __call__(self, x_BLH: Array, mask_B11L: Array, deterministic: bool) -> Array:
     c = self.config
     nd = (c.num_attention_heads, c.head_dim)
-    proj = functools.partial(dense, nd, c, ("embed", "heads", "kv"), self.dtype, self.param_dtype)
+    proj = functools.partial(
+      dense, nd, c, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), self.dtype, self.param_dtype
+    )
     q_BLND = proj(name="query")(x_BLH)
     k_BLND = proj(name="key")(x_BLH)
     v_BLND = proj(name="value")(x_BLH)
-    q_BLND = nn.with_logical_constraint(q_BLND, ("batch", "length", "act_heads", None))
+    q_BLND = nn.with_logical_constraint(q_BLND, (axes.BATCH, axes.LENGTH, axes.ACT_HEADS, None))
 
     rate = c.attention_probs_dropout_prob
     impl = self.attention_implementation
@@ -218,14 +223,14 @@ class AlbertAttention(nn.Module):
     out_BLH = dense(
       c.hidden_size,
       c,
-      ("heads", "kv", "embed"),
+      (axes.HEADS, axes.HEAD_DIM, axes.HIDDEN),
       self.dtype,
       self.param_dtype,
       name="dense",
       in_dims=2,
     )(ctx_BLND)
     out_BLH = nn.Dropout(c.hidden_dropout_prob)(out_BLH, deterministic=deterministic)
-    norm = layer_norm(c.layer_norm_eps, "embed", self.dtype, self.param_dtype, name="LayerNorm")
+    norm = layer_norm(c.layer_norm_eps, axes.HIDDEN, self.dtype, self.param_dtype, name="LayerNorm")
     return norm(x_BLH + out_BLH)
 
 
@@ -244,16 +249,16 @@ class AlbertLayer(nn.Module):
       c, self.dtype, self.param_dtype, self.attention_implementation, name="attention"
     )(x_BLH, mask_B11L, deterministic)
     h_BLF = dense(
-      c.intermediate_size, c, ("embed", "mlp"), self.dtype, self.param_dtype, name="ffn"
+      c.intermediate_size, c, (axes.HIDDEN, axes.MLP), self.dtype, self.param_dtype, name="ffn"
     )(a_BLH)
     h_BLF = activation(c.hidden_act)(h_BLF)
-    h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "act_mlp"))
+    h_BLF = nn.with_logical_constraint(h_BLF, (axes.BATCH, axes.LENGTH, axes.ACT_MLP))
     h_BLH = dense(
-      c.hidden_size, c, ("mlp", "embed"), self.dtype, self.param_dtype, name="ffn_output"
+      c.hidden_size, c, (axes.MLP, axes.HIDDEN), self.dtype, self.param_dtype, name="ffn_output"
     )(h_BLF)
     h_BLH = nn.Dropout(c.hidden_dropout_prob)(h_BLH, deterministic=deterministic)
     norm = layer_norm(
-      c.layer_norm_eps, "embed", self.dtype, self.param_dtype, name="full_layer_layer_norm"
+      c.layer_norm_eps, axes.HIDDEN, self.dtype, self.param_dtype, name="full_layer_layer_norm"
     )
     return norm(h_BLH + a_BLH)
 
@@ -280,7 +285,7 @@ class AlbertLayerGroup(nn.Module):
         self.attention_implementation,
         name=f"albert_layers_{i}",
       )(x_BLH, mask_B11L, self.deterministic)
-    x_BLH = nn.with_logical_constraint(x_BLH, ("batch", "length", "act_embed"))
+    x_BLH = nn.with_logical_constraint(x_BLH, (axes.BATCH, axes.LENGTH, axes.ACT_HIDDEN))
     return x_BLH, None
 
 
@@ -329,12 +334,12 @@ class AlbertTransformer(nn.Module):
     x_BLH = dense(
       c.hidden_size,
       c,
-      ("embedding", "embed"),
+      (axes.EMBEDDING_WIDTH, axes.HIDDEN),
       self.dtype,
       self.param_dtype,
       name="embedding_hidden_mapping_in",
     )(x_BLE)
-    x_BLH = nn.with_logical_constraint(x_BLH, ("batch", "length", "act_embed"))
+    x_BLH = nn.with_logical_constraint(x_BLH, (axes.BATCH, axes.LENGTH, axes.ACT_HIDDEN))
 
     group_cls = AlbertLayerGroup
     policy = _remat_policy(self.remat_policy)
@@ -398,7 +403,7 @@ class AlbertModel(nn.Module):
     )
     if self.add_pooling_layer:
       self.pooler = dense(
-        c.hidden_size, c, ("embed", None), self.dtype, self.param_dtype, name="pooler"
+        c.hidden_size, c, (axes.HIDDEN, None), self.dtype, self.param_dtype, name="pooler"
       )
 
   def __call__(

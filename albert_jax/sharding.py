@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from albert_jax import train
+from albert_jax import axes, train
 
 MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
@@ -53,22 +53,22 @@ MESH_AXES = ("data", "fsdp", "tensor")  # outermost (across hosts) to innermost 
 # (logical axis, mesh axes). Flax reads these in order: a logical axis takes the first rule
 # whose mesh axes are not already used by another dimension of the same array.
 RULES: Rules = (
-  ("batch", ("data", "fsdp")),  # activations and inputs: split over every data axis
-  ("length", None),
-  ("act_embed", None),
-  ("act_heads", "tensor"),
-  ("act_mlp", "tensor"),
-  ("act_vocab", "tensor"),
-  ("heads", "tensor"),  # attention heads (Q, K, V and output kernels)
-  ("mlp", "tensor"),  # FFN width
-  ("vocab", ("tensor", "fsdp")),  # word embeddings and MLM bias
-  ("embed", "fsdp"),  # hidden width H: the FSDP axis of almost every kernel
-  ("embedding", None),  # factorized embedding width E (128): small, replicated
-  ("kv", None),  # head width D
+  (axes.BATCH, ("data", "fsdp")),  # activations and inputs: split over every data axis
+  (axes.LENGTH, None),
+  (axes.ACT_HIDDEN, None),
+  (axes.ACT_HEADS, "tensor"),
+  (axes.ACT_MLP, "tensor"),
+  (axes.ACT_VOCAB, "tensor"),
+  (axes.HEADS, "tensor"),  # attention heads (Q, K, V and output kernels)
+  (axes.MLP, "tensor"),  # FFN width
+  (axes.VOCAB, ("tensor", "fsdp")),  # word embeddings and MLM bias
+  (axes.HIDDEN, "fsdp"),  # hidden width H: the FSDP axis of almost every kernel
+  (axes.EMBEDDING_WIDTH, None),  # factorized embedding width E (128): small, replicated
+  (axes.HEAD_DIM, None),  # head width D
 )
-ACTIVATION_AXES = ("batch", "length", "act_embed", "act_heads", "act_mlp", "act_vocab")
+ACTIVATION_AXES = axes.ACTIVATION_AXES
 # Axes an uneven split cannot fall back from: the activations are split the same way.
-_STRICT_AXES = ("heads",)
+_STRICT_AXES = (axes.HEADS,)
 
 MESH_PRESETS: dict[str, dict[str, int]] = {
   "data": {"data": -1},
@@ -137,12 +137,12 @@ def rules_for(rules: str | Sequence[Sequence[Any]] | None = None) -> Rules:
   for rule in rules:
     if len(rule) != 2 or not isinstance(rule[0], str):
       raise ValueError(f"Rule {rule!r} is not a (logical axis, mesh axes) pair.")
-    logical, axes = rule
-    axes = tuple(axes) if isinstance(axes, list | tuple) else axes
-    for a in axes if isinstance(axes, tuple) else (axes,):
+    logical, mesh_axes = rule
+    mesh_axes = tuple(mesh_axes) if isinstance(mesh_axes, list | tuple) else mesh_axes
+    for a in mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,):
       if a is not None and a not in MESH_AXES:
         raise ValueError(f"Rule {rule!r} names mesh axis {a!r}; the mesh axes are {MESH_AXES}.")
-    out.append((logical, axes))
+    out.append((logical, mesh_axes))
   missing = [a for a in ACTIVATION_AXES if a not in {r[0] for r in out}]
   if missing:
     raise ValueError(
@@ -152,15 +152,16 @@ def rules_for(rules: str | Sequence[Sequence[Any]] | None = None) -> Rules:
   return tuple(out)
 
 
-def _axes_size(mesh: Mesh, axes: MeshAxes) -> int:
-  if axes is None:
+def _axes_size(mesh: Mesh, mesh_axes: MeshAxes) -> int:
+  if mesh_axes is None:
     return 1
-  return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+  names = (mesh_axes,) if isinstance(mesh_axes, str) else mesh_axes
+  return math.prod(mesh.shape[a] for a in names)
 
 
 def batch_axes(rules: Rules = RULES) -> MeshAxes:
   """The mesh axes the batch dimension is split over (the "batch" rule)."""
-  return nn.logical_to_mesh_axes(("batch",), rules)[0]
+  return nn.logical_to_mesh_axes((axes.BATCH,), rules)[0]
 
 
 def num_batch_shards(mesh: Mesh, rules: Rules = RULES) -> int:
@@ -211,16 +212,16 @@ def _mesh_spec(
         f"table; add ({axis!r}, <mesh axes>) or ({axis!r}, None) to replicate."
       )
   spec = list(nn.logical_to_mesh_axes(logical, rules))
-  for i, axes in enumerate(spec):
-    n = _axes_size(mesh, axes)
+  for i, mesh_axes in enumerate(spec):
+    n = _axes_size(mesh, mesh_axes)
     if shape[i] % n:
       if logical[i] in _STRICT_AXES:
         raise ValueError(
           f"Parameter {name}: {logical[i]!r} has size {shape[i]}, not divisible "
-          f"by mesh axes {axes} of size {n} (mesh {dict(mesh.shape)}); use a "
-          f"mesh whose {axes} size divides {shape[i]}."
+          f"by mesh axes {mesh_axes} of size {n} (mesh {dict(mesh.shape)}); use a "
+          f"mesh whose {mesh_axes} size divides {shape[i]}."
         )
-      replicated_dims.append(f"{name} {logical[i]}={shape[i]} over {axes}={n}")
+      replicated_dims.append(f"{name} {logical[i]}={shape[i]} over {mesh_axes}={n}")
       spec[i] = None
   return PartitionSpec(*spec)
 
@@ -314,13 +315,13 @@ def _model_inputs(head: str, batch: Batch) -> dict[str, jax.Array]:
 
 def _check_heads(module: nn.Module, mesh: Mesh, rules: Rules) -> None:
   config = getattr(module, "config", None)
-  axes = nn.logical_to_mesh_axes(("heads",), rules)[0]
-  n = _axes_size(mesh, axes)
+  head_axes = nn.logical_to_mesh_axes((axes.HEADS,), rules)[0]
+  n = _axes_size(mesh, head_axes)
   if config is not None and config.num_attention_heads % n:
     raise ValueError(
       f"num_attention_heads={config.num_attention_heads} is not divisible by "
-      f"{n}, the size of mesh axes {axes} of mesh {dict(mesh.shape)} that split "
-      f"the heads; use a mesh whose {axes} size divides "
+      f"{n}, the size of mesh axes {head_axes} of mesh {dict(mesh.shape)} that split "
+      f"the heads; use a mesh whose {head_axes} size divides "
       f"{config.num_attention_heads}."
     )
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import AlbertConfig, AlbertModel
+from albert_jax import AlbertConfig, AlbertModel, axes
 from albert_jax.convert import abstract_params, create_module, params_from_hf_state_dict
 from tests.reference import OUTPUT_FIELDS, hf_model, hf_outputs, padded_batch
 
@@ -310,5 +310,5 @@ def test_every_parameter_has_one_logical_name_per_axis():
   for (path, spec), shape in zip(flat_specs, jax.tree.leaves(shapes), strict=True):
     assert len(spec) == len(shape.shape), (jax.tree_util.keystr(path), spec, shape.shape)
   attn = specs["albert"]["encoder"]["albert_layer_groups_0"]["albert_layers_0"]["attention"]
-  assert tuple(attn["query"]["kernel"]) == ("embed", "heads", "kv")
-  assert tuple(attn["dense"]["kernel"]) == ("heads", "kv", "embed")
+  assert tuple(attn["query"]["kernel"]) == (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM)
+  assert tuple(attn["dense"]["kernel"]) == (axes.HEADS, axes.HEAD_DIM, axes.HIDDEN)
