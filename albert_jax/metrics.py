@@ -4,8 +4,9 @@ GLUE: `accuracy`, `f1_binary`, `matthews_corrcoef`, `pearson_spearman`, and `glu
 returns what each GLUE task reports.
 
 SQuAD: `normalize_answer`, `exact_match_score` and `f1_score` follow the official v1.1/v2.0
-evaluation scripts (the v2.0 rule for empty answers), and `squad_evaluate` reproduces the v2.0
-script's output dictionary, including the best no-answer threshold search. Scores are in percent.
+evaluation scripts (each version's rule for answers that normalize to ""), and `squad_evaluate`
+scores v1.1 data as `evaluate-v1.1.py` and v2.0 data as `evaluate-v2.0.py`, with the v2.0
+script's output dictionary, including the best no-answer threshold search. Scores in percent.
 """
 
 from __future__ import annotations
@@ -86,10 +87,16 @@ def matthews_corrcoef(preds: Any, labels: Any) -> float:
 
 
 def rankdata(x: Any) -> np.ndarray:
-  """Ranks 1..n of a 1-D array; tied values all get the mean of the ranks they span."""
+  """Ranks 1..n of a 1-D array; tied values all get the mean of the ranks they span.
+
+  A NaN anywhere makes every rank NaN (as scipy's `rankdata(nan_policy="propagate")`): NaN has
+  no place in an order, and ranking it last would turn a broken prediction into a number.
+  """
   a = np.asarray(x, dtype=np.float64)
   if a.ndim != 1:
     raise ValueError(f"rankdata expects a 1-D array, got shape {a.shape}")
+  if np.isnan(a).any():
+    return np.full(a.shape, np.nan)
   order = np.argsort(a, kind="mergesort")
   sorted_a = a[order]
   ranks = np.empty(a.shape[0], dtype=np.float64)
@@ -118,7 +125,7 @@ def pearson_spearman(preds: Any, labels: Any) -> dict[str, float]:
   """Pearson and Spearman correlations (GLUE STS-B) and their mean `corr`.
 
   Spearman is the Pearson correlation of the ranks, with average ranks for ties. Either is nan
-  when one input is constant (the correlation is undefined).
+  when one input is constant (the correlation is undefined) or holds a NaN (as scipy).
   """
   p, y = _as_1d_pair(preds, labels)
   p = p.astype(np.float64)
@@ -206,14 +213,18 @@ def exact_match_score(prediction: str, ground_truth: str) -> int:
   return int(normalize_answer(prediction) == normalize_answer(ground_truth))
 
 
-def f1_score(prediction: str, ground_truth: str) -> float:
+SQUAD_VERSIONS = ("1.1", "2.0")
+
+
+def f1_score(prediction: str, ground_truth: str, version: str = "2.0") -> float:
   """Token-level F1 of the normalized answers (bag of tokens, counted with multiplicity).
 
-  SQuAD v2 rule: if either side has no tokens, the score is 1.0 when both are empty, else 0.0.
+  When either side normalizes to no tokens: v2.0's script scores 1.0 if both are empty, else
+  0.0; v1.1's scores 0.0 (it has no special case: no common tokens).
   """
   pred_toks = _tokens(prediction)
   gold_toks = _tokens(ground_truth)
-  if not pred_toks or not gold_toks:
+  if version == "2.0" and (not pred_toks or not gold_toks):
     return float(pred_toks == gold_toks)
   common = collections.Counter(pred_toks) & collections.Counter(gold_toks)
   num_same = sum(common.values())
@@ -243,8 +254,11 @@ def _iter_questions(dataset: Any) -> Iterable[Mapping[str, Any]]:
       yield from paragraph["qas"]
 
 
-def _gold_answers(qa: Mapping[str, Any]) -> list[str]:
-  """Gold texts with a non-empty normalization; [""] for an unanswerable question."""
+def _gold_answers(qa: Mapping[str, Any], version: str) -> list[str]:
+  """v2.0: gold texts with a non-empty normalization, [""] for an unanswerable question;
+  v1.1: every gold text as given."""
+  if version == "1.1":
+    return [a["text"] for a in qa.get("answers", [])] or [""]
   if qa.get("is_impossible", False):
     return [""]
   golds = [a["text"] for a in qa.get("answers", []) if normalize_answer(a["text"])]
@@ -287,8 +301,14 @@ def squad_evaluate(
   predictions: Mapping[str, str],
   na_probs: Mapping[str, float] | None = None,
   na_prob_thresh: float = 1.0,
+  version: str = "2.0",
 ) -> dict[str, float]:
   """SQuAD v1.1/v2.0 evaluation with the official v2.0 script's output keys (percent scores).
+
+  `version` picks the official script whose rules apply: "2.0" (`evaluate-v2.0.py`: gold
+  answers that normalize to "" are dropped; F1 of an empty side is 1 iff both are empty) or
+  "1.1" (`evaluate-v1.1.py`: every gold answer counts; F1 with no common token is 0, also when
+  both normalize to ""). Score v1.1 data with "1.1"; `na_probs` needs "2.0".
 
   Args:
     dataset: the SQuAD JSON `data` list (articles -> paragraphs -> qas with `id`, `answers`,
@@ -307,13 +327,17 @@ def squad_evaluate(
   Questions without a prediction score 0 and still count in the totals (a warning lists them),
   as in the official v1.1 script.
   """
+  if version not in SQUAD_VERSIONS:
+    raise ValueError(f"Unknown SQuAD version {version!r}; use one of {SQUAD_VERSIONS}.")
+  if na_probs is not None and version != "2.0":
+    raise ValueError("na_probs (no-answer probabilities) need version='2.0'.")
   exact_raw: dict[str, float] = {}
   f1_raw: dict[str, float] = {}
   qid_to_has_ans: dict[str, bool] = {}
   missing: list[str] = []
   for qa in _iter_questions(dataset):
     qid = qa["id"]
-    golds = _gold_answers(qa)
+    golds = _gold_answers(qa, version)
     # As official: answerable iff it lists answers (even ones that normalize to "").
     qid_to_has_ans[qid] = bool(qa.get("answers")) and not qa.get("is_impossible", False)
     if qid not in predictions:
@@ -321,7 +345,7 @@ def squad_evaluate(
       continue
     pred = predictions[qid]
     exact_raw[qid] = metric_max_over_ground_truths(exact_match_score, pred, golds)
-    f1_raw[qid] = metric_max_over_ground_truths(f1_score, pred, golds)
+    f1_raw[qid] = max(f1_score(pred, gold, version) for gold in golds)
   total = len(qid_to_has_ans)
   if total == 0:
     raise ValueError("the SQuAD dataset has no questions")

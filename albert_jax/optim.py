@@ -1,10 +1,12 @@
 """Optimizers for ALBERT pre-training and fine-tuning (optax).
 
-- `warmup_linear_decay`: linear warm-up from 0 to the peak rate, then linear decay to `end_lr`.
+- `warmup_linear_decay`: linear warm-up from 0 to the peak rate, then linear decay to `end_lr`,
+  in Google's form (decay counted from step 0; the default) or HF's (decay from the peak).
 - `decay_mask`: which parameters get weight decay (and, for LAMB, the layer-wise trust ratio):
   everything except biases and LayerNorm parameters.
 - `adamw` and `lamb`: global-norm gradient clipping followed by the optimizer, with Google
-  ALBERT's defaults (weight decay 0.01, b1 0.9, b2 0.999, eps 1e-6, clip norm 1.0).
+  ALBERT's defaults (weight decay 0.01, b1 0.9, b2 0.999, eps 1e-6, clip norm 1.0, and no
+  Adam bias correction, as Google's `AdamWeightDecayOptimizer` and `lamb_optimizer.py`).
 - `make_optimizer`: either of them by name. `accumulate`: gradient accumulation over k
   micro-batches with `optax.MultiSteps`.
 """
@@ -18,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from albert_jax.errors import UserError
+
 # A parameter is excluded from weight decay / trust ratio if its leaf name is one of these, or
 # any enclosing module name contains one of the substrings below (Google's "LayerNorm",
 # "layer_norm"; flax's LayerNorm keeps `scale` and `bias` under the module's name).
@@ -27,33 +31,49 @@ _EXCLUDED_MODULE_SUBSTRINGS = ("LayerNorm", "layer_norm")
 MaskOrFn = Any  # a pytree of bools, a callable params -> such a pytree, or None
 
 
-def warmup_linear_decay(
-  peak_lr: float, total_steps: int, warmup_steps: int, end_lr: float = 0.0
-) -> optax.Schedule:
-  """Learning-rate schedule: 0 -> `peak_lr` linearly over `warmup_steps`, then linearly down to
-  `end_lr` at `total_steps`, and `end_lr` after that.
+SCHEDULE_FORMS = ("google", "hf")
 
-  lr(t) = peak_lr * t / warmup_steps                                          for t < warmup
-  lr(t) = peak_lr + (end_lr - peak_lr) * (t - warmup) / (total - warmup)      for t >= warmup
-  With `warmup_steps == 0` the schedule starts at the peak; with `warmup_steps == total_steps`
-  it reaches `end_lr` right at the end of the warm-up.
+
+def warmup_linear_decay(
+  peak_lr: float,
+  total_steps: int,
+  warmup_steps: int,
+  end_lr: float = 0.0,
+  form: str = "google",
+) -> optax.Schedule:
+  """Learning-rate schedule: linear warm-up from 0 to `peak_lr`, then linear decay to `end_lr`
+  at `total_steps`, and `end_lr` after that. t is the optimizer step (0 for the first update).
+
+  form="google" (Google's BERT/ALBERT `optimization.py`: `polynomial_decay` counted from step
+  0, which the warm-up overrides for its first W steps, so the rate drops from `peak_lr` to
+  `peak_lr * (1 - W/T)` at step W):
+    lr(t) = peak_lr * t / W                                   for t < W
+    lr(t) = end_lr + (peak_lr - end_lr) * (1 - t / T)         for W <= t <= T
+  form="hf" (HF transformers' `get_linear_schedule_with_warmup`: the decay starts at the peak):
+    lr(t) = peak_lr * t / W                                   for t < W
+    lr(t) = peak_lr + (end_lr - peak_lr) * (t - W) / (T - W)  for W <= t <= T
+  With W == 0 the schedule starts at the peak (google) or decays from it (both).
   """
+  if form not in SCHEDULE_FORMS:
+    raise UserError(f"Unknown schedule form {form!r}; use one of {SCHEDULE_FORMS}.")
   if peak_lr < 0:
-    raise ValueError(f"peak_lr must be >= 0, got {peak_lr}")
+    raise UserError(f"peak_lr must be >= 0, got {peak_lr}")
   if end_lr < 0:
-    raise ValueError(f"end_lr must be >= 0, got {end_lr}")
+    raise UserError(f"end_lr must be >= 0, got {end_lr}")
   if total_steps <= 0:
-    raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    raise UserError(f"total_steps must be > 0, got {total_steps}")
   if warmup_steps < 0:
-    raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    raise UserError(f"warmup_steps must be >= 0, got {warmup_steps}")
   if warmup_steps > total_steps:
-    raise ValueError(f"warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps})")
-  decay_steps = total_steps - warmup_steps
+    raise UserError(f"warmup_steps ({warmup_steps}) must not exceed total_steps ({total_steps})")
+  # The step from which the linear decay is counted, and how long it lasts.
+  decay_start = warmup_steps if form == "hf" else 0
+  decay_steps = total_steps - decay_start
 
   def schedule(step: jax.typing.ArrayLike) -> jax.Array:
     t = jnp.asarray(step, dtype=jnp.float32)
     warm = peak_lr * t / max(warmup_steps, 1)
-    frac = jnp.clip((t - warmup_steps) / max(decay_steps, 1), 0.0, 1.0)
+    frac = jnp.clip((t - decay_start) / max(decay_steps, 1), 0.0, 1.0)
     if decay_steps == 0:
       frac = jnp.ones_like(frac)
     decay = peak_lr + (end_lr - peak_lr) * frac
@@ -89,14 +109,14 @@ def decay_mask(params: Any) -> Any:
 
 def _check_hparams(weight_decay: float, b1: float, b2: float, eps: float, clip_norm: Any) -> None:
   if weight_decay < 0:
-    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    raise UserError(f"weight_decay must be >= 0, got {weight_decay}")
   for name, b in (("b1", b1), ("b2", b2)):
     if not 0.0 <= b < 1.0:
-      raise ValueError(f"{name} must be in [0, 1), got {b}")
+      raise UserError(f"{name} must be in [0, 1), got {b}")
   if eps < 0:
-    raise ValueError(f"eps must be >= 0, got {eps}")
+    raise UserError(f"eps must be >= 0, got {eps}")
   if clip_norm is not None and clip_norm <= 0:
-    raise ValueError(f"clip_norm must be > 0 (or None for no clipping), got {clip_norm}")
+    raise UserError(f"clip_norm must be > 0 (or None for no clipping), got {clip_norm}")
 
 
 def _with_clipping(
@@ -115,14 +135,28 @@ def adamw(
   eps: float = 1e-6,
   clip_norm: float | None = 1.0,
   mask: MaskOrFn = decay_mask,
+  bias_correction: bool = False,
 ) -> optax.GradientTransformation:
-  """Global-norm clipping (skipped if `clip_norm` is None), then `optax.adamw`.
+  """Global-norm clipping (skipped if `clip_norm` is None), then AdamW with decoupled weight
+  decay where `mask` is True (default: not biases and LayerNorm parameters; `mask=None` decays
+  everything). Per parameter w with gradient g:
 
-  Decoupled weight decay applies only where `mask` is True (default: not to biases and
-  LayerNorm parameters; `mask=None` decays everything).
+    m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
+    u = m / (sqrt(v) + eps)                (bias_correction: m / (1 - b1^t), v / (1 - b2^t))
+    u += weight_decay * w                  (masked-in parameters only)
+    w <- w - learning_rate * u
+
+  The default, `bias_correction=False`, is Google's `AdamWeightDecayOptimizer` (BERT/ALBERT
+  fine-tuning): its first update is m/sqrt(v) = 0.1 g / sqrt(0.001 g^2), about 3.16 times the
+  bias-corrected one, and the two converge over the first few thousand steps.
+  `bias_correction=True` is `optax.adamw` / PyTorch's AdamW / HF's.
   """
   _check_hparams(weight_decay, b1, b2, eps, clip_norm)
-  tx = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
+  tx = optax.chain(
+    _adam_moments(b1, b2, eps, bias_correction),
+    optax.add_decayed_weights(weight_decay, mask=mask),
+    optax.scale_by_learning_rate(learning_rate),
+  )
   return _with_clipping(clip_norm, tx)
 
 
@@ -159,13 +193,8 @@ def lamb(
   trust_ratio = optax.scale_by_trust_ratio()
   if mask is not None:
     trust_ratio = optax.masked(trust_ratio, mask)
-  moments = (
-    optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
-    if bias_correction
-    else _scale_by_uncorrected_adam(b1, b2, eps)
-  )
   tx = optax.chain(
-    moments,
+    _adam_moments(b1, b2, eps, bias_correction),
     optax.add_decayed_weights(weight_decay, mask=mask),
     trust_ratio,
     optax.scale_by_learning_rate(learning_rate),
@@ -173,8 +202,17 @@ def lamb(
   return _with_clipping(clip_norm, tx)
 
 
+def _adam_moments(
+  b1: float, b2: float, eps: float, bias_correction: bool
+) -> optax.GradientTransformation:
+  """u = m / (sqrt(v) + eps) from Adam's moments m, v; bias-corrected (optax) or not (Google)."""
+  if bias_correction:
+    return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+  return _scale_by_uncorrected_adam(b1, b2, eps)
+
+
 def _scale_by_uncorrected_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
-  """u = m / (sqrt(v) + eps) with Adam's moments m, v and no bias correction (Google's LAMB)."""
+  """u = m / (sqrt(v) + eps) with Adam's moments m, v and no bias correction (Google's)."""
 
   def init(params):
     mu = jax.tree.map(jnp.zeros_like, params)
@@ -203,7 +241,7 @@ def make_optimizer(
   """`adamw(learning_rate, **kwargs)` or `lamb(learning_rate, **kwargs)` by name (any case)."""
   key = name.strip().lower()
   if key not in _OPTIMIZERS:
-    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}")
+    raise UserError(f"unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}")
   return _OPTIMIZERS[key](learning_rate, **kwargs)
 
 
@@ -219,5 +257,5 @@ def accumulate(
   `every_k == 1` behaves like `optimizer` itself.
   """
   if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
-    raise ValueError(f"every_k must be a positive int, got {every_k!r}")
+    raise UserError(f"every_k must be a positive int, got {every_k!r}")
   return optax.MultiSteps(optimizer, every_k_schedule=every_k).gradient_transformation()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import math
+import re
+import string
 import warnings
 
 import numpy as np
@@ -304,3 +307,85 @@ def test_squad_errors():
     M.squad_evaluate([], {})
   with pytest.raises(ValueError, match="q2"):
     M.squad_evaluate(_dataset(), _PREDS, na_probs={"q1": 0.0})
+
+
+# ---- SQuAD v1.1 scoring: the official v1.1 script's rules, transcribed here ------------------
+
+
+def _v11_normalize(s):
+  s = s.lower()
+  s = "".join(ch for ch in s if ch not in set(string.punctuation))
+  s = re.sub(r"\b(a|an|the)\b", " ", s)
+  return " ".join(s.split())
+
+
+def _v11_f1(pred, gold):
+  p, g = _v11_normalize(pred).split(), _v11_normalize(gold).split()
+  same = sum((collections.Counter(p) & collections.Counter(g)).values())
+  if same == 0:  # v1.1 has no special case for empty answers
+    return 0.0
+  precision, recall = same / len(p), same / len(g)
+  return 2 * precision * recall / (precision + recall)
+
+
+def _v11_evaluate(dataset, predictions):
+  em = f1 = total = 0
+  for article in dataset:
+    for paragraph in article["paragraphs"]:
+      for qa in paragraph["qas"]:
+        total += 1
+        if qa["id"] not in predictions:
+          continue
+        golds = [a["text"] for a in qa["answers"]]  # every gold, as given
+        pred = predictions[qa["id"]]
+        em += max(float(_v11_normalize(pred) == _v11_normalize(g)) for g in golds)
+        f1 += max(_v11_f1(pred, g) for g in golds)
+  return 100.0 * em / total, 100.0 * f1 / total
+
+
+def test_squad_v11_empty_normalized_answer_scores_f1_zero():
+  """Gold "The", prediction "the": both normalize to "" — v1.1 gives EM 100, F1 0; v2.0's
+  rule gives F1 100 (and drops such golds)."""
+  data = [{"paragraphs": [{"qas": [_qa("q", ["The"])]}]}]
+  v11 = M.squad_evaluate(data, {"q": "the"}, version="1.1")
+  assert (v11["exact"], v11["f1"]) == (100.0, 0.0)
+  assert (v11["exact"], v11["f1"]) == _v11_evaluate(data, {"q": "the"})
+  v20 = M.squad_evaluate(data, {"q": "the"})
+  assert v20["f1"] == 100.0
+  assert M.f1_score("the", "The", version="1.1") == 0.0
+  assert M.f1_score("the", "The") == 1.0
+
+
+def test_squad_v11_matches_transcription_on_random_cases():
+  rng = np.random.default_rng(0)
+  words = ["the", "a", "Paris", "red", "dog", "An", "house", ".", ",", "1,000", "big", "The."]
+  qas, preds = [], {}
+  for i in range(300):
+    golds = [" ".join(rng.choice(words, rng.integers(1, 4))) for _ in range(rng.integers(1, 4))]
+    qas.append(_qa(f"q{i}", golds))
+    if rng.random() < 0.95:  # a few questions without a prediction
+      preds[f"q{i}"] = " ".join(rng.choice(words, rng.integers(0, 4)))
+  data = [{"paragraphs": [{"qas": qas}]}]
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the missing-prediction warning
+    out = M.squad_evaluate(data, preds, version="1.1")
+  em, f1 = _v11_evaluate(data, preds)
+  # Same operations on the same float64 numbers, summed in the same order: equal to 1e-9.
+  assert out["exact"] == pytest.approx(em, abs=1e-9) and out["f1"] == pytest.approx(f1, abs=1e-9)
+  assert out["total"] == 300
+
+
+def test_squad_version_errors():
+  with pytest.raises(ValueError, match="'3.0'"):
+    M.squad_evaluate(_dataset(), _PREDS, version="3.0")
+  with pytest.raises(ValueError, match="na_probs"):
+    M.squad_evaluate(_dataset(), _PREDS, na_probs=_NA, version="1.1")
+
+
+def test_spearman_of_nan_is_nan():
+  """scipy gives NaN for [nan, 1, 2] vs [1, 2, 3]; ranking NaN last would give -0.5."""
+  out = M.pearson_spearman([np.nan, 1.0, 2.0], [1.0, 2.0, 3.0])
+  assert math.isnan(out["spearman"]) and math.isnan(out["pearson"]) and math.isnan(out["corr"])
+  assert np.isnan(M.rankdata([1.0, np.nan])).all()
+  out = M.pearson_spearman([1.0, 2.0, 3.0], [1.0, np.nan, 3.0])
+  assert math.isnan(out["spearman"])

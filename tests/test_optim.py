@@ -15,8 +15,54 @@ from albert_jax import optim
 # ------------------------------------------------------------------------------------------
 
 
+def _google_lr(t, init_lr, total, warmup):
+  """Google's optimization.py, transcribed: polynomial_decay(init_lr, t, T, 0, power=1) from
+  step 0, replaced by init_lr * t / W while t < W."""
+  decayed = init_lr * (1.0 - min(t, total) / total)
+  return init_lr * t / warmup if t < warmup else decayed
+
+
+def _hf_lr(t, init_lr, total, warmup):
+  """HF transformers' get_linear_schedule_with_warmup, transcribed."""
+  if t < warmup:
+    return init_lr * t / max(1, warmup)
+  return init_lr * max(0.0, (total - t) / max(1, total - warmup))
+
+
+@pytest.mark.parametrize(
+  "init_lr, total, warmup",
+  [(1e-3, 100, 10), (3e-5, 800, 200), (0.00176, 125_000, 3_125), (2.0, 4, 0)],
+)
+@pytest.mark.parametrize("form", ["google", "hf"])
+def test_warmup_linear_decay_matches_transcription(form, init_lr, total, warmup):
+  """Both forms against their literal formulas at every step of short runs and at the
+  interesting steps of long ones. The schedule runs in float32 as peak + (end - peak) * frac:
+  its rounding is a few ulps of the PEAK rate (2^-23 * init_lr each), whatever the value."""
+  s = optim.warmup_linear_decay(init_lr, total, warmup, form=form)
+  want = _google_lr if form == "google" else _hf_lr
+  steps = (
+    range(total + 3)
+    if total <= 1000
+    else [0, 1, warmup - 1, warmup, warmup + 1, total // 2, total - 1, total, total + 5]
+  )
+  for t in steps:
+    tol = 4 * float(np.finfo(np.float32).eps) * init_lr
+    assert float(s(t)) == pytest.approx(want(t, init_lr, total, warmup), rel=0, abs=tol), t
+
+
+def test_google_schedule_drops_at_the_end_of_warmup():
+  """Google's rate falls from init_lr to init_lr*(1 - W/T) at step W; HF's stays at the peak.
+  RTE's recipe (800 steps, 200 warm-up): HF's rate is higher by up to T/(T-W) = 4/3."""
+  google = optim.warmup_linear_decay(3e-5, 800, 200)  # the default form
+  hf = optim.warmup_linear_decay(3e-5, 800, 200, form="hf")
+  assert float(google(200)) == pytest.approx(3e-5 * 0.75)
+  assert float(hf(200)) == pytest.approx(3e-5)
+  ratios = [float(hf(t)) / float(google(t)) for t in range(200, 800)]
+  assert max(ratios) == pytest.approx(800 / 600, rel=1e-5) and min(ratios) >= 1.0
+
+
 def test_warmup_linear_decay_values():
-  s = optim.warmup_linear_decay(1e-3, total_steps=100, warmup_steps=10)
+  s = optim.warmup_linear_decay(1e-3, total_steps=100, warmup_steps=10, form="hf")
   assert float(s(0)) == 0.0
   assert float(s(5)) == pytest.approx(5e-4)
   assert float(s(10)) == pytest.approx(1e-3)  # end of warm-up: peak
@@ -27,13 +73,17 @@ def test_warmup_linear_decay_values():
 
 
 def test_warmup_linear_decay_end_lr_and_edges():
-  s = optim.warmup_linear_decay(1e-3, total_steps=100, warmup_steps=10, end_lr=1e-4)
+  s = optim.warmup_linear_decay(1e-3, total_steps=100, warmup_steps=10, end_lr=1e-4, form="hf")
   assert float(s(55)) == pytest.approx(5.5e-4)
   assert float(s(100)) == pytest.approx(1e-4)
   assert float(s(1000)) == pytest.approx(1e-4)
-  s = optim.warmup_linear_decay(2.0, total_steps=4, warmup_steps=0)
-  assert [float(s(t)) for t in range(5)] == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
-  s = optim.warmup_linear_decay(2.0, total_steps=4, warmup_steps=4, end_lr=0.5)
+  s = optim.warmup_linear_decay(1e-3, total_steps=100, warmup_steps=10, end_lr=1e-4)
+  assert float(s(50)) == pytest.approx(1e-4 + 9e-4 * 0.5)  # google: counted from step 0
+  assert float(s(1000)) == pytest.approx(1e-4)
+  for form in optim.SCHEDULE_FORMS:
+    s = optim.warmup_linear_decay(2.0, total_steps=4, warmup_steps=0, form=form)
+    assert [float(s(t)) for t in range(5)] == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+  s = optim.warmup_linear_decay(2.0, total_steps=4, warmup_steps=4, end_lr=0.5, form="hf")
   assert [float(s(t)) for t in range(5)] == pytest.approx([0.0, 0.5, 1.0, 1.5, 0.5])
   # usable under jit with a traced step
   assert float(jax.jit(s)(jnp.asarray(2))) == pytest.approx(1.0)
@@ -47,6 +97,7 @@ def test_warmup_linear_decay_end_lr_and_edges():
     (dict(peak_lr=1.0, total_steps=10, warmup_steps=-2), "-2"),
     (dict(peak_lr=1.0, total_steps=10, warmup_steps=2, end_lr=-0.5), "-0.5"),
     (dict(peak_lr=1.0, total_steps=0, warmup_steps=0), "total_steps"),
+    (dict(peak_lr=1.0, total_steps=10, warmup_steps=2, form="cosine"), "cosine"),
   ],
 )
 def test_warmup_linear_decay_errors(kwargs, match):
@@ -118,10 +169,10 @@ def _f32(tree):
 _DECAYED = {("dense", "kernel")}  # the only leaf that gets decay (and trust ratio)
 
 
-def _numpy_reference(params, grads_seq, kind):
-  """Clip by global norm 1, Adam moments, then AdamW or LAMB.
-
-  AdamW bias-corrects the moments; LAMB, as Google's ALBERT `lamb_optimizer.py`, does not.
+def _numpy_reference(params, grads_seq, kind, corrected=False):
+  """Clip by global norm 1, Adam moments, then AdamW or LAMB, transcribed from Google's
+  `optimization.py` (AdamWeightDecayOptimizer) and `lamb_optimizer.py`: neither bias-corrects
+  the moments; `corrected=True` gives the optax / PyTorch AdamW form.
   """
   w = {k: {n: np.array(v, np.float64) for n, v in d.items()} for k, d in params.items()}
   m = {k: {n: np.zeros_like(v) for n, v in d.items()} for k, d in w.items()}
@@ -134,7 +185,6 @@ def _numpy_reference(params, grads_seq, kind):
         g = grads[k][n] * clip
         m[k][n] = B1 * m[k][n] + (1 - B1) * g
         v[k][n] = B2 * v[k][n] + (1 - B2) * g * g
-        corrected = kind == "adamw"
         m_hat = m[k][n] / (1 - B1**t) if corrected else m[k][n]
         v_hat = v[k][n] / (1 - B2**t) if corrected else v[k][n]
         u = m_hat / (np.sqrt(v_hat) + EPS)
@@ -163,16 +213,36 @@ def _assert_trees_close(actual, expected, rtol=2e-5, atol=1e-6):
       )
 
 
+@pytest.mark.parametrize("corrected", [False, True])
 @pytest.mark.parametrize("kind", ["lamb", "adamw"])
-def test_one_and_two_steps_match_numpy(kind):
+def test_one_and_two_steps_match_numpy(kind, corrected):
+  """float32 optimizer vs the float64 transcription: rtol 2e-5 covers a few float32 roundings
+  of each of ~10 operations per step (2^-23 each) on values of order 1, with margin."""
   rng = np.random.default_rng(0)
   params = _tree(rng)
   params["dense"]["kernel"] *= 5.0  # ||w|| far from ||u||: the trust ratio matters
   grads_seq = [_tree(rng, scale=3.0), _tree(rng, scale=0.1)]  # norm > 1 (clipped), then < 1
-  tx = optim.make_optimizer(kind, LR, weight_decay=WD)
+  tx = optim.make_optimizer(kind, LR, weight_decay=WD, bias_correction=corrected)
   for n_steps in (1, 2):
     got = _run(tx, params, grads_seq[:n_steps])
-    _assert_trees_close(got, _numpy_reference(params, grads_seq[:n_steps], kind))
+    _assert_trees_close(got, _numpy_reference(params, grads_seq[:n_steps], kind, corrected))
+
+
+def test_adamw_default_is_googles_uncorrected_first_step():
+  """Google's first AdamW step moves a (non-decayed) parameter by lr * 0.1 g / (sqrt(0.001 g^2)
+  + eps) ~ lr * 3.162; the bias-corrected one by lr * g / (|g| + eps) ~ lr. float32: rel 1e-5."""
+  params = {"bias": jnp.zeros((1,))}
+  grads = {"bias": jnp.full((1,), 0.5)}
+  google = _run(optim.adamw(LR, clip_norm=None), params, [grads])
+  hf = _run(optim.adamw(LR, clip_norm=None, bias_correction=True), params, [grads])
+  g = 0.5
+  assert float(google["bias"][0]) == pytest.approx(
+    -LR * (1 - B1) * g / (np.sqrt((1 - B2) * g * g) + EPS), rel=1e-5
+  )
+  assert float(hf["bias"][0]) == pytest.approx(-LR * g / (g + EPS), rel=1e-5)
+  # and equals optax.adamw when bias-corrected
+  ref = _run(optax.adamw(LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD), params, [grads])
+  np.testing.assert_allclose(hf["bias"], ref["bias"], rtol=1e-6)
 
 
 def test_lamb_skips_trust_ratio_for_layer_norm_unlike_optax_lamb():

@@ -407,7 +407,10 @@ def postprocess(
   if not labelled:
     return answers, null_odds if v2 else None, {}
   scores = metrics_lib.squad_evaluate(
-    _dataset(examples), answers, na_probs=null_odds if v2 else None
+    _dataset(examples),
+    answers,
+    na_probs=null_odds if v2 else None,
+    version="2.0" if v2 else "1.1",
   )
   return answers, null_odds if v2 else None, scores
 
