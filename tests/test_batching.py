@@ -1,0 +1,104 @@
+"""Length-bucketed batches (albert_jax.data.batching): coverage, determinism, resume, buckets."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from albert_jax.data import batching
+from albert_jax.errors import UserError
+
+
+def _padded_cost(lengths, buckets):
+  return sum(batching.bucket_for(int(x), buckets) - int(x) for x in lengths)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_choose_buckets_is_optimal_against_brute_force(seed):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(3, 120, size=rng.integers(20, 200))
+  k = int(rng.integers(1, 5))
+  got = batching.choose_buckets(lengths, max_buckets=k, multiple=8)
+  assert len(got) <= k and max(got) >= lengths.max() and all(b % 8 == 0 for b in got)
+  values = sorted({max(8, -(-int(x) // 8) * 8) for x in lengths})
+  best = min(
+    _padded_cost(lengths, (*subset, values[-1]))
+    for r in range(k)
+    for subset in itertools.combinations(values[:-1], r)
+  )
+  assert _padded_cost(lengths, got) == best
+
+
+def test_choose_buckets_caps_and_errors():
+  assert batching.choose_buckets([5, 5, 45], max_buckets=8, multiple=32, max_length=48) == (32, 48)
+  with pytest.raises(UserError, match="70 tokens"):
+    batching.choose_buckets([70], max_length=64)
+  with pytest.raises(UserError, match="largest bucket 64"):
+    batching.bucket_for(65, (32, 64))
+
+
+def _stream(lengths, batch_size, seed, buckets, start=(0, 0), count=None):
+  it = batching.bucketed_batches(lengths, batch_size, seed, buckets, *start, megabatch=4)
+  return list(itertools.islice(it, count))
+
+
+def test_every_example_once_per_epoch_and_batches_are_bucketed():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(4, 100, size=203)
+  buckets = batching.choose_buckets(lengths, max_buckets=4, multiple=16)
+  plan = batching.epoch_plan(lengths, 8, seed=1, epoch=0, buckets=buckets, megabatch=4)
+  real = np.concatenate([b.indices[b.weights > 0] for b in plan])
+  assert sorted(real.tolist()) == list(range(203))  # each example exactly once
+  assert sum(float(b.weights.sum()) for b in plan) == 203
+  for b in plan:
+    assert b.length in buckets and b.length >= lengths[b.indices].max()
+    assert b.length == batching.bucket_for(int(lengths[b.indices].max()), buckets)
+  # mega-batch sorting + buckets: at most half the padding of padding every row to 128
+  bucketed = batching.padding_fraction(plan, lengths)
+  to_max_length = 1 - lengths.sum() / (128 * 8 * len(plan))
+  assert bucketed <= 0.5 * to_max_length
+  # the batch order is shuffled: lengths do not come out sorted
+  assert [b.length for b in plan] != sorted(b.length for b in plan)
+
+
+def test_same_seed_same_batches_other_seed_other_batches():
+  lengths = np.random.default_rng(1).integers(4, 60, size=100)
+  buckets = (16, 32, 64)
+  a = _stream(lengths, 8, 3, buckets, count=30)
+  b = _stream(lengths, 8, 3, buckets, count=30)
+  c = _stream(lengths, 8, 4, buckets, count=30)
+  assert all(np.array_equal(x[0].indices, y[0].indices) for x, y in zip(a, b, strict=True))
+  assert not all(np.array_equal(x[0].indices, y[0].indices) for x, y in zip(a, c, strict=True))
+
+
+def test_resume_from_any_position_equals_uninterrupted():
+  lengths = np.random.default_rng(2).integers(4, 60, size=50)
+  buckets = (16, 32, 64)
+  full = _stream(lengths, 8, 5, buckets, count=40)  # 7 batches an epoch: crosses epochs
+  for cut in (1, 6, 7, 13, 20):
+    _, epoch, index = full[cut - 1]
+    resumed = _stream(lengths, 8, 5, buckets, start=(epoch, index), count=40 - cut)
+    for x, y in zip(full[cut:], resumed, strict=True):
+      assert np.array_equal(x[0].indices, y[0].indices) and x[0].length == y[0].length
+      assert x[1:] == y[1:]
+
+
+def test_length_sorted_batches_and_take():
+  lengths = np.array([5, 30, 9, 17, 2])
+  mask = (np.arange(32)[None, :] < lengths[:, None]).astype(np.int32)
+  arrays = {"input_ids": mask * 7, "attention_mask": mask, "label": np.arange(5)}
+  assert np.array_equal(batching.row_lengths(mask), lengths)
+  batches = batching.length_sorted_batches(lengths, 2, buckets=(8, 16, 32))
+  assert [b.indices.tolist() for b in batches] == [[4, 0], [2, 3], [1, 1]]
+  assert [b.length for b in batches] == [8, 32, 32]
+  assert batches[-1].weights.tolist() == [1.0, 0.0]
+  batch = batching.take(arrays, batches[0], ("input_ids", "attention_mask", "label", "absent"))
+  assert batch["input_ids"].shape == (2, 8) and batch["label"].tolist() == [4, 0]
+  assert batch["example_weight"].tolist() == [1.0, 1.0]
+  # multiple choice [N, C, L]: the longest choice decides, the last axis is cut
+  mc = np.zeros((2, 4, 32), np.int32)
+  mc[0, 2, :20] = 1
+  mc[1, :, :3] = 1
+  assert batching.row_lengths(mc).tolist() == [20, 3]
