@@ -47,18 +47,19 @@ def _stream(lengths, batch_size, seed, buckets, start=(0, 0), count=None):
 def test_every_example_once_per_epoch_and_batches_are_bucketed():
   rng = np.random.default_rng(0)
   lengths = rng.integers(4, 100, size=203)
-  buckets = batching.choose_buckets(lengths, max_buckets=4, multiple=16)
-  plan = batching.epoch_plan(lengths, 8, seed=1, epoch=0, buckets=buckets, megabatch=4)
+  buckets = batching.choose_buckets(lengths, max_buckets=8, multiple=8)
+  plan = batching.epoch_plan(lengths, 8, seed=1, epoch=0, buckets=buckets, megabatch=16)
   real = np.concatenate([b.indices[b.weights > 0] for b in plan])
   assert sorted(real.tolist()) == list(range(203))  # each example exactly once
   assert sum(float(b.weights.sum()) for b in plan) == 203
   for b in plan:
     assert b.length in buckets and b.length >= lengths[b.indices].max()
     assert b.length == batching.bucket_for(int(lengths[b.indices].max()), buckets)
-  # mega-batch sorting + buckets: at most half the padding of padding every row to 128
-  bucketed = batching.padding_fraction(plan, lengths)
-  to_max_length = 1 - lengths.sum() / (128 * 8 * len(plan))
-  assert bucketed <= 0.5 * to_max_length
+  # 8 buckets, mega-batches of 16 batches, lengths uniform on 4..99 (a hard case: no peak):
+  # at most 20% of the computed positions are padding (filler rows included), against 59%
+  # when every row is padded to 128. Deterministic for these seeds.
+  assert batching.padding_fraction(plan, lengths) <= 0.20
+  assert 1 - lengths.sum() / (128 * 8 * len(plan)) > 0.55
   # the batch order is shuffled: lengths do not come out sorted
   assert [b.length for b in plan] != sorted(b.length for b in plan)
 
