@@ -9,6 +9,8 @@ and ends with `cli.run(main, FLAGS)`. Then:
     disk) prints one line, `error: <message>`, on
     stderr and exits with code 2 (`EXIT_USER_ERROR`); `ALBERT_JAX_TRACEBACK=1` or
     `--verbosity=1` shows the traceback as well;
+  - a training run stopped by SIGTERM or Ctrl-C (`albert_jax.preemption`) prints where it
+    stopped and exits with code 75 (`EXIT_PREEMPTED`) once its checkpoint is written;
   - results go to stdout alone; progress and logs go to stderr.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from absl import flags
 
 from albert_jax.errors import EXIT_USER_ERROR, UserError
+from albert_jax.preemption import Preempted
 
 TRACEBACK_ENV = "ALBERT_JAX_TRACEBACK"  # set to 1 to print tracebacks of user errors too
 
@@ -64,4 +67,7 @@ def run(
       traceback.print_exc()
     print(f"error: {e}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+  except Preempted as e:  # SIGTERM / Ctrl-C: the checkpoint is written
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   sys.exit(code or 0)

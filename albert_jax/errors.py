@@ -9,6 +9,7 @@ and says what to do. `albert_jax.cli.run` prints it as `error: <message>` and ex
 from __future__ import annotations
 
 EXIT_USER_ERROR = 2  # a user error: fix the input or the flags and rerun
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM / Ctrl-C after saving; rerun to resume
 
 
 class UserError(ValueError):
