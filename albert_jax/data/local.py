@@ -16,11 +16,14 @@ Nothing here downloads anything; a missing file raises FileNotFoundError naming 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from albert_jax.errors import UserError
 
 Row = tuple[str, dict[str, Any]]
 
@@ -35,13 +38,13 @@ def read_table(path: str | os.PathLike[str]) -> list[Row]:
   if suffix == ".jsonl":
     return _read_jsonl(path)
   if suffix not in (".tsv", ".csv"):
-    raise ValueError(
+    raise UserError(
       f"{path}: unknown table format {suffix!r}; use a .tsv, .csv or .jsonl file "
       "(header line with the column names for .tsv and .csv)"
     )
   delimiter, quoting = ("\t", csv.QUOTE_NONE) if suffix == ".tsv" else (",", csv.QUOTE_MINIMAL)
   csv.field_size_limit(sys.maxsize)
-  with path.open(newline="", encoding="utf-8") as f:
+  with io.StringIO(read_text(path), newline="") as f:
     reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
     header = next(reader, None)
     if header is None:
@@ -53,7 +56,7 @@ def read_table(path: str | os.PathLike[str]) -> list[Row]:
         continue  # a blank line
       where = f"{path} line {reader.line_num}"
       if len(values) != len(header):
-        raise ValueError(
+        raise UserError(
           f"{where}: {len(values)} fields, but the header has {len(header)} ({', '.join(header)}); "
           + (
             "a .tsv file has no quoting, so a field must not contain a tab"
@@ -71,7 +74,7 @@ def read_squad(path: str | os.PathLike[str]) -> list[Row]:
   path = _existing_file(path)
   data = _load_json(path)
   if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-    raise ValueError(
+    raise UserError(
       f"{path} is not a SQuAD file: expected a JSON object with a 'data' list "
       '({"version": ..., "data": [{"title": ..., "paragraphs": [...]}]})'
     )
@@ -122,7 +125,7 @@ def _race_level(row: Any, path: Path) -> Any:
 
 def _read_jsonl(path: Path) -> list[Row]:
   rows: list[Row] = []
-  with path.open(encoding="utf-8") as f:
+  with io.StringIO(read_text(path)) as f:
     for line_num, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -130,18 +133,34 @@ def _read_jsonl(path: Path) -> list[Row]:
       try:
         row = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{where} is not valid JSON ({e.msg}); fix or remove that line") from None
+        raise UserError(f"{where} is not valid JSON ({e.msg}); fix or remove that line") from None
       if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
+        raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
       rows.append((where, row))
   return rows
 
 
 def _load_json(path: Path) -> Any:
   try:
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(read_text(path))
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); fix or replace the file") from None
+    raise UserError(f"{path} is not valid JSON ({e}); fix or replace the file") from None
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+  """A data file's text: UTF-8, a leading byte-order mark (as Excel and Notepad write) dropped.
+
+  Bytes that are not UTF-8 raise UserError naming the file, the line and the bytes."""
+  path = Path(path)
+  data = path.read_bytes()
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise UserError(
+      f"{path} line {line} is not UTF-8 (bytes {data[e.start : e.end]!r}); save the file as "
+      "UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+    ) from None
 
 
 def _existing_file(path: str | os.PathLike[str]) -> Path:
@@ -149,11 +168,11 @@ def _existing_file(path: str | os.PathLike[str]) -> Path:
   if not path.exists():
     raise FileNotFoundError(f"data file {path} does not exist; check the path given for it")
   if path.is_dir():
-    raise ValueError(f"{path} is a directory; give the path of the data file itself")
+    raise UserError(f"{path} is a directory; give the path of the data file itself")
   return path
 
 
 def _field(obj: Any, key: str, where: str) -> Any:
   if not isinstance(obj, dict) or key not in obj:
-    raise ValueError(f"{where} has no {key!r} field, which the SQuAD format requires")
+    raise UserError(f"{where} has no {key!r} field, which the SQuAD format requires")
   return obj[key]
