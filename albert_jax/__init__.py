@@ -11,6 +11,7 @@ from albert_jax.heads import (
 )
 from albert_jax.model import AlbertModel, AlbertModelOutput
 from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
 __all__ = [
   "AlbertConfig",
@@ -26,13 +27,3 @@ __all__ = [
   "Pretrained",
   "from_pretrained",
 ]
-
-
-def __getattr__(name: str):
-  # Imported on first use, so that `python -m albert_jax.convert` does not import
-  # albert_jax.convert twice (once as the package's module, once as __main__).
-  if name in ("Pretrained", "from_pretrained"):
-    from albert_jax import pretrained
-
-    return getattr(pretrained, name)
-  raise AttributeError(f"module 'albert_jax' has no attribute {name!r}")

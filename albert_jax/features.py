@@ -29,8 +29,9 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from albert_jax import convert
-from albert_jax.pretrained import Pretrained, from_pretrained
+from albert_jax import cli, files
+from albert_jax.errors import UserError
+from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
 
 def bucket(n: int, limit: int, minimum: int = 8) -> int:
@@ -72,14 +73,14 @@ def extract_features(
 ) -> Features:
   """Runs `model` (head `base`) over `texts`; see the module docstring."""
   if model.head != "base":
-    raise ValueError(
+    raise UserError(
       f"extract_features needs the encoder (head 'base'), got head "
       f"{model.head!r}; load with from_pretrained(..., head='base')."
     )
   if pooled and model.params.get("pooler") is None:
-    raise ValueError("pooled=True needs the pooler; load with add_pooling_layer=True.")
+    raise UserError("pooled=True needs the pooler; load with add_pooling_layer=True.")
   if pooled and "pooler/kernel" in model.metadata.get("newly_initialized", ()):
-    raise ValueError(
+    raise UserError(
       "pooled=True, but the checkpoint has no pooler (it was initialized at "
       "random); use a checkpoint with one, or leave pooled out."
     )
@@ -110,7 +111,7 @@ def extract_features(
 def save_features(path: str | os.PathLike, features: Features, overwrite: bool = False) -> None:
   """Writes `features` as the `.npz` the module docstring describes, atomically."""
   path = Path(path)
-  convert.refuse_existing(path, overwrite)
+  files.refuse_existing(path, overwrite)
   lengths = [len(ids) for ids in features.input_ids]
   width = features.last_hidden_state[0].shape[-1] if lengths else 0
   arrays = {
@@ -144,6 +145,23 @@ def load_features(path: str | os.PathLike) -> Features:
   return Features(hidden, ids, pooled)
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  "model", None, "Converted directory (or any from_pretrained source).", flag_values=FLAGS
+)
+flags.DEFINE_string("input", None, "Text file, one text per line.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, ".npz file to write.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+  "max_length",
+  None,
+  "Truncate texts to this many tokens (default: the model's max_position_embeddings).",
+  lower_bound=2,
+  flag_values=FLAGS,
+)
+flags.DEFINE_bool("pooled", False, "Also write the pooled output.", flag_values=FLAGS)
+flags.DEFINE_bool("overwrite", False, "Replace an existing output file.", flag_values=FLAGS)
+
 _USAGE = (
   "python -m albert_jax.features --model DIR --input texts.txt --output feats.npz "
   "[--batch_size 32] [--max_length 512] [--pooled] [--overwrite]"
@@ -152,41 +170,25 @@ _USAGE = (
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.features`; see the module docstring."""
-  fv = flags.FlagValues()
-  flags.DEFINE_string(
-    "model", None, "Converted directory (or any from_pretrained source).", flag_values=fv
-  )
-  flags.DEFINE_string("input", None, "Text file, one text per line.", flag_values=fv)
-  flags.DEFINE_string("output", None, ".npz file to write.", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 32, "Texts per batch.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer(
-    "max_length",
-    None,
-    "Truncate texts to this many tokens (default: the model's max_position_embeddings).",
-    lower_bound=2,
-    flag_values=fv,
-  )
-  flags.DEFINE_bool("pooled", False, "Also write the pooled output.", flag_values=fv)
-  flags.DEFINE_bool("overwrite", False, "Replace an existing output file.", flag_values=fv)
-  rest = convert.parse_flags(fv, argv, _USAGE)
-  if rest or None in (fv.model, fv.input, fv.output):
-    raise ValueError(
+  rest = cli.parse(FLAGS, argv, _USAGE)
+  if rest or None in (FLAGS.model, FLAGS.input, FLAGS.output):
+    raise UserError(
       f"Pass --model, --input and --output (no positional arguments: {rest}).\nUsage: {_USAGE}"
     )
-  convert.refuse_existing(fv.output, fv.overwrite)
-  texts = Path(fv.input).read_text(encoding="utf-8").splitlines()
-  model = from_pretrained(fv.model, head="base", strict=True, add_pooling_layer=fv.pooled)
+  files.refuse_existing(FLAGS.output, FLAGS.overwrite)
+  texts = Path(FLAGS.input).read_text(encoding="utf-8").splitlines()
+  model = from_pretrained(FLAGS.model, head="base", strict=True, add_pooling_layer=FLAGS.pooled)
   features = extract_features(
-    model, texts, batch_size=fv.batch_size, max_length=fv.max_length, pooled=fv.pooled
+    model, texts, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, pooled=FLAGS.pooled
   )
-  save_features(fv.output, features, fv.overwrite)
+  save_features(FLAGS.output, features, FLAGS.overwrite)
   tokens = sum(len(ids) for ids in features.input_ids)
   print(
-    f"Wrote {fv.output}: {len(texts)} texts, {tokens} tokens, hidden size "
-    f"{model.config.hidden_size}{', pooled output' if fv.pooled else ''}"
+    f"Wrote {FLAGS.output}: {len(texts)} texts, {tokens} tokens, hidden size "
+    f"{model.config.hidden_size}{', pooled output' if FLAGS.pooled else ''}"
   )
   return 0
 
 
 if __name__ == "__main__":
-  convert.run_cli(main)
+  cli.run(main, FLAGS)

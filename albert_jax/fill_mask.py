@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from albert_jax import convert
+from albert_jax import cli
+from albert_jax.errors import UserError
 from albert_jax.features import batches, bucket, pad
-from albert_jax.pretrained import Pretrained, from_pretrained
 from albert_jax.tokenizer import MASK
+from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
 Candidate = dict[str, Any]
 
@@ -41,7 +42,7 @@ class FillMask:
     if not isinstance(model, Pretrained):
       model = from_pretrained(model, head="masked_lm", strict=True)
     if model.head not in ("masked_lm", "pretraining"):
-      raise ValueError(
+      raise UserError(
         f"fill-mask needs an MLM head, got head {model.head!r}; load a "
         "pretraining or masked_lm checkpoint with head='masked_lm'."
       )
@@ -69,11 +70,11 @@ class FillMask:
     masks = [[p for p, i in enumerate(ids) if i == tokenizer.mask_token_id] for ids in encoded]
     for text, ids, where in zip(texts, encoded, masks, strict=True):
       if not where:
-        raise ValueError(
+        raise UserError(
           f"No {MASK} in text {text!r}; fill-mask needs at least one {MASK} token in every text."
         )
       if len(ids) > limit:
-        raise ValueError(
+        raise UserError(
           f"Text {text[:60]!r}... is {len(ids)} tokens long; the model takes at "
           f"most {limit}. Shorten it around the {MASK}."
         )
@@ -126,6 +127,17 @@ def _print(text: str, result: list[Any]) -> None:
       print(f"  {c['score']:.4f}  {c['token_str']:<15} {c['sequence']}")
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  "model",
+  None,
+  "Converted directory (or any from_pretrained source) with an MLM head.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer("top_k", 5, "Candidates per mask.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 8, "Texts per batch.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool("json", False, "Print a JSON list (one result per text).", flag_values=FLAGS)
+
 _USAGE = (
   "python -m albert_jax.fill_mask --model DIR [--top_k 5] [--json] [--batch_size 8] "
   '"Hello I\'m a [MASK] model." ...'
@@ -134,21 +146,11 @@ _USAGE = (
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.fill_mask`; see the module docstring."""
-  fv = flags.FlagValues()
-  flags.DEFINE_string(
-    "model",
-    None,
-    "Converted directory (or any from_pretrained source) with an MLM head.",
-    flag_values=fv,
-  )
-  flags.DEFINE_integer("top_k", 5, "Candidates per mask.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("batch_size", 8, "Texts per batch.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_bool("json", False, "Print a JSON list (one result per text).", flag_values=fv)
-  texts = convert.parse_flags(fv, argv, _USAGE)
-  if fv.model is None or not texts:
-    raise ValueError(f"Pass --model and at least one text.\nUsage: {_USAGE}")
-  results = FillMask(fv.model, fv.top_k, fv.batch_size)(texts)
-  if fv.json:
+  texts = cli.parse(FLAGS, argv, _USAGE)
+  if FLAGS.model is None or not texts:
+    raise UserError(f"Pass --model and at least one text.\nUsage: {_USAGE}")
+  results = FillMask(FLAGS.model, FLAGS.top_k, FLAGS.batch_size)(texts)
+  if FLAGS.json:
     print(json.dumps(results, indent=2))
   else:
     for text, result in zip(texts, results, strict=True):
@@ -157,4 +159,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  convert.run_cli(main)
+  cli.run(main, FLAGS)

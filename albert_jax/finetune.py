@@ -33,15 +33,15 @@ import numpy as np
 from albert_jax import distributed, optim, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import PRESETS, AlbertConfig
-from albert_jax.convert import create_module
 from albert_jax.data import tasks
+from albert_jax.heads import MODEL_INPUTS as _MODEL_INPUTS
+from albert_jax.heads import create_module
 from albert_jax.loop import DataPosition, Reporter, is_due, shuffled_batches
 from albert_jax.model import TRAIN_REMAT_POLICY
-from albert_jax.pretrained import from_pretrained
 from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.weights.pretrained import from_pretrained
 from albert_jax.workdir import ConfigError, check_resumable, write_json
 
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _TARGETS = ("label", "start_positions", "end_positions")
 # Task options a config may carry, and which data function takes them.
 _FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length")

@@ -3,10 +3,16 @@
 Each head owns an `AlbertModel` named `albert` (HF's prefix), so a parameter tree reads like
 the HF state dict: `albert/encoder/...`, `predictions/...`, `sop_classifier/...`,
 `classifier/...`, `qa_outputs/...`. Outputs carry HF's field names.
+
+`HEADS` at the bottom is the one registry of heads (module, HF class, HF parameter groups,
+loss, extra inputs), followed by the factory that builds a head's module and parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -14,12 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from albert_jax import axes
+from albert_jax import axes, losses
 from albert_jax.config import AlbertConfig
+from albert_jax.errors import UserError
 from albert_jax.model import AlbertModel, activation, dense, layer_norm
 
 Array = jax.Array
 Dtype = Any
+Loss = Callable[[Any, dict[str, Array]], tuple[Array, dict[str, Array]]]
 
 
 # ---- outputs ----------------------------------------------------------------------------------
@@ -269,12 +277,102 @@ class AlbertForMultipleChoice(AlbertHeadBase):
     return MultipleChoiceOutput(logits=logits_X1.reshape(batch, choices))
 
 
-HEADS = {
-  "base": AlbertModel,
-  "pretraining": AlbertForPreTraining,
-  "masked_lm": AlbertForMaskedLM,
-  "sequence_classification": AlbertForSequenceClassification,
-  "token_classification": AlbertForTokenClassification,
-  "question_answering": AlbertForQuestionAnswering,
-  "multiple_choice": AlbertForMultipleChoice,
+# ---- the head registry ----------------------------------------------------------------------
+
+# Batch keys every head takes as model inputs ([B, L]; [B, C, L] for multiple choice).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Pretraining data's masked positions, as the MLM heads take them.
+_MASKED_POSITIONS = {"masked_positions": "masked_lm_positions"}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+  """One head as training, sharding and conversion see it; `HEADS` holds one per head."""
+
+  module: type[nn.Module]  # the flax module (its tree mirrors `hf_class`'s state dict)
+  hf_class: str  # HF transformers' class with the same parameters (config.json `architectures`)
+  hf_parts: tuple[str, ...]  # parameter groups beside the encoder (`albert_jax.weights.hf.PARTS`)
+  loss: Loss | None = None  # (outputs, batch) -> (loss, metrics); None: not trainable
+  # Model arguments beyond MODEL_INPUTS, and the batch key each is read from.
+  extra_inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+HEADS: dict[str, HeadSpec] = {
+  "base": HeadSpec(AlbertModel, "AlbertModel", ("pooler",)),
+  "pretraining": HeadSpec(
+    AlbertForPreTraining,
+    "AlbertForPreTraining",
+    ("pooler", "predictions", "sop_classifier"),
+    losses.pretraining,
+    _MASKED_POSITIONS,
+  ),
+  "masked_lm": HeadSpec(
+    AlbertForMaskedLM, "AlbertForMaskedLM", ("predictions",), losses.masked_lm, _MASKED_POSITIONS
+  ),
+  "sequence_classification": HeadSpec(
+    AlbertForSequenceClassification,
+    "AlbertForSequenceClassification",
+    ("pooler", "classifier"),
+    losses.classification,
+  ),
+  "token_classification": HeadSpec(
+    AlbertForTokenClassification,
+    "AlbertForTokenClassification",
+    ("classifier",),
+    losses.token_classification,
+  ),
+  "question_answering": HeadSpec(
+    AlbertForQuestionAnswering,
+    "AlbertForQuestionAnswering",
+    ("qa_outputs",),
+    losses.question_answering,
+  ),
+  "multiple_choice": HeadSpec(
+    AlbertForMultipleChoice,
+    "AlbertForMultipleChoice",
+    ("pooler", "classifier"),
+    losses.classification,
+  ),
 }
+
+
+def head_spec(head: str) -> HeadSpec:
+  """`HEADS[head]`; an unknown name is a UserError listing the known ones."""
+  if head not in HEADS:
+    raise UserError(f"Unknown head {head!r}; choose one of {sorted(HEADS)}.")
+  return HEADS[head]
+
+
+def has_num_labels(head: str) -> bool:
+  """Whether `head`'s module takes `num_labels` (its classifier's width)."""
+  return "num_labels" in {f.name for f in dataclasses.fields(head_spec(head).module)}
+
+
+# ---- building a head's module and parameters --------------------------------------------------
+
+Params = dict[str, Any]
+
+
+def create_module(
+  config: AlbertConfig, head: str = "base", num_labels: int | None = None, **options: Any
+) -> nn.Module:
+  """The flax module for `head`; `options` are model options (dtype, scan_layers, ...)."""
+  if num_labels is not None:
+    options["num_labels"] = num_labels
+  return head_spec(head).module(config, **options)
+
+
+def init_params(module: nn.Module, rng: jax.Array) -> Params:
+  """Freshly initialized parameters of `module` (plain arrays; jit it to place them)."""
+  ids = jnp.zeros((1, 1, 4) if isinstance(module, AlbertForMultipleChoice) else (1, 4), jnp.int32)
+  return nn.unbox(module.init(rng, ids)["params"])
+
+
+def abstract_params(module: nn.Module) -> Params:
+  """Shapes and dtypes of `module`'s parameters (no memory allocated)."""
+  return jax.tree.map(lambda leaf: leaf, _abstract_params(module))  # a fresh tree each call
+
+
+@functools.lru_cache(maxsize=32)
+def _abstract_params(module: nn.Module) -> Params:  # tracing a model costs ~0.1-1 s
+  return jax.eval_shape(lambda: init_params(module, jax.random.key(0)))

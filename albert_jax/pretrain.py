@@ -40,13 +40,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from albert_jax import convert, distributed, optim, sharding, train
+from albert_jax import distributed, optim, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import AlbertConfig
 from albert_jax.data import pretraining_input as data_lib
+from albert_jax.heads import create_module
 from albert_jax.loop import DataPosition, Reporter, is_due
 from albert_jax.model import TRAIN_REMAT_POLICY
 from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
+from albert_jax.weights import converted, hf
 from albert_jax.workdir import check_resumable, write_text
 
 HEAD = "pretraining"
@@ -120,8 +122,8 @@ def model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
   """The architecture: `init_from`'s config.json, else the preset; then `model_overrides`."""
   overrides = {k: v for k, v in config.model_overrides.items() if v is not None}
   if config.init_from:
-    path = os.path.join(config.init_from, convert.HF_CONFIG_FILE)
-    if not convert.is_converted(config.init_from) or not os.path.isfile(path):
+    path = os.path.join(config.init_from, converted.HF_CONFIG_FILE)
+    if not converted.is_converted(config.init_from) or not os.path.isfile(path):
       raise FileNotFoundError(
         f"init_from={config.init_from!r} is not a directory written by "
         "`python -m albert_jax.convert` (no albert_jax.json / config.json); convert the "
@@ -359,7 +361,7 @@ def program(recipe: Recipe, mesh: jax.sharding.Mesh, rules: sharding.Rules) -> P
   )
   if r.grad_accum_steps > 1:
     tx = optim.accumulate(tx, r.grad_accum_steps)
-  module = convert.create_module(
+  module = create_module(
     r.albert,
     HEAD,
     dtype=jnp.bfloat16 if r.dtype == "bfloat16" else jnp.float32,
@@ -380,7 +382,7 @@ def _initial_state(
   if not config.init_from:
     sample = _sample_batch(config.max_seq_length, config.max_predictions_per_seq)
     return sharding.create_sharded_state(prog.module, prog.tx, HEAD, rng, sample, mesh, rules)
-  from albert_jax.pretrained import from_pretrained
+  from albert_jax.weights.pretrained import from_pretrained
 
   shardings = sharding.shardings_of(prog.abstract)
   pretrained = from_pretrained(
@@ -417,16 +419,16 @@ def export(
     os.makedirs(tmp)
   _sync("export-start")
   params = state.params
-  names = convert.hf_parameter_table(albert, HEAD)
+  names = hf.hf_parameter_table(albert, HEAD)
   meta = {
     "head": HEAD,
     "num_labels": None,
     "id2label": None,
-    "parameter_count": convert.parameter_count(params),
-    "heads_found": convert.parts_found(names),
+    "parameter_count": converted.parameter_count(params),
+    "heads_found": hf.parts_found(names),
     **metadata,
   }
-  convert.write_converted(tmp, convert.Converted(albert, params, HEAD, tokenizer, meta))
+  converted.write_converted(tmp, converted.Converted(albert, params, HEAD, tokenizer, meta))
   _sync("export-written")
   if main:
     old = f"{directory}.old-{int(state.step)}"

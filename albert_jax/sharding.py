@@ -43,6 +43,7 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from albert_jax import axes, train
+from albert_jax.heads import HEADS, MODEL_INPUTS
 
 MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
@@ -305,12 +306,8 @@ def shardings_of(tree: Any) -> Any:
 
 def _model_inputs(head: str, batch: Batch) -> dict[str, jax.Array]:
   """Zeros shaped like the model inputs of `batch` (what `train.forward` passes the model)."""
-  names = ["input_ids", "attention_mask", "token_type_ids"]
-  inputs = {k: jnp.zeros(np.shape(batch[k]), batch[k].dtype) for k in names if k in batch}
-  if head in ("pretraining", "masked_lm"):
-    positions = batch["masked_lm_positions"]
-    inputs["masked_positions"] = jnp.zeros(np.shape(positions), positions.dtype)
-  return inputs
+  keys = {k: k for k in MODEL_INPUTS if k in batch} | dict(HEADS[head].extra_inputs)  # arg: key
+  return {arg: jnp.zeros(np.shape(batch[k]), batch[k].dtype) for arg, k in keys.items()}
 
 
 def _check_heads(module: nn.Module, mesh: Mesh, rules: Rules) -> None:

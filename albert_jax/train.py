@@ -2,7 +2,8 @@
 
 `train_step(state, batch, rng) -> (state, metrics)` and `eval_step(state, batch) -> metrics`
 are plain functions: the caller applies `jax.jit` with the shardings it wants. The task a step
-trains is the state's `head` (a static field), which picks the loss from `LOSSES`.
+trains is the state's `head` (a static field), which picks the loss (`albert_jax.losses`) and
+the extra model inputs from the head registry, `albert_jax.heads.HEADS`.
 
 Batches are dicts of arrays with these keys (what the data pipelines produce):
   all heads: input_ids, attention_mask, token_type_ids  [B, L]  ([B, C, L] multiple choice)
@@ -25,9 +26,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from albert_jax.heads import HEADS, MODEL_INPUTS
+
 Array = jax.Array
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
+
+# The trainable heads: those the registry gives a loss.
+LOSSES = {name: spec.loss for name, spec in HEADS.items() if spec.loss is not None}
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -53,91 +59,10 @@ def create_train_state(module, params, tx: optax.GradientTransformation, head: s
   )
 
 
-# ---- losses -----------------------------------------------------------------------------------
-
-
-def _weights(batch: Batch, n: int) -> Array:
-  w = batch.get("example_weight")
-  return jnp.ones((n,), jnp.float32) if w is None else w.astype(jnp.float32)
-
-
-def _wmean(x: Array, w: Array) -> Array:
-  return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-9)
-
-
-def _xent(logits: Array, labels: Array) -> Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-
-
-def _classification(out, batch: Batch):
-  logits_BC = out.logits.astype(jnp.float32)
-  w_B = _weights(batch, logits_BC.shape[0])
-  if logits_BC.shape[-1] == 1:  # regression (STS-B)
-    err_B = jnp.square(logits_BC[:, 0] - batch["label"].astype(jnp.float32))
-    return _wmean(err_B, w_B), {"loss": _wmean(err_B, w_B)}
-  labels_B = batch["label"].astype(jnp.int32)
-  loss = _wmean(_xent(logits_BC, labels_B), w_B)
-  acc = _wmean((jnp.argmax(logits_BC, -1) == labels_B).astype(jnp.float32), w_B)
-  return loss, {"loss": loss, "accuracy": acc}
-
-
-def _token_classification(out, batch: Batch):
-  logits_BLC = out.logits.astype(jnp.float32)
-  labels_BL = batch["labels"].astype(jnp.int32)
-  valid_BL = (labels_BL >= 0).astype(jnp.float32) * _weights(batch, labels_BL.shape[0])[:, None]
-  loss = _wmean(_xent(logits_BLC, jnp.maximum(labels_BL, 0)), valid_BL)
-  acc = _wmean((jnp.argmax(logits_BLC, -1) == labels_BL).astype(jnp.float32), valid_BL)
-  return loss, {"loss": loss, "accuracy": acc}
-
-
-def _question_answering(out, batch: Batch):
-  w_B = _weights(batch, out.start_logits.shape[0])
-  start = _xent(out.start_logits, batch["start_positions"].astype(jnp.int32))
-  end = _xent(out.end_logits, batch["end_positions"].astype(jnp.int32))
-  loss = _wmean((start + end) / 2, w_B)
-  return loss, {"loss": loss}
-
-
-def _masked_lm(out_logits_BPV: Array, batch: Batch) -> tuple[Array, Metrics]:
-  ids_BP = batch["masked_lm_ids"].astype(jnp.int32)
-  w_BP = batch["masked_lm_weights"].astype(jnp.float32)
-  w_BP = w_BP * _weights(batch, ids_BP.shape[0])[:, None]
-  loss = _wmean(_xent(out_logits_BPV, ids_BP), w_BP)
-  acc = _wmean((jnp.argmax(out_logits_BPV, -1) == ids_BP).astype(jnp.float32), w_BP)
-  return loss, {"mlm_loss": loss, "mlm_accuracy": acc}
-
-
-def _mlm_only(out, batch: Batch):
-  loss, metrics = _masked_lm(out.logits, batch)
-  return loss, {"loss": loss, **metrics}
-
-
-def _pretraining(out, batch: Batch):
-  mlm, metrics = _masked_lm(out.prediction_logits, batch)
-  labels_B = batch["sentence_order_label"].astype(jnp.int32)
-  w_B = _weights(batch, labels_B.shape[0])
-  sop = _wmean(_xent(out.sop_logits, labels_B), w_B)
-  sop_acc = _wmean((jnp.argmax(out.sop_logits, -1) == labels_B).astype(jnp.float32), w_B)
-  loss = mlm + sop
-  return loss, {"loss": loss, **metrics, "sop_loss": sop, "sop_accuracy": sop_acc}
-
-
-LOSSES = {
-  "pretraining": _pretraining,
-  "masked_lm": _mlm_only,
-  "sequence_classification": _classification,
-  "multiple_choice": _classification,
-  "token_classification": _token_classification,
-  "question_answering": _question_answering,
-}
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
 def forward(apply_fn, head: str, params, batch: Batch, rng: Array | None):
   """Runs the model on a batch; dropout is on when `rng` is given."""
-  kwargs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
-  if head in ("pretraining", "masked_lm"):
-    kwargs["masked_positions"] = batch["masked_lm_positions"]
+  kwargs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+  kwargs.update({arg: batch[key] for arg, key in HEADS[head].extra_inputs.items()})
   if rng is None:
     return apply_fn({"params": params}, **kwargs, deterministic=True)
   return apply_fn({"params": params}, **kwargs, deterministic=False, rngs={"dropout": rng})

@@ -159,7 +159,8 @@ class Bench:
     import transformers
 
     from albert_jax import AlbertConfig
-    from albert_jax.convert import create_module, params_from_hf_state_dict
+    from albert_jax.heads import create_module
+    from albert_jax.weights.hf import params_from_hf_state_dict
 
     self.config = AlbertConfig.from_name(size)
     hf_cls = {
@@ -331,7 +332,7 @@ def bench_compile(size: str, batch: int, seq: int, reps: int, remat: str) -> lis
   import jax
 
   from albert_jax import AlbertConfig, optim
-  from albert_jax.convert import abstract_params, create_module
+  from albert_jax.heads import abstract_params, create_module
   from albert_jax.train import create_train_state, train_step
 
   rows = []

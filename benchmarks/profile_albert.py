@@ -60,7 +60,7 @@ def _config(layers: int | None = None):
 def _params(module):
   import jax
 
-  from albert_jax.convert import abstract_params
+  from albert_jax.heads import abstract_params
 
   rng = np.random.default_rng(0)
   return jax.tree.map(
@@ -189,7 +189,7 @@ def section_forward(reps: int, peak: float) -> None:
   import jax
   import jax.numpy as jnp
 
-  from albert_jax.convert import create_module
+  from albert_jax.heads import create_module
 
   c = _config()
   n_layers, h, n, d, f = (
@@ -319,7 +319,7 @@ def section_train(reps: int, peak: float) -> None:
   import optax
 
   from albert_jax import optim
-  from albert_jax.convert import create_module
+  from albert_jax.heads import create_module
   from albert_jax.train import create_train_state, loss_fn, train_step
 
   c = _config()
@@ -423,7 +423,7 @@ def section_steps(reps: int, peak: float) -> None:
   import optax
 
   from albert_jax import optim
-  from albert_jax.convert import create_module
+  from albert_jax.heads import create_module
   from albert_jax.train import create_train_state, train_step
 
   c = _config()
@@ -476,7 +476,7 @@ def section_compile(reps: int, peak: float, layers_list=(24,)) -> None:
   import optax
 
   from albert_jax import optim
-  from albert_jax.convert import create_module
+  from albert_jax.heads import create_module
   from albert_jax.train import create_train_state, loss_fn, train_step
 
   data = _batch(30000)
@@ -591,7 +591,7 @@ def flag_probe() -> None:
   import jax
 
   from albert_jax import optim
-  from albert_jax.convert import create_module
+  from albert_jax.heads import create_module
   from albert_jax.model import TRAIN_REMAT_POLICY
   from albert_jax.train import create_train_state, train_step
 

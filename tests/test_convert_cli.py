@@ -15,6 +15,10 @@ import torch
 from jax.sharding import NamedSharding, PartitionSpec
 
 from albert_jax import convert, from_pretrained
+from albert_jax.errors import UserError
+from albert_jax.heads import abstract_params
+from albert_jax.weights import hf, sources
+from albert_jax.weights.converted import save_params
 from tests.reference import OUTPUT_FIELDS, hf_model, hf_outputs, padded_batch
 from tests.test_model import SMALL, TOL
 
@@ -89,16 +93,16 @@ def test_head_is_detected_from_tensor_names_and_can_be_overridden(tmp_path):
   config = json.loads((src / "config.json").read_text())
   del config["architectures"]
   (src / "config.json").write_text(json.dumps(config))
-  assert convert.load_source(src).head == "pretraining"
+  assert sources.load_source(src).head == "pretraining"
   convert.main(["c", "--source", str(src), "--output", str(tmp_path / "base"), "--head", "base"])
   model = from_pretrained(tmp_path / "base")
   assert model.head == "base" and set(model.params) == {"embeddings", "encoder", "pooler"}
-  full = convert.params_from_hf_state_dict(ref.state_dict(), model.config, "pretraining")
+  full = hf.params_from_hf_state_dict(ref.state_dict(), model.config, "pretraining")
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), full["albert"])
-  assert convert.detect_head(["classifier.weight", "albert.pooler.weight"]) == (
+  assert hf.detect_head(["classifier.weight", "albert.pooler.weight"]) == (
     "sequence_classification"
   )
-  assert convert.detect_head(["classifier.weight", "albert.encoder.x"]) == "token_classification"
+  assert hf.detect_head(["classifier.weight", "albert.encoder.x"]) == "token_classification"
 
 
 def test_masked_lm_checkpoint_keeps_its_pooler_for_the_encoder(tmp_path):
@@ -122,7 +126,7 @@ def test_from_pretrained_changes_head_and_initializes_only_what_is_new(tmp_path,
   convert.main(
     ["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
   )
-  with caplog.at_level(logging.WARNING, logger="albert_jax.pretrained"):
+  with caplog.at_level(logging.WARNING, logger="albert_jax.weights.pretrained"):
     model = from_pretrained(tmp_path / "out", head="sequence_classification", num_labels=3)
   assert "newly initialized" in caplog.text and "classifier/kernel" in caplog.text
   assert model.metadata["newly_initialized"] == ["classifier/bias", "classifier/kernel"]
@@ -136,7 +140,7 @@ def test_from_pretrained_changes_head_and_initializes_only_what_is_new(tmp_path,
   with pytest.raises(ValueError, match="classifier/kernel.*for head 'sequence_classification'"):
     from_pretrained(tmp_path / "out", head="sequence_classification", strict=True)
   seq3 = tmp_path / "seq3"
-  convert.save_params(seq3, model.params, model.config, model.head, num_labels=3)
+  save_params(seq3, model.params, model.config, model.head, num_labels=3)
   with pytest.raises(ValueError, match=r"classifier/bias is stored with shape \(3,\)"):
     from_pretrained(seq3, num_labels=2)
   two = from_pretrained(seq3, num_labels=2, ignore_mismatched_sizes=True)
@@ -162,7 +166,7 @@ def test_loads_sharded_onto_a_mesh(tmp_path):
     return jax.tree.map(spec, abstract)
 
   plain = from_pretrained(tmp_path / "out", head="sequence_classification")
-  wanted = shard(convert.abstract_params(plain.module))
+  wanted = shard(abstract_params(plain.module))
   for shardings in (shard, wanted):  # a function of the abstract tree, or the tree itself
     model = from_pretrained(tmp_path / "out", head="sequence_classification", shardings=shardings)
     leaves, want = jax.tree.leaves(model.params), jax.tree.leaves(wanted)
@@ -242,7 +246,7 @@ def test_cli_subprocess_reports_errors_in_one_line(tmp_path):
     env=env,
     timeout=120,
   )
-  assert run.returncode == 1
+  assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1].startswith(f"error: Output {out} already exists")
   assert (out / "keep.txt").read_text() == "old"
 
@@ -323,7 +327,7 @@ def test_existing_output_is_refused_then_replaced_atomically(tmp_path, hf_dir, m
   out = tmp_path / "out"
   out.mkdir()
   (out / "old.txt").write_text("old")
-  with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+  with pytest.raises(UserError, match="already exists; pass --overwrite"):
     convert.main(["c", "--source", str(hf_dir), "--output", str(out)])
   assert (out / "old.txt").read_text() == "old"
 
@@ -332,7 +336,7 @@ def test_existing_output_is_refused_then_replaced_atomically(tmp_path, hf_dir, m
     raise KeyboardInterrupt
 
   with monkeypatch.context() as m:
-    m.setattr(convert, "write_converted", crash)
+    m.setattr(sources, "write_converted", crash)
     with pytest.raises(KeyboardInterrupt):
       convert.main(["c", "--source", str(hf_dir), "--output", str(out), "--overwrite"])
     with pytest.raises(KeyboardInterrupt):

@@ -10,7 +10,9 @@ import pytest
 import transformers
 
 from albert_jax import AlbertConfig, convert, export, from_pretrained
-from albert_jax.convert import abstract_params, create_module
+from albert_jax.errors import UserError
+from albert_jax.heads import abstract_params, create_module
+from albert_jax.weights.converted import save_params
 from tests.reference import HF_CLASSES, hf_outputs
 from tests.test_convert_cli import inputs_for, max_diff
 from tests.test_model import SMALL, TOL
@@ -35,7 +37,7 @@ def random_params(head, seed=0):
 def test_export_round_trip_through_transformers(head, tmp_path, capsys):
   module, params = random_params(head)
   id2label = {"0": "neg", "1": "neutral", "2": "pos"} if head == "sequence_classification" else None
-  convert.save_params(
+  save_params(
     tmp_path / "ours",
     params,
     module.config,
@@ -80,10 +82,10 @@ def test_export_round_trip_through_transformers(head, tmp_path, capsys):
 
 def test_export_refuses_existing_output_and_bad_checkpoints(tmp_path):
   module, params = random_params("masked_lm")
-  convert.save_params(tmp_path / "ours", params, module.config, "masked_lm")
+  save_params(tmp_path / "ours", params, module.config, "masked_lm")
   (tmp_path / "hf").mkdir()
   (tmp_path / "hf" / "keep.txt").write_text("old")
-  with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+  with pytest.raises(UserError, match="already exists; pass --overwrite"):
     export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
   assert os.listdir(tmp_path / "hf") == ["keep.txt"]
   export.main(
@@ -96,7 +98,7 @@ def test_export_refuses_existing_output_and_bad_checkpoints(tmp_path):
   with pytest.raises(FileNotFoundError, match="neither a local path nor an HF hub"):
     export.main(["e", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x")])
   with pytest.raises(ValueError, match="params do not match head 'sequence_classification'"):
-    convert.save_params(tmp_path / "bad", params, module.config, "sequence_classification")
+    save_params(tmp_path / "bad", params, module.config, "sequence_classification")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "ours"]
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from albert_jax import AlbertConfig, AlbertModel, axes
-from albert_jax.convert import abstract_params, create_module, params_from_hf_state_dict
+from albert_jax.heads import abstract_params, create_module
+from albert_jax.weights.hf import params_from_hf_state_dict
 from tests.reference import OUTPUT_FIELDS, hf_model, hf_outputs, padded_batch
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"

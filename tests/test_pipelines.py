@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from albert_jax import convert, fill_mask, from_pretrained
+from albert_jax.errors import UserError
 from albert_jax.features import bucket, extract_features, load_features
 from albert_jax.features import main as features_main
 from albert_jax.fill_mask import FillMask
+from albert_jax.weights.converted import save_params
 from tests.reference import hf_model
 from tests.test_model import SMALL, TOL
 
@@ -111,7 +113,7 @@ def test_fill_mask_errors(fill, converted, tmp_path):
     fill([TEXTS[0], "no mask here"])
   base = tmp_path / "base"
   model = from_pretrained(converted[1], head="base")
-  convert.save_params(base, model.params, model.config, "base")
+  save_params(base, model.params, model.config, "base")
   with pytest.raises(ValueError, match="predictions/.*for head 'masked_lm'"):
     fill_mask.main(["f", "--model", str(base), "Hello [MASK]."])
 
@@ -177,7 +179,7 @@ def test_features_match_hf_and_are_written_atomically(converted, tmp_path, capsy
   assert worst <= TOL
 
   before = feats.read_bytes()
-  with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
+  with pytest.raises(UserError, match="already exists; pass --overwrite"):
     features_main(argv)
   assert feats.read_bytes() == before
   assert features_main([*argv[:-1], "--max_length", "4", "--overwrite"]) == 0  # not pooled

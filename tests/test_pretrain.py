@@ -379,7 +379,7 @@ def test_pretraining_learns_sentence_order(trained: tuple[str, dict]) -> None:
 def test_export_loads_for_finetuning_without_conversion(trained: tuple[str, dict]) -> None:
   import orbax.checkpoint as ocp
 
-  from albert_jax.pretrained import from_pretrained
+  from albert_jax.weights.pretrained import from_pretrained
 
   workdir, results = trained
   assert results["export"] == os.path.join(workdir, "export")

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from albert_jax import AlbertConfig, distributed, sharding
-from albert_jax.convert import create_module
+from albert_jax.heads import create_module
 from albert_jax.optim import adamw, lamb
 from albert_jax.train import create_train_state, train_step
 from tests.reference import padded_batch

@@ -11,11 +11,13 @@ import pytest
 
 from albert_jax import AlbertConfig, convert, from_pretrained
 from albert_jax.tokenizer import bundled_model_path
+from albert_jax.weights.hf import params_from_hf_state_dict
+from albert_jax.weights.sources import load_source
 from tests.reference import hf_model
 from tests.test_model import SMALL
 
 # HF name -> (TF name, TF stores the transpose). Written from the table of the original release
-# (REFERENCE.md), independently of albert_jax.tf_checkpoint.
+# (REFERENCE.md), independently of albert_jax.weights.tf1.
 LAYER_TF = {
   "attention.query": "attention_1/self/query",
   "attention.key": "attention_1/self/key",
@@ -105,9 +107,7 @@ def release(tmp_path_factory):
   write_tf_checkpoint(root / "albert_small", variables)
   (root / "albert_small" / "albert_config.json").write_text(json.dumps(google_config()))
   shutil.copy(bundled_model_path(), root / "albert_small" / "30k-clean.model")
-  expected = convert.params_from_hf_state_dict(
-    ref.state_dict(), AlbertConfig(**SMALL), "pretraining"
-  )
+  expected = params_from_hf_state_dict(ref.state_dict(), AlbertConfig(**SMALL), "pretraining")
   return root, variables, expected
 
 
@@ -140,7 +140,7 @@ def test_tf_hub_module_checkpoint_converts(release, tmp_path):
   hub = tmp_path / "hub"
   write_tf_checkpoint(hub / "variables", variables, prefix="module/")
   (hub / "albert_config.json").write_text(json.dumps(google_config()))
-  converted = convert.load_source(hub)
+  converted = load_source(hub)
   assert converted.metadata["source_format"] == "tf-hub-module"
   assert converted.metadata["tokenizer"] == "bundled"
   assert_same_params(converted.params, expected)

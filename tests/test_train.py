@@ -7,8 +7,9 @@ import optax
 import pytest
 
 from albert_jax import AlbertConfig
-from albert_jax.convert import create_module, params_from_hf_state_dict
+from albert_jax.heads import create_module
 from albert_jax.train import LOSSES, create_train_state, eval_step, train_step
+from albert_jax.weights.hf import params_from_hf_state_dict
 from tests.reference import hf_model, hf_outputs, padded_batch
 from tests.test_model import SMALL
 

@@ -5,9 +5,9 @@
     batch = model.tokenizer(["a text", "another"], padding=True, return_tensors="np")
     logits = model(**batch).logits
 
-`name_or_dir` is a directory written by `python -m albert_jax.convert`, anything the converter
-reads (an HF model directory, a TF checkpoint directory or prefix, a `.tar.gz`), or an HF hub
-name, which is converted once into `$ALBERT_JAX_CACHE/<name>` (default
+`name_or_dir` is a converted directory (`python -m albert_jax.convert`, `save_params`),
+anything the converter reads (an HF model directory, a TF checkpoint directory or prefix, a
+`.tar.gz`), or an HF hub name, which is converted once into `$ALBERT_JAX_CACHE/<name>` (default
 `~/.cache/albert_jax/<name>`) and loaded from there afterwards.
 
 The head asked for may differ from the stored one. Parameters are matched by their place in the
@@ -36,9 +36,11 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from albert_jax import convert
 from albert_jax.config import AlbertConfig
+from albert_jax.errors import UserError
+from albert_jax.heads import abstract_params, create_module, init_params
 from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.weights import converted, sources
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +102,12 @@ def from_pretrained(
       `attention_implementation`; `add_pooling_layer` for `base`).
   """
   path = Path(name_or_dir)
-  if not convert.is_converted(path) and not _is_local(path):
+  if not converted.is_converted(path) and not _is_local(path):
     path = _cached_conversion(str(name_or_dir))
-  if convert.is_converted(path):
+  if converted.is_converted(path):
     source = _ConvertedDir(path)
   else:
-    source = _InMemory(convert.load_source(path))
+    source = _InMemory(sources.load_source(path))
   return _assemble(
     source,
     str(name_or_dir),
@@ -125,15 +127,15 @@ def _is_local(path: Path) -> bool:
 
 def _cached_conversion(name: str) -> Path:
   """Converts hub model `name` into the cache once; later calls find it there."""
-  repo_id = convert.hub_repo_id(name)
+  repo_id = sources.hub_repo_id(name)
   if repo_id is None:
     raise FileNotFoundError(f"{name!r} is neither a local path nor an HF hub model name.")
   target = cache_root() / repo_id.replace("/", "--")
-  if not convert.is_converted(target):
+  if not converted.is_converted(target):
     try:
-      convert.convert(name, target)
-    except FileExistsError:  # converted meanwhile by another process; fine if complete
-      if not convert.is_converted(target):
+      sources.convert(name, target)
+    except UserError:  # converted meanwhile by another process? Fine if complete
+      if not converted.is_converted(target):
         raise
     log.info("Converted %s into %s", name, target)
   return target
@@ -143,17 +145,17 @@ def _cached_conversion(name: str) -> Path:
 
 
 class _ConvertedDir:
-  """A directory written by `albert_jax.convert`: parameters restored by Orbax."""
+  """A converted directory (`albert_jax.weights.converted`): parameters restored by Orbax."""
 
   def __init__(self, path: Path):
     self.path = path
-    self.metadata = convert.read_json(path / convert.METADATA_FILE)
-    self.config = AlbertConfig.from_json_file(path / convert.HF_CONFIG_FILE)
+    self.metadata = converted.read_json(path / converted.METADATA_FILE)
+    self.config = AlbertConfig.from_json_file(path / converted.HF_CONFIG_FILE)
     self.tokenizer = AlbertTokenizer.from_pretrained(path)
-    self.params_dir = (path / convert.PARAMS_DIR).absolute()
+    self.params_dir = (path / converted.PARAMS_DIR).absolute()
     if not self.params_dir.is_dir():
       raise FileNotFoundError(
-        f"{path} has no {convert.PARAMS_DIR}/ Orbax checkpoint; convert the weights again."
+        f"{path} has no {converted.PARAMS_DIR}/ Orbax checkpoint; convert the weights again."
       )
 
   def shapes(self) -> dict[Path_, tuple[int, ...]]:
@@ -162,7 +164,7 @@ class _ConvertedDir:
     try:
       tree = ocp.PyTreeCheckpointer().metadata(self.params_dir).item_metadata.tree
     except Exception as e:  # orbax raises many types for a damaged checkpoint
-      raise ValueError(
+      raise UserError(
         f"Cannot read the Orbax checkpoint {self.params_dir}: {e}. It is "
         "incomplete or corrupt; convert the weights again."
       ) from None
@@ -182,7 +184,7 @@ class _ConvertedDir:
     try:
       restored = ocp.PyTreeCheckpointer().restore(self.params_dir, args=args)
     except Exception as e:  # as above
-      raise ValueError(
+      raise UserError(
         f"Cannot restore the Orbax checkpoint {self.params_dir}: {e}. It is "
         "incomplete or corrupt; convert the weights again."
       ) from None
@@ -192,11 +194,11 @@ class _ConvertedDir:
 class _InMemory:
   """Weights converted in memory (HF or TF sources): numpy arrays placed with device_put."""
 
-  def __init__(self, converted: convert.Converted):
-    self.metadata = converted.metadata
-    self.config = converted.config
-    self.tokenizer = converted.tokenizer
-    self.flat = flatten_dict(converted.params)
+  def __init__(self, loaded: converted.Converted):
+    self.metadata = loaded.metadata
+    self.config = loaded.config
+    self.tokenizer = loaded.tokenizer
+    self.flat = flatten_dict(loaded.params)
 
   def shapes(self) -> dict[Path_, tuple[int, ...]]:
     return {path: np.shape(leaf) for path, leaf in self.flat.items()}
@@ -253,8 +255,8 @@ def _assemble(
   head = head or stored_head
   if num_labels is None and head == stored_head:
     num_labels = meta.get("num_labels")
-  module = convert.create_module(source.config, head, num_labels, **model_options)
-  target = convert.abstract_params(module)
+  module = create_module(source.config, head, num_labels, **model_options)
+  target = abstract_params(module)
   place = _shardings_for(target, shardings)
   shapes = source.shapes()
   stored = {_canonical(stored_head, p): shape for p, shape in shapes.items()}
@@ -266,7 +268,7 @@ def _assemble(
     have = stored.get(_canonical(head, path))
     if have is not None and tuple(have) != tuple(want.shape):
       if not ignore_mismatched_sizes:
-        raise ValueError(
+        raise UserError(
           f"{name}: parameter {'/'.join(path)} is stored with shape {tuple(have)}; head "
           f"{head!r} with num_labels={num_labels} needs {tuple(want.shape)}. Pass the stored "
           "num_labels, or ignore_mismatched_sizes=True to initialize it anew."
@@ -277,7 +279,7 @@ def _assemble(
     else:
       used[path] = _canonical(head, path)
   if new and strict:
-    raise ValueError(
+    raise UserError(
       f"{name} has no {['/'.join(p) for p in new][:6]} for head {head!r} (it holds "
       f"{', '.join(meta.get('heads_found', []))}; stored head {stored_head!r}). Use a "
       "checkpoint with that head."
@@ -293,7 +295,7 @@ def _assemble(
   restored = source.read(selection)
   flat = {path: restored[original[stored_path]] for path, stored_path in used.items()}
   if not all(isinstance(leaf, jax.Array) for leaf in flat.values()):
-    raise ValueError(
+    raise UserError(
       f"{name}: the checkpoint did not return every parameter asked for; it is "
       "incomplete. Convert the weights again."
     )
@@ -321,7 +323,7 @@ def _init_new(
   """Initializes only `paths` (XLA drops the rest of the init), placed as `place` says."""
 
   def init(key):
-    flat = flatten_dict(convert.init_params(module, key))
+    flat = flatten_dict(init_params(module, key))
     return {path: flat[path] for path in paths}
 
   key = jax.random.key(0) if rng is None else rng

@@ -4,7 +4,7 @@ Google released ALBERT as TF1 checkpoints (`model.ckpt-best.{index,data-*}` with
 `albert_config.json` and `30k-clean.model`, usually in a `.tar.gz`) and as TF-Hub modules, whose
 variables carry a `module/` prefix. This module reads such a checkpoint and renames its
 variables to HF transformers' names, transposing kernels from TF's (in, out) to HF's (out, in)
-layout, so that `albert_jax.convert.params_from_hf_state_dict` -- one table, one set of shape
+layout, so that `albert_jax.weights.hf.params_from_hf_state_dict` -- one table, one set of shape
 checks -- builds the parameter tree for both sources. Optimizer slots (`adam_m`, `adam_v`) and
 `global_step` are skipped; variables with no HF counterpart are reported, never silently mapped.
 
@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from albert_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ def find_checkpoint(path: str | os.PathLike) -> str:
       f"No TF checkpoint in {path}: expected {PREFERRED_PREFIX}.index or another *.index "
       f"file; found {sorted(os.listdir(path))}."
     )
-  raise ValueError(
+  raise UserError(
     f"{path} holds several TF checkpoints {[Path(c).name for c in candidates]}; "
     f"pass the one you want as its prefix, e.g. {candidates[-1]}."
   )
@@ -156,14 +158,14 @@ def find_config(prefix: str) -> Path | None:
 
 def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
   """Reads every model variable of the checkpoint at `path` (prefix or directory), renamed to
-  HF's state-dict names with HF's layouts. Corrupt or truncated files are a ValueError."""
+  HF's state-dict names with HF's layouts. Corrupt or truncated files are a UserError."""
   prefix = find_checkpoint(path)
   tf = _tf()
   try:
     reader = tf.train.load_checkpoint(prefix)
     names = sorted(reader.get_variable_to_shape_map())
   except Exception as e:  # TF raises OpErrors (DataLoss, NotFound...) and others
-    raise ValueError(
+    raise UserError(
       f"Cannot read TF checkpoint {prefix}: {_message(e)}. The .index/.data "
       "files are truncated, corrupt or incomplete; copy or extract them again."
     ) from None
@@ -181,14 +183,14 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
       continue
     hf, transpose = mapped
     if hf in state:
-      raise ValueError(
+      raise UserError(
         f"TF checkpoint {prefix} holds {hf!r} twice (as {name!r} and another "
         "name); it mixes a TF-Hub module and a plain checkpoint."
       )
     try:
       value = np.asarray(reader.get_tensor(name))
     except Exception as e:  # TF raises OpErrors, IndexError (short read), ...
-      raise ValueError(
+      raise UserError(
         f"Cannot read variable {name!r} of TF checkpoint {prefix}: {_message(e)}. "
         "The data file is truncated or corrupt; copy or extract it again."
       ) from None
@@ -201,7 +203,7 @@ def read_tf_checkpoint(path: str | os.PathLike) -> TfCheckpoint:
       unknown[:5],
     )
   if not state:
-    raise ValueError(
+    raise UserError(
       f"TF checkpoint {prefix} has no ALBERT variables (bert/embeddings/..., "
       f"bert/encoder/...); its variables are e.g. {names[:5]}."
     )
@@ -219,7 +221,7 @@ def _tf():
   try:
     import tensorflow as tf
   except ImportError as e:
-    raise ImportError(
+    raise UserError(
       "Reading Google's TF checkpoints needs TensorFlow: pip install "
       "tensorflow-cpu (or convert on a machine that has it)."
     ) from e

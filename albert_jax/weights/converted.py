@@ -1,0 +1,142 @@
+"""The converted directory: what `python -m albert_jax.convert` and `save_params` write, and
+what `albert_jax.from_pretrained` loads.
+
+  DIR/params/           Orbax checkpoint of the parameter tree (plain arrays, HF-like names)
+  DIR/config.json       the ALBERT config, HF's format
+  DIR/albert_jax.json   head, num_labels, id2label, source, parameter count, parts found
+  DIR/spiece.model      the SentencePiece model (+ tokenizer_config.json)
+
+Directories are written through `albert_jax.files.atomic_directory`: they appear complete or
+not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax.traverse_util import flatten_dict
+
+from albert_jax import files
+from albert_jax.config import AlbertConfig
+from albert_jax.errors import UserError
+from albert_jax.heads import abstract_params, create_module, head_spec
+from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.weights import hf
+
+Params = dict[str, Any]
+
+METADATA_FILE = "albert_jax.json"
+PARAMS_DIR = "params"
+HF_CONFIG_FILE = "config.json"
+
+
+class Converted(NamedTuple):
+  """A checkpoint read into memory: what `convert` writes and `from_pretrained` loads."""
+
+  config: AlbertConfig
+  params: Params  # numpy arrays; the head's tree, plus the pooler if the head does not use it
+  head: str
+  tokenizer: AlbertTokenizer
+  metadata: dict[str, Any]  # what albert_jax.json holds
+
+
+def is_converted(path: str | os.PathLike) -> bool:
+  """Whether `path` is a converted directory."""
+  return (Path(path) / METADATA_FILE).is_file()
+
+
+def parameter_count(params: Params) -> int:
+  return int(sum(np.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params)))
+
+
+def metadata(
+  head: str,
+  params: Params,
+  hf_names: Iterable[str],
+  *,
+  num_labels: int | None,
+  id2label: Mapping[str, str] | None,
+  source: str,
+  source_format: str,
+  tokenizer: str,
+) -> dict[str, Any]:
+  """The content of albert_jax.json; `hf_names` are the HF tensor names the weights had."""
+  return {
+    "head": head,
+    "num_labels": num_labels,
+    "id2label": dict(id2label) if id2label else None,
+    "source": source,
+    "source_format": source_format,  # hf, hf-hub, tf, tf-hub-module or albert_jax
+    "parameter_count": parameter_count(params),
+    "heads_found": hf.parts_found(hf_names),
+    "tokenizer": tokenizer,  # "source" (the checkpoint's own) or "bundled"
+  }
+
+
+def read_json(path: Path) -> dict[str, Any]:
+  """A JSON file of a checkpoint; invalid JSON is a UserError naming the file."""
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path} is not valid JSON ({e}); fix it or download it again.") from None
+
+
+def write_converted(directory: str | os.PathLike, converted: Converted) -> None:
+  """Writes `converted` into the existing, empty `directory` (see the module docstring)."""
+  import orbax.checkpoint as ocp
+
+  directory = Path(directory)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(directory.absolute() / PARAMS_DIR, converted.params)
+  converted.config.to_json_file(directory / HF_CONFIG_FILE)
+  converted.tokenizer.save_pretrained(directory)
+  files.write_json(directory / METADATA_FILE, converted.metadata)
+
+
+def save_params(
+  output: str | os.PathLike,
+  params: Params,
+  config: AlbertConfig,
+  head: str,
+  *,
+  tokenizer: AlbertTokenizer | None = None,
+  num_labels: int | None = None,
+  id2label: Mapping[str, str] | None = None,
+  source: str = "albert_jax",
+  overwrite: bool = False,
+) -> Converted:
+  """Writes `params` of `head` (e.g. after fine-tuning) as a converted directory, which
+  `from_pretrained` loads and `python -m albert_jax.export` turns into an HF model."""
+  head_spec(head)  # an unknown head is a UserError
+  params = jax.tree.map(np.asarray, jax.device_get(nn.unbox(params)))
+  expected = abstract_params(create_module(config, head, num_labels))
+  got = {k: np.shape(v) for k, v in flatten_dict(params, sep="/").items()}
+  want = {k: tuple(v.shape) for k, v in flatten_dict(expected, sep="/").items()}
+  wrong = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+  if wrong:
+    raise UserError(
+      f"params do not match head {head!r} (num_labels={num_labels}) of this "
+      f"config at {len(wrong)} place(s), e.g. "
+      f"{[(k, got.get(k), want.get(k)) for k in wrong[:3]]} (got, expected)."
+    )
+  meta = metadata(
+    head,
+    params,
+    hf.params_to_hf_state_dict(params, config, head),
+    num_labels=num_labels,
+    id2label=id2label,
+    source=source,
+    source_format="albert_jax",
+    tokenizer="source" if tokenizer is not None else "bundled",
+  )
+  converted = Converted(config, params, head, tokenizer or AlbertTokenizer(), meta)
+  with files.atomic_directory(output, overwrite) as tmp:
+    write_converted(tmp, converted)
+  return converted
