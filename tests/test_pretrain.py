@@ -1,4 +1,4 @@
-"""Tests of `python -m albert_jax.pretrain` and its input pipeline (`data.pretraining_input`).
+"""Tests of `python -m albert_jax.pretrain` and its input pipeline (`data.pretraining`).
 
 The data: documents of 3-6 generated sentences (the generator of test_pretraining_data) whose
 first sentence starts with "First," and last with "Finally", so the sentence order can be told
@@ -27,13 +27,13 @@ import numpy as np
 import pytest
 
 from albert_jax import pretrain
-from albert_jax.data import pretraining_input as data_lib
+from albert_jax.data import pretraining as data_lib
 from albert_jax.data.pretraining import (
   PretrainingDataConfig,
   PretrainingDataError,
   create_pretraining_data,
-  load_manifest,
   original_input_ids,
+  read_manifest,
 )
 from albert_jax.loop import DataPosition
 from configs.pretrain import tiny
@@ -98,7 +98,7 @@ def read_metrics(workdir: str, split: str = "train") -> list[dict]:
 
 
 def open_train(data_dir: str, file_ids=(0, 1, 2), batch_size=16, **kwargs) -> data_lib.TrainBatches:
-  manifest = load_manifest(data_dir)
+  manifest = read_manifest(data_dir)
   shards = data_lib.open_shards(data_dir, list(file_ids))
   steps = data_lib.steps_per_epoch(manifest, list(file_ids), 1, batch_size)
   return data_lib.TrainBatches(shards, batch_size, steps, **kwargs)
@@ -160,7 +160,7 @@ def test_order_is_a_function_of_seed_epoch_and_position(data_dir: str) -> None:
 
 
 def test_process_shares_are_disjoint_and_epochs_agree(data_dir: str) -> None:
-  manifest = load_manifest(data_dir)
+  manifest = read_manifest(data_dir)
   train_ids, eval_ids = data_lib.split_files(NUM_SHARDS, 1)
   assert (train_ids, eval_ids) == ([0, 1, 2], [3])
   shares = [data_lib.process_files(train_ids, p, 2) for p in range(2)]
@@ -272,7 +272,7 @@ def test_size_configs_hold_googles_recipe(size: str) -> None:
 def corrupt_copy(data_dir: str, tmp_path, how: str) -> str:
   copy = str(tmp_path / f"data-{how}")
   shutil.copytree(data_dir, copy)
-  path = os.path.join(copy, load_manifest(copy)["files"][1]["path"])
+  path = os.path.join(copy, read_manifest(copy)["files"][1]["path"])
   with open(path, "r+b") as f:
     data = bytearray(f.read())
     if how == "garbage":  # a record header overwritten
