@@ -176,7 +176,7 @@ def make_prose_sentence(rng: random.Random) -> str:
 
 
 def make_prose_documents(num_documents: int, seed: int) -> list[list[str]]:
-  """Documents of 1 + Exp(mean 9) sentences, at most 41 (about 12% have one sentence)."""
+  """Documents of 1 + Exp(mean 9) sentences, at most 41 (about 11% have one sentence)."""
   rng = random.Random(seed)
   return [
     [make_prose_sentence(rng) for _ in range(1 + min(40, int(rng.expovariate(1 / 9))))]

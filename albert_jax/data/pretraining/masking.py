@@ -39,7 +39,7 @@ _PUNCTUATION = frozenset('!"#$%&()*+,-./:;?@[\\]^_`{|}~')
 _IN_WORD_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz") | _PUNCTUATION
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1 << 16)
 def is_word_start(piece: str) -> bool:
   """Whether `piece` begins a new whole word (Google's `_is_start_piece_sp`).
 
