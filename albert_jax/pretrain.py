@@ -43,7 +43,7 @@ import numpy as np
 from albert_jax import distributed, optim, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import AlbertConfig
-from albert_jax.data import pretraining_input as data_lib
+from albert_jax.data import pretraining as data_lib
 from albert_jax.heads import create_module
 from albert_jax.loop import DataPosition, Reporter, is_due
 from albert_jax.model import TRAIN_REMAT_POLICY

@@ -8,8 +8,8 @@ ALBERT). Text becomes pieces the way Google's ALBERT code and HF's slow (Sentenc
    case-sensitive match) and each piece of text between them is tokenized on its own, so the
    spaces around a special token never matter;
 2. each piece of text is preprocessed: whitespace collapsed (`" ".join(text.split())`),
-   `` and '' turned into ", NFKD with combining marks dropped (unless `keep_accents`),
-   lowercased (if `do_lower_case`);
+   `` and '' turned into " (HF's rule; unless `replace_quotes=False`), NFKD with combining
+   marks dropped (unless `keep_accents`), lowercased (if `do_lower_case`);
 3. SentencePiece encodes it (its own `nmt_nfkc` normalization, unigram model);
 4. a piece ending in a digit and a comma (`▁1990,`) is encoded again without the comma and the
    comma becomes its own piece (`▁1990` `,`).
@@ -77,6 +77,9 @@ class AlbertTokenizer:
     keep_accents: keep accents and other combining marks (released models: False).
     model_max_length: the `max_length` used when truncating or padding to `max_length`
       without one (ALBERT's position embeddings: 512).
+    replace_quotes: turn `` and '' into " before SentencePiece, as HF's tokenizer does (the
+      default, for the model). False is Google's `tokenization.py`, which made the
+      pretraining data: `` stays and becomes `<unk>` (`create_pretraining_data` uses it).
   """
 
   pad_token, unk_token, cls_token, sep_token, mask_token = SPECIAL_TOKENS
@@ -89,11 +92,13 @@ class AlbertTokenizer:
     do_lower_case: bool = True,
     keep_accents: bool = False,
     model_max_length: int = 512,
+    replace_quotes: bool = True,
   ) -> None:
     self.model_file = str(bundled_model_path() if model_file is None else model_file)
     self.do_lower_case = do_lower_case
     self.keep_accents = keep_accents
     self.model_max_length = model_max_length
+    self.replace_quotes = replace_quotes
     self._load(_read_model_file(self.model_file))
 
   def _load(self, proto: bytes) -> None:
@@ -229,7 +234,9 @@ class AlbertTokenizer:
     return tokens
 
   def _preprocess(self, text: str) -> str:
-    text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
+    text = " ".join(text.strip().split())
+    if self.replace_quotes:
+      text = text.replace("``", '"').replace("''", '"')
     if not self.keep_accents:
       text = unicodedata.normalize("NFKD", text)
       text = "".join(c for c in text if not unicodedata.combining(c))
@@ -385,7 +392,12 @@ class AlbertTokenizer:
   # --- pickling: the SentencePiece processor is rebuilt from the model's bytes -----------------
 
   def __getstate__(self) -> dict[str, Any]:
-    return {"model_file": self.model_file, "proto": self._proto, **self._config()}
+    return {
+      "model_file": self.model_file,
+      "proto": self._proto,
+      "replace_quotes": self.replace_quotes,
+      **self._config(),
+    }
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     state = dict(state)
@@ -396,7 +408,8 @@ class AlbertTokenizer:
   def __repr__(self) -> str:
     return (
       f"AlbertTokenizer({self.model_file!r}, vocab_size={self.vocab_size}, "
-      f"do_lower_case={self.do_lower_case}, keep_accents={self.keep_accents})"
+      f"do_lower_case={self.do_lower_case}, keep_accents={self.keep_accents}, "
+      f"replace_quotes={self.replace_quotes})"
     )
 
 

@@ -1,8 +1,17 @@
-"""Tests of albert_jax.data.pretraining and the create_pretraining_data CLI.
+"""Tests of albert_jax.data.pretraining (writing side) and the create_pretraining_data CLI.
 
-Statistics are measured on a generated corpus (3,351 sentences in 300 documents of 3-20
-sentences) at max_seq_length 128, where num_to_predict = round(T * 0.15) <= 19 < 20, so the
-cap of max_predictions_per_seq never binds.
+Fidelity to Google's `create_pretraining_data.py` is checked against `tests/google_pretraining.py`,
+a literal transcription of its rules: exactly on crafted cases, and statistically on a generated
+prose-like corpus (`make_prose_documents`: 300 documents, 1-41 sentences of ~29 pieces, with
+punctuation, numbers, names, possessives and hyphens: ~16% of pieces start a word without "▁")
+at max_seq_length 128, where num_to_predict = round(T * 0.15) <= 19 < 20.
+
+Tolerances of the statistics: both sides are samples, so a share is compared within 4 standard
+errors of the difference of the two estimates. A run-length share is a ratio over runs that
+come clustered in sequences, so its standard error is the ratio estimator's,
+sqrt(sum_i (c_i - p r_i)^2) / sum_i r_i (c_i: runs of the bucket in sequence i, r_i: all its
+runs), which is the binomial sqrt(p (1 - p) / N) when runs are independent; the larger of the
+two is used. Per-instance shares (label 1, < 32 tokens) are binomial: sqrt(p (1 - p) / N).
 """
 
 from __future__ import annotations
@@ -24,31 +33,37 @@ from albert_jax.data.pretraining import (
   PretrainingDataError,
   create_instances_from_document,
   create_pretraining_data,
+  is_word_start,
   mask_tokens,
   read_pretraining_dataset,
-  sample_masked_spans,
+  sample_masked_ngrams,
   tokenize_document,
-  word_spans,
+  whole_words,
 )
 from albert_jax.tokenizer import AlbertTokenizer
+from tests import google_pretraining as google
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLS, SEP, MASK = 2, 3, 4
 MAX_SEQ_LENGTH = 128  # round(128 * 0.15) = 19 < 20: the prediction cap never binds
-TOKENIZER = AlbertTokenizer()
+SIGMAS = 4  # tolerance of a statistic, in standard errors of the compared difference
 
 
 def make_tokenizer() -> AlbertTokenizer:
-  """The tokenizer factory given to generation (a class is picklable for spawned workers)."""
-  return AlbertTokenizer()
+  """The data tokenizer (Google's preprocessing), a picklable factory for spawned workers."""
+  return AlbertTokenizer(replace_quotes=False)
+
+
+TOKENIZER = make_tokenizer()
+PIECES = TOKENIZER.convert_ids_to_tokens(list(range(TOKENIZER.vocab_size)))
 
 
 def to_pieces(ids: np.ndarray) -> list[str]:
-  return TOKENIZER.convert_ids_to_tokens([int(i) for i in ids])
+  return [PIECES[int(i)] for i in ids]
 
 
 # ---------------------------------------------------------------------------------------------
-# A corpus of English-like text.
+# Corpora. `make_sentence` (short, regular sentences) is also the generator of test_pretrain.
 
 NOUNS = (
   "river mountain teacher village engine garden window letter market soldier harbor library "
@@ -88,6 +103,85 @@ def make_sentence(rng: random.Random) -> str:
 def make_documents(num_documents: int, seed: int) -> list[list[str]]:
   rng = random.Random(seed)
   return [[make_sentence(rng) for _ in range(rng.randint(3, 20))] for _ in range(num_documents)]
+
+
+PROSE_FUNCTION = (
+  "the the the the of of of and and and to to in in a a is was for on that with as by at "
+  "from it his her their its which who this these an or but not had has have were are been "
+  "also after during while into over under between about"
+).split()
+PROSE_NOUNS = (
+  "city river school family government war church album station county village season team "
+  "company population film series party election university island museum bridge railway "
+  "region capital century language species novel character league district emperor "
+  "cathedral manuscript archipelago parliament telescope orchestra blacksmith lighthouse "
+  "constituency municipality headquarters archaeologist choreographer biochemistry "
+  "photosynthesis"
+).split()
+PROSE_VERBS = (
+  "was is became joined founded built released married moved won lost described received "
+  "published reconstructed photographed nominated abandoned negotiated commissioned excavated"
+).split()
+PROSE_ADJECTIVES = (
+  "first new large small national local former early late main several major public "
+  "traditional controversial picturesque unprecedented mediterranean"
+).split()
+PROSE_NAMES = (
+  "John Mary Smith London Paris Germany France Anna Tomás José Müller Zürich Dvořák O'Brien "
+  "McGregor Okonkwo Przemyslaw Nakamura São Paulo"
+).split()
+PROSE_ODD = ["U.S.", "(", ")", "don't", "it's", "St.", "£5", "km²"]
+
+
+def make_prose_word(rng: random.Random) -> str:
+  r = rng.random()
+  if r < 0.42:
+    return rng.choice(PROSE_FUNCTION)
+  if r < 0.65:
+    return rng.choice(PROSE_NOUNS) + ("s" if rng.random() < 0.2 else "")
+  if r < 0.77:
+    return rng.choice(PROSE_VERBS)
+  if r < 0.87:
+    return rng.choice(PROSE_ADJECTIVES)
+  if r < 0.93:
+    return rng.choice(PROSE_NAMES) + ("'s" if rng.random() < 0.15 else "")
+  if r < 0.965:
+    return rng.choice(
+      [
+        str(rng.randint(1800, 2020)),
+        f"{rng.randint(1, 99)},{rng.randint(100, 999)}",
+        f"{rng.randint(1, 9)}.{rng.randint(0, 9)}",
+        f"{rng.randint(1, 99)}%",
+        str(rng.randint(2, 60)),
+      ]
+    )
+  if r < 0.98:
+    return f"{rng.choice(PROSE_ADJECTIVES)}-{rng.choice(PROSE_NOUNS)}"
+  return rng.choice(PROSE_ODD)
+
+
+def make_prose_sentence(rng: random.Random) -> str:
+  """3+ words (gamma-distributed, mean ~22), some commas, quotes and ``quotes''."""
+  words = [make_prose_word(rng) for _ in range(max(3, int(rng.gammavariate(4.0, 5.5))))]
+  words[0] = words[0][:1].upper() + words[0][1:]
+  for i in range(1, len(words) - 1):
+    if rng.random() < 0.07:
+      words[i] += rng.choice([",", ",", ",", ";", ":"])
+  text = " ".join(words)
+  if rng.random() < 0.04:
+    text = text.replace(" ", ' "', 1) + '"'
+  if rng.random() < 0.02:
+    text = f"``{text}''"
+  return text + rng.choice([".", ".", ".", ".", ".", "?", "!"])
+
+
+def make_prose_documents(num_documents: int, seed: int) -> list[list[str]]:
+  """Documents of 1 + Exp(mean 9) sentences, at most 41 (about 11% have one sentence)."""
+  rng = random.Random(seed)
+  return [
+    [make_prose_sentence(rng) for _ in range(1 + min(40, int(rng.expovariate(1 / 9))))]
+    for _ in range(num_documents)
+  ]
 
 
 def write_corpus(path: str, documents: list[list[str]]) -> str:
@@ -132,20 +226,119 @@ def examples(corpus_dir: str, tmp_path_factory: pytest.TempPathFactory) -> list[
   return result
 
 
+@pytest.fixture(scope="module")
+def prose() -> tuple[list, list[list[list[str]]]]:
+  """The prose corpus tokenized: our documents, and Google's (lists of sentence pieces)."""
+  docs = [tokenize_document(d, TOKENIZER) for d in make_prose_documents(300, seed=0)]
+  google_docs = [
+    [d.pieces[s:e] for s, e in zip(d.sentence_starts[:-1], d.sentence_starts[1:], strict=True)]
+    for d in docs
+  ]
+  return docs, google_docs
+
+
+def our_instances(docs: list, passes: int, **config) -> list:
+  """`passes` passes of create_instances_from_document over `docs` (one pool), unmasked."""
+  config = PretrainingDataConfig(max_seq_length=MAX_SEQ_LENGTH, masked_lm_prob=0.0, **config)
+  rng = np.random.default_rng(0)
+  return [
+    instance
+    for _ in range(passes)
+    for i in range(len(docs))
+    for instance in create_instances_from_document(docs, i, config, rng, vocab_size=30000)
+  ]
+
+
 # ---------------------------------------------------------------------------------------------
-# The pure masking functions.
+# Word boundaries and n-gram selection: exactly Google's rules.
 
 
-def test_word_spans_group_continuations_and_skip_specials() -> None:
-  pieces = ["[CLS]", "▁the", "▁qui", "x", "otic", "[SEP]", "s", "▁a", "[SEP]", "<pad>"]
-  assert word_spans(pieces).tolist() == [[1, 2], [2, 5], [6, 7], [7, 8]]
+def test_word_starts_follow_googles_rule() -> None:
+  expected = {
+    "▁the": True,  # a ▁ piece
+    "▁": True,
+    ",": True,  # a punctuation piece
+    ".": True,
+    "9": True,  # a character outside a-z: digits, accents, symbols, apostrophes
+    "99": True,
+    "é": True,
+    "x²": True,
+    "£": True,
+    "'s": True,
+    "<unk>": True,
+    "ing": False,  # letters only: a continuation
+    "s.": False,  # letters and punctuation: a continuation too
+    "``": False,
+    "..": False,
+  }
+  assert {piece: is_word_start(piece) for piece in expected} == expected
+  assert {piece: google.is_start_piece(piece) for piece in expected} == expected
+  disagree = [p for p in PIECES if is_word_start(p) != google.is_start_piece(p)]
+  assert disagree == []  # the whole 30k vocabulary
+
+
+def test_whole_words_are_googles_candidates() -> None:
+  pieces = ["[CLS]", "▁the", "▁qui", "x", "otic", ",", "▁19", "99", "[SEP]", "s", "▁a", "é"]
+  pieces += ["'", "s", "ing", "[SEP]"]
+  expected = [[1], [2, 3, 4], [5], [6], [7, 9], [10], [11], [12, 13, 14]]
+  assert whole_words(pieces) == google.candidate_words(pieces) == expected
+
+
+class ScriptedRng:
+  """Stands in for the generator: a given visiting order and n per word."""
+
+  def __init__(self, order: list[int], n_per_word: list[int]):
+    self.order, self.n_per_word = order, n_per_word
+
+  def permutation(self, num_words: int) -> np.ndarray:
+    assert num_words == len(self.order)
+    return np.asarray(self.order)
+
+  def choice(self, values: np.ndarray, size: int, p: np.ndarray) -> np.ndarray:
+    assert size == len(self.n_per_word)
+    np.testing.assert_allclose(p, 1 / values / np.sum(1 / values))  # p(n) ∝ 1/n
+    return np.asarray(self.n_per_word)
+
+
+def ours_vs_google(sizes: list[int], budget: int, order: list[int], ns: list[int]) -> list:
+  words, start = [], 1
+  for size in sizes:
+    words.append(list(range(start, start + size)))
+    start += size
+  chosen = sample_masked_ngrams(words, budget, ScriptedRng(order, ns), ngram=3)
+  reference = google.select_ngrams(words, budget, order, lambda w: ns[w])
+  assert [list(range(g.first_word, g.first_word + g.num_words)) for g in chosen] == reference
+  for gram in chosen:
+    assert list(gram.positions) == [p for w in reference[chosen.index(gram)] for p in words[w]]
+  return [(g.first_word, g.num_words) for g in chosen]
+
+
+def test_ngrams_shortened_at_the_budget_and_overlaps_skipped() -> None:
+  # Words of 2, 1, 3, 1, 1 pieces; budget 4.
+  # word 0, n=3: 6 pieces > 4 -> n=2: 3 pieces, chosen (3 masked);
+  # word 2, n=1: 3 pieces, 6 > 4 and no shorter n-gram -> skipped;
+  # word 1, n=2: 4 pieces > 1 left -> n=1: word 1, already covered -> skipped;
+  # word 3, n=1: 1 piece, chosen (4 masked): the budget is met.
+  assert ours_vs_google([2, 1, 3, 1, 1], 4, [0, 2, 1, 3, 4], [3, 1, 2, 1, 1]) == [(0, 2), (3, 1)]
+  # An n-gram starting at the last word has one word; an overlapping one is skipped whole, not
+  # shortened to its free part.
+  assert ours_vs_google([1, 1, 1, 1], 4, [3, 2, 0, 1], [3, 2, 3, 1]) == [(3, 1), (0, 3)]
+  assert ours_vs_google([1, 1, 1, 1], 4, [1, 0, 3, 2], [2, 2, 1, 1]) == [(1, 2), (3, 1)]
+
+
+def test_ngram_selection_equals_google_on_random_cases() -> None:
+  rng = np.random.default_rng(0)
+  for _ in range(500):
+    sizes = rng.integers(1, 5, size=rng.integers(1, 30)).tolist()
+    order = rng.permutation(len(sizes)).tolist()
+    ns = rng.integers(1, 4, size=len(sizes)).tolist()
+    ours_vs_google(sizes, int(rng.integers(1, 25)), order, ns)
 
 
 def test_mask_tokens_shapes_padding_and_determinism() -> None:
-  tokenizer = make_tokenizer()
-  pieces = ["[CLS]", *tokenizer.tokenize("the quixotic zephyrs unbelievably played . " * 8)]
+  pieces = ["[CLS]", *TOKENIZER.tokenize("the quixotic zephyrs unbelievably played . " * 8)]
   pieces = [*pieces[:60], "[SEP]"]
-  ids = [CLS, *tokenizer.convert_tokens_to_ids(pieces[1:-1]), SEP]
+  ids = [CLS, *TOKENIZER.convert_tokens_to_ids(pieces[1:-1]), SEP]
   result = mask_tokens(pieces, ids, np.random.default_rng(3), vocab_size=30000)
   again = mask_tokens(pieces, ids, np.random.default_rng(3), vocab_size=30000)
   for a, b in zip(result, again, strict=True):
@@ -163,20 +356,6 @@ def test_mask_tokens_shapes_padding_and_determinism() -> None:
   assert result.input_ids[0] == CLS and result.input_ids[-1] == SEP
 
 
-def test_sample_masked_spans_budget_and_segments() -> None:
-  # Two segments of 3 words each: [1, 3) [3, 4) [4, 6) | [7, 8) [8, 9) [9, 11)
-  pieces = ["[CLS]", "▁ab", "c", "▁d", "▁e", "f", "[SEP]", "▁g", "▁h", "▁i", "j", "[SEP]"]
-  words = word_spans(pieces)
-  for seed in range(200):
-    spans = sample_masked_spans(words, 4, np.random.default_rng(seed), ngram=3)
-    covered = [p for s in spans for p in range(s.start, s.end)]
-    assert len(covered) == len(set(covered)) <= 4
-    for span in spans:
-      assert not {"[CLS]", "[SEP]"} & set(pieces[span.start : span.end])
-      assert pieces[span.start].startswith("▁")
-      assert span.end == len(pieces) or not pieces[span.end][0].isalpha()  # whole words
-
-
 def test_mask_tokens_without_masking_prob() -> None:
   result = mask_tokens(
     ["[CLS]", "▁a", "[SEP]"],
@@ -189,7 +368,112 @@ def test_mask_tokens_without_masking_prob() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics and structure of generated data.
+# Statistics against Google's rules on the prose corpus.
+
+
+def masked_runs(tokens: list[str], positions: list[int]) -> list[int]:
+  """Lengths of the maximal runs of masked words, in Google's word units."""
+  chosen = set(positions)
+  runs, current = [], 0
+  for word in google.candidate_words(tokens):
+    inside = [p in chosen for p in word]
+    assert all(inside) or not any(inside), "a word is masked in part"
+    if all(inside):
+      current += 1
+    elif current:
+      runs, current = [*runs, current], 0
+  return runs + ([current] if current else [])
+
+
+def run_statistics(runs_per_sequence: list[list[int]], pieces: list[int], short: list[bool]):
+  """Shares of runs of 1/2/3/4+ words with their standard errors, pieces per run (mean, se),
+  and the share of sequences short of their budget."""
+  r_i = np.asarray([len(runs) for runs in runs_per_sequence], dtype=float)
+  total = r_i.sum()
+  shares, errors = [], []
+  for bucket in (1, 2, 3, 4):
+    c_i = np.asarray([sum(min(r, 4) == bucket for r in runs) for runs in runs_per_sequence])
+    p = c_i.sum() / total
+    clustered = np.sqrt(np.sum((c_i - p * r_i) ** 2)) / total
+    shares.append(p)
+    errors.append(max(clustered, np.sqrt(p * (1 - p) / total)))
+  k_i = np.asarray(pieces, dtype=float)
+  per_run = k_i.sum() / total
+  per_run_error = np.sqrt(np.sum((k_i - per_run * r_i) ** 2)) / total
+  return np.asarray(shares), np.asarray(errors), per_run, per_run_error, float(np.mean(short))
+
+
+def test_masking_statistics_match_google(prose) -> None:
+  docs, _ = prose
+  sequences = [to_pieces(i.input_ids) for i in our_instances(docs, passes=3)]
+  assert len(sequences) > 2000
+  rng = np.random.default_rng(1)
+  python_rng, numpy_rng = random.Random(1), np.random.RandomState(1)
+  measured = {}
+  for name in ("ours", "google"):
+    runs, pieces, short = [], [], []
+    for tokens in sequences * 2:  # two independent maskings of each sequence
+      if name == "ours":
+        ids = TOKENIZER.convert_tokens_to_ids(tokens)
+        masked = mask_tokens(tokens, ids, rng, vocab_size=30000)
+        positions = masked.masked_lm_positions[masked.masked_lm_weights > 0].tolist()
+      else:
+        positions = google.masked_positions(tokens, python_rng, numpy_rng)
+      runs.append(masked_runs(tokens, positions))
+      pieces.append(len(positions))
+      short.append(len(positions) < google.budget(len(tokens)))
+    measured[name] = run_statistics(runs, pieces, short)
+    shares, _, per_run, _, short_share = measured[name]
+    print(
+      f"{name}: {sum(map(len, runs))} runs of 1/2/3/4+ words "
+      f"{' / '.join(f'{100 * s:.1f}%' for s in shares)}, {per_run:.3f} pieces per run, "
+      f"{100 * short_share:.2f}% of {len(runs)} sequences short of their budget"
+    )
+  ours, theirs = measured["ours"], measured["google"]
+  bucket_tolerance = SIGMAS * np.hypot(ours[1], theirs[1])
+  assert np.all(np.abs(ours[0] - theirs[0]) <= bucket_tolerance), (ours[0], theirs[0])
+  assert abs(ours[2] - theirs[2]) <= SIGMAS * np.hypot(ours[3], theirs[3])
+  n = 2 * len(sequences)  # short of budget: binomial, and at least 3 in n (zero seen in n)
+  short_tolerance = max(SIGMAS * np.sqrt(theirs[4] * (1 - theirs[4]) / n), 3 / n)
+  assert ours[4] <= theirs[4] + short_tolerance
+
+
+def test_sentence_order_statistics_match_google(prose) -> None:
+  """Label 1 (swapped, or B from another document) and instances under 32 tokens, against
+  Google's rules; the "split" option's labels are balanced."""
+  docs, google_docs = prose
+  passes = 10
+  ours = our_instances(docs, passes)
+  rng = random.Random(0)
+  theirs = [
+    x
+    for _ in range(passes)
+    for i in range(len(google_docs))
+    for x in google.instances(google_docs, i, MAX_SEQ_LENGTH, 0.1, rng)
+  ]
+  split = our_instances(docs, passes, one_sentence_chunks="split")
+  shares = {
+    "ours": ([i.sentence_order_label for i in ours], [len(i.input_ids) < 32 for i in ours]),
+    "google": ([label for _, label in theirs], [len(tokens) < 32 for tokens, _ in theirs]),
+    "split": ([i.sentence_order_label for i in split], [len(i.input_ids) < 32 for i in split]),
+  }
+  stats = {name: (np.mean(a), np.mean(b), len(a)) for name, (a, b) in shares.items()}
+  for name, (label_1, short, n) in stats.items():
+    print(f"{name}: label 1 {100 * label_1:.1f}%, < 32 tokens {100 * short:.1f}% of {n}")
+
+  def error(p: float, n: int) -> float:
+    return np.sqrt(p * (1 - p) / n)
+
+  for k in (0, 1):
+    (p, _, n), (q, _, m) = [(stats[s][k], 0, stats[s][2]) for s in ("ours", "google")]
+    assert abs(p - q) <= SIGMAS * np.hypot(error(p, n), error(q, m)), (k, p, q)
+  label_1, _, n = stats["split"]
+  assert abs(label_1 - 0.5) <= SIGMAS * error(0.5, n)
+  assert stats["google"][0] > 0.5 + SIGMAS * error(0.5, stats["google"][2])  # not balanced
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure of generated data.
 
 
 def test_special_tokens_segment_ids_and_input_mask(examples: list[dict]) -> None:
@@ -204,6 +488,7 @@ def test_special_tokens_segment_ids_and_input_mask(examples: list[dict]) -> None
     expected_segments = (np.arange(MAX_SEQ_LENGTH) > seps[0]) & (np.arange(MAX_SEQ_LENGTH) < length)
     np.testing.assert_array_equal(example["segment_ids"], expected_segments)
     assert not np.isin(ids[:length], [0, 1]).any()  # no <pad>/<unk> inside, the corpus has none
+  assert {int(e["next_sentence_labels"][0]) for e in examples} == {0, 1}
 
 
 def test_masked_fraction_is_15_percent(examples: list[dict]) -> None:
@@ -230,111 +515,123 @@ def test_replacements_are_80_10_10(examples: list[dict]) -> None:
   total = sum(counts.values())
   shares = {k: v / total for k, v in counts.items()}
   print(f"replacements over {total} positions: {shares}")
-  assert abs(shares["mask"] - 0.8) <= 0.03
-  assert abs(shares["kept"] - 0.1) <= 0.03
-  assert abs(shares["random"] - 0.1) <= 0.03
+  for name, expected in (("mask", 0.8), ("kept", 0.1), ("random", 0.1)):
+    # the random draw can hit the original id: 1 in 29,995, far below the tolerance
+    assert abs(shares[name] - expected) <= SIGMAS * np.sqrt(expected * (1 - expected) / total)
 
 
-def test_masks_never_split_a_word(examples: list[dict]) -> None:
-  for example in examples:
-    _, pieces = restored_pieces(example)
-    masked = set(example["masked_lm_positions"][example["masked_lm_weights"] > 0].tolist())
-    assert masked and not {0, len(pieces) - 1} & masked
-    for start, end in word_spans(pieces):
-      inside = {p in masked for p in range(start, end)}
-      assert len(inside) == 1, (pieces[start:end], sorted(masked))
-      assert pieces[start].startswith("▁") or pieces[start - 1] in ("[CLS]", "[SEP]")
-
-
-def test_ngram_lengths_follow_one_over_n(examples: list[dict]) -> None:
-  """p(n) = 6/11, 3/11, 2/11, measured in whole words on the spans chosen for real instances.
-
-  Exactly so (within 2 points) for the spans drawn while the remaining budget still admitted
-  any n-gram of the sequence; over all spans within 5 points, since the last n-gram of each
-  sequence has to fit the remaining budget (num_to_predict is exact, as in Google's tool).
-  """
-  rng = np.random.default_rng(0)
-  free, overall = collections.Counter(), collections.Counter()
+def test_masks_cover_whole_words_and_fill_the_budget(examples: list[dict]) -> None:
   for example in examples:
     ids, pieces = restored_pieces(example)
-    budget = pretraining.num_to_predict(len(ids), 0.15, 20)
-    words = word_spans(pieces)
-    contiguous_3grams = [
-      words[i + 2, 1] - words[i, 0]
-      for i in range(len(words) - 2)
-      if words[i, 1] == words[i + 1, 0] and words[i + 1, 1] == words[i + 2, 0]
-    ]
-    longest = max(contiguous_3grams, default=0)
-    remaining = budget
-    for span in sample_masked_spans(words, budget, rng, ngram=3):
-      num_words = len(word_spans(pieces[span.start : span.end]))
-      assert num_words == span.num_words  # counted in whole words on the span itself
-      overall[num_words] += 1
-      if remaining >= longest:
-        free[num_words] += 1
-      remaining -= span.end - span.start
-  for name, counts, tolerance in (("budget-free", free, 0.02), ("all", overall, 0.05)):
-    total = sum(counts.values())
-    shares = [counts[n] / total for n in (1, 2, 3)]
-    print(f"n-gram shares, {name} spans ({total}): {[round(s, 4) for s in shares]}")
-    for share, expected in zip(shares, (6 / 11, 3 / 11, 2 / 11), strict=True):
-      assert abs(share - expected) <= tolerance, (name, shares)
+    masked = example["masked_lm_positions"][example["masked_lm_weights"] > 0].tolist()
+    assert len(masked) == google.budget(len(ids))  # none short on this corpus
+    assert not {0, len(pieces) - 1} & set(masked)
+    masked_runs(pieces, masked)  # asserts that no word is masked in part
 
 
-def test_sentence_order_labels_are_balanced(examples: list[dict]) -> None:
-  labels = np.concatenate([e["next_sentence_labels"] for e in examples])
-  print(f"SOP label 1 share {labels.mean():.4f} over {len(labels)}")
-  assert set(labels.tolist()) == {0, 1}
-  assert abs(labels.mean() - 0.5) <= 0.05
+def is_sublist(part: list[int], whole: list[int]) -> bool:
+  return any(whole[k : k + len(part)] == part for k in range(len(whole) - len(part) + 1))
 
 
-def test_every_sentence_used_and_sop_label_matches_order() -> None:
-  """No chunk is dropped and label 1 <=> swapped: un-swapping the segments of each pass
-  rebuilds the document exactly (documents of < 509 tokens, so nothing is truncated)."""
-  tokenizer = make_tokenizer()
-  config = PretrainingDataConfig(max_seq_length=512, masked_lm_prob=0.0, short_seq_prob=1.0)
+@pytest.mark.parametrize("mode", ["random_next", "split"])
+def test_every_sentence_used_and_labels(mode: str) -> None:
+  """No chunk is dropped: putting each pass's segments back in order rebuilds every document
+  (documents of < 509 tokens at max_seq_length 512, so nothing is truncated). Label 0: A B in
+  order; label 1: B A swapped or, for a one-sentence chunk ("random_next"), A followed by a B
+  that is a run of another document's sentences."""
+  config = PretrainingDataConfig(
+    max_seq_length=512, masked_lm_prob=0.0, short_seq_prob=1.0, one_sentence_chunks=mode
+  )
+  docs = [tokenize_document(sentences, TOKENIZER) for sentences in make_documents(40, seed=5)]
   rng = np.random.default_rng(7)
-  num_instances = 0
-  for sentences in make_documents(40, seed=5):
-    doc = tokenize_document(sentences, tokenizer)
+  kinds = collections.Counter()
+  for index, doc in enumerate(docs):
     assert len(doc.ids) < 509
     for _ in range(3):  # three passes, each with its own targets and split points
-      instances = create_instances_from_document(doc, config, rng, vocab_size=30000)
-      rebuilt = []
-      for instance in instances:
+      rebuilt: list[int] = []
+      for instance in create_instances_from_document(docs, index, config, rng, vocab_size=30000):
         ids = instance.input_ids.tolist()
-        end_first = instance.num_first_segment
-        first, second = ids[1 : end_first - 1], ids[end_first:-1]
+        first, second = (
+          ids[1 : instance.num_first_segment - 1],
+          ids[instance.num_first_segment : -1],
+        )
         assert first and second
-        rebuilt += second + first if instance.sentence_order_label else first + second
+        rest = doc.ids.tolist()[len(rebuilt) :]
+        if instance.sentence_order_label == 0:
+          kind, part = "in order", first + second
+        elif rest[: len(second) + len(first)] == second + first:
+          kind, part = "swapped", second + first
+        else:
+          kind, part = "random next", first
+          others = [d.ids.tolist() for k, d in enumerate(docs) if k != index]
+          assert any(is_sublist(second, other) for other in others)
+        assert rest[: len(part)] == part, kind
+        rebuilt += part
+        kinds[kind] += 1
       assert rebuilt == doc.ids.tolist()
-      num_instances += len(instances)
-  assert num_instances > 1.3 * 3 * 40  # short targets: often several chunks per document
+  print(mode, dict(kinds))
+  assert kinds["in order"] > 50 and kinds["swapped"] > 50
+  assert (kinds["random next"] > 0) == (mode == "random_next")
 
 
-def test_one_sentence_chunks_split_inside_and_tiny_documents_skipped(tmp_path) -> None:
-  tokenizer = make_tokenizer()
-  config = PretrainingDataConfig(max_seq_length=64, masked_lm_prob=0.0)
-  doc = tokenize_document(["Anna crossed the unprecedented archipelago quickly."], tokenizer)
+def test_one_sentence_chunk_takes_b_from_another_document() -> None:
+  """Google's rule: A = the sentence; B = another document from a random sentence on, whole
+  sentences until B reaches target - len(A) tokens or the document ends; label 1, the label of
+  a swapped pair."""
+  docs = [
+    tokenize_document(sentences, TOKENIZER)
+    for sentences in [["Anna crossed the unprecedented archipelago quickly."]]
+    + make_documents(3, seed=1)
+  ]
+  config = PretrainingDataConfig(max_seq_length=64, masked_lm_prob=0.0, short_seq_prob=0.0)
+  sentence = docs[0].ids.tolist()
+  target_b = config.max_num_tokens - len(sentence)
   for seed in range(20):
     (instance,) = create_instances_from_document(
-      doc, config, np.random.default_rng(seed), vocab_size=30000
+      docs, 0, config, np.random.default_rng(seed), vocab_size=30000
+    )
+    assert instance.sentence_order_label == 1
+    ids = instance.input_ids.tolist()
+    first, second = ids[1 : instance.num_first_segment - 1], ids[instance.num_first_segment : -1]
+    assert first == sentence
+    matches = []
+    keep = config.max_num_tokens - len(sentence)  # B, the longer, is cut to this (front/back)
+    for other in docs[1:]:
+      starts = other.sentence_starts.tolist()
+      for s in range(len(starts) - 1):  # B starts at a sentence and takes whole sentences
+        end = next((e for e in range(s + 1, len(starts)) if starts[e] - starts[s] >= target_b), -1)
+        b = other.ids.tolist()[starts[s] : starts[end]]
+        if len(second) == min(len(b), keep) and is_sublist(second, b):
+          matches.append((s, end))
+    assert matches, seed
+
+
+def test_split_option_splits_the_sentence_and_skips_tiny_documents(tmp_path) -> None:
+  config = PretrainingDataConfig(max_seq_length=64, masked_lm_prob=0.0, one_sentence_chunks="split")
+  docs = [tokenize_document(["Anna crossed the unprecedented archipelago quickly."], TOKENIZER)]
+  labels = []
+  for seed in range(20):
+    (instance,) = create_instances_from_document(
+      docs, 0, config, np.random.default_rng(seed), vocab_size=30000
     )
     ids = instance.input_ids.tolist()
     first, second = ids[1 : instance.num_first_segment - 1], ids[instance.num_first_segment : -1]
-    assert first and second and sorted(first + second) == sorted(doc.ids.tolist())
+    assert first and second and sorted(first + second) == sorted(docs[0].ids.tolist())
     later = first if instance.sentence_order_label else second
     assert to_pieces(later[:1])[0].startswith("▁")  # split at a word boundary
+    labels.append(instance.sentence_order_label)
+  assert set(labels) == {0, 1}
   path = write_corpus(str(tmp_path / "c.txt"), [["Hello"], ["Anna found it.", "It rained."]])
-  manifest = create_pretraining_data(
-    path,
-    str(tmp_path / "out"),
-    PretrainingDataConfig(max_seq_length=64, dupe_factor=2),
-    tokenizer_factory=make_tokenizer,
-    show_progress=False,
-  )
-  assert manifest["stats"]["skipped_documents"] == 1
-  assert manifest["stats"]["documents"] == 2 and manifest["num_instances"] == 2
+  for mode, skipped, instances in (("split", 1, 2), ("random_next", 0, 4)):
+    manifest = create_pretraining_data(
+      path,
+      str(tmp_path / mode),
+      PretrainingDataConfig(max_seq_length=64, dupe_factor=2, one_sentence_chunks=mode),
+      tokenizer_factory=make_tokenizer,
+      show_progress=False,
+    )
+    assert manifest["stats"]["skipped_documents"] == skipped
+    assert manifest["stats"]["documents"] == 2 and manifest["num_instances"] == instances
 
 
 def test_long_sentence_is_truncated(tmp_path) -> None:
@@ -351,6 +648,20 @@ def test_long_sentence_is_truncated(tmp_path) -> None:
   assert manifest["stats"]["long_sentences"] == 1
   for example in read_pretraining_dataset(output):
     assert example["input_mask"].sum() <= 32 and example["input_ids"].shape == (32,)
+
+
+def test_data_tokenizer_keeps_googles_quotes(tmp_path) -> None:
+  """Data creation tokenizes as Google's tokenization.py (`` -> <unk>) unless told HF's."""
+  sentences = ["He said ``hello'' to Anna.", "She left."]
+  google_ids = tokenize_document(sentences, pretraining.default_tokenizer()).ids.tolist()
+  hf_ids = tokenize_document(sentences, pretraining.TOKENIZERS["hf"]()).ids.tolist()
+  assert 1 in google_ids and 1 not in hf_ids  # <unk>
+  assert 7 in hf_ids and 7 not in google_ids  # '"'
+  path = write_corpus(str(tmp_path / "c.txt"), [sentences])
+  manifest = create_pretraining_data(
+    path, str(tmp_path / "out"), PretrainingDataConfig(max_seq_length=32), show_progress=False
+  )
+  assert manifest["vocab"]["text_preprocessing"] == "google"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +760,7 @@ def test_bad_inputs_name_the_culprit(corpus_dir: str, tmp_path) -> None:
     run(str(tmp_path / "binary.txt"))
   with pytest.raises(PretrainingDataError, match=r"is a directory"):
     run(str(tmp_path))
-  (tmp_path / "tiny.txt").write_text("a\n\nb\n")
+  (tmp_path / "tiny.txt").write_text("[SEP]\n\n[CLS] [MASK]\n")  # control tokens only
   with pytest.raises(PretrainingDataError, match=r"no instance could be made"):
     run(str(tmp_path / "tiny.txt"))
   with pytest.raises(PretrainingDataError, match=r"max_seq_length=4"):
@@ -477,8 +788,10 @@ def test_tfds_dataset_not_prepared_offline(tmp_path) -> None:
 def test_tfds_documents_are_blocked_into_units(monkeypatch, tmp_path) -> None:
   """The TFDS path past the download: documents arrive in order and form seeded units."""
   documents = make_documents(30, seed=2)
-  monkeypatch.setattr(pretraining, "TFDS_DOCS_PER_UNIT", 8)
-  monkeypatch.setattr(pretraining, "tfds_documents", lambda source: iter(documents))
+  from albert_jax.data.pretraining import corpus, writer
+
+  monkeypatch.setattr(writer, "TFDS_DOCS_PER_UNIT", 8)
+  monkeypatch.setattr(corpus, "tfds_documents", lambda source: iter(documents))
   manifest = create_pretraining_data(
     None,
     str(tmp_path / "out"),
@@ -531,12 +844,45 @@ def test_cli_end_to_end(corpus_dir: str, tmp_path) -> None:
     "short_seq_prob": 0.1,
     "ngram": 2,
     "random_seed": 9,
+    "one_sentence_chunks": "random_next",
   }
   assert manifest["vocab"]["vocab_size"] == 30000
+  assert manifest["vocab"]["text_preprocessing"] == "google"
   assert len(manifest["files"]) == 3
   assert f"wrote {manifest['num_instances']} examples" in result.stdout
   examples = list(read_pretraining_dataset(output))
   assert len(examples) == manifest["num_instances"] > 50
   assert examples[0]["masked_lm_ids"].shape == (10,)
   again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert again.returncode != 0 and "--overwrite" in again.stderr
+  assert again.returncode == 2 and "--overwrite" in again.stderr
+  assert again.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_cli_options_and_user_errors(corpus_dir: str, tmp_path) -> None:
+  output = str(tmp_path / "cli")
+  command = [
+    sys.executable,
+    "-m",
+    "albert_jax.create_pretraining_data",
+    f"--input={os.path.join(corpus_dir, 'part-1.txt')}",
+    f"--output={output}",
+    "--max_seq_length=64",
+    "--dupe_factor=1",
+    "--one_sentence_chunks=split",
+    "--text_preprocessing=hf",
+  ]
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  manifest = json.load(open(os.path.join(output, "manifest.json")))
+  assert manifest["config"]["one_sentence_chunks"] == "split"
+  assert manifest["vocab"]["text_preprocessing"] == "hf"
+  for bad, message in (
+    (["--one_sentence_chunks=sometimes"], "one_sentence_chunks"),
+    (["--output=x"], "give exactly one of --input and --tfds_name"),
+    ([f"--input={corpus_dir}/none-*.txt", "--output=x"], "matches no file"),
+  ):
+    result = subprocess.run(
+      [*command[:3], *bad], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

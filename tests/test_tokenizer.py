@@ -347,6 +347,32 @@ def test_pickle_round_trip(ours):
   assert tok.keep_accents and tok.encode(COMMON[2]) == ours[True].encode(COMMON[2])
 
 
+def google_preprocess(text: str) -> str:
+  """Google's `tokenization.preprocess_text` (lower=True), transcribed: whitespace collapsed,
+  NFKD with combining marks dropped, lowercased; no quote replacement."""
+  import unicodedata
+
+  text = " ".join(text.strip().split())
+  text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+  return text.lower()
+
+
+def test_quote_preprocessing_google_and_hf(ours, refs):
+  """`` and '': HF's rule (the default) makes them ", Google's data tokenizer keeps them, and
+  SentencePiece makes `` the unknown piece."""
+  text = "He said ``hello'' and left; she said ''goodbye``."
+  google = AlbertTokenizer(replace_quotes=False)
+  assert ours[False].encode(text) == refs["converted", False].encode(text)  # HF, the default
+  assert ours[False].tokenize("``hi''") == ["▁", '"', "hi", '"']
+  assert google.tokenize("``hi''") == ["▁", "``", "hi", "'", "'"]
+  assert google.convert_tokens_to_ids(google.tokenize("``hi''"))[1] == google.unk_token_id
+  sp = spm.SentencePieceProcessor(model_file=str(bundled_model_path()))
+  for line in [*COMMON[:-1], PARAGRAPH]:  # no digit+comma pieces: SentencePiece alone decides
+    if not any(c.isdigit() for c in line) and "[" not in line and "<" not in line:
+      assert google.tokenize(line) == sp.encode(google_preprocess(line), out_type=str), line
+  assert AlbertTokenizer().replace_quotes and not pickle.loads(pickle.dumps(google)).replace_quotes
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 
