@@ -84,6 +84,7 @@ def examples_from_rows(task, rows: list[tuple[str, dict[str, Any]]], split: str)
   """Checked examples: tags as label ids; raises UserError naming the file and line (local) or
   record (tfds) of a tag outside the label set or of tokens and tags of unequal length."""
   tfds_column = TASKS[task.name].column
+  label_ids = {name: i for i, name in enumerate(task.label_names)}
   examples = []
   for position, (where, row) in enumerate(rows):
     column_here = "tags" if "file" in row else tfds_column  # a local file's row, or tfds'
@@ -99,25 +100,24 @@ def examples_from_rows(task, rows: list[tuple[str, dict[str, Any]]], split: str)
       )
     if not all(isinstance(token, str) for token in tokens):
       raise UserError(f"{where}: tokens {tokens!r:.200} must all be text")
-    ids = [_label_id(task, tag, _where_token(where, row, k)) for k, tag in enumerate(tags)]
+    ids = [
+      label_ids.get(tag, IGNORED) if isinstance(tag, str) else _tag_id(task, tag) for tag in tags
+    ]
+    if IGNORED in ids:
+      k = ids.index(IGNORED)
+      at = f"{row['file']} line {row['line'] + k}" if "file" in row else f"{where} token {k}"
+      raise UserError(
+        f"{at}: tag {tags[k]!r} is not in {task.name}'s label set ({' '.join(task.label_names)}); "
+        "fix the tag, or give the file's own tag set as label_names"
+      )
     examples.append({"id": position, "tokens": list(tokens), "tags": ids})
   return examples
 
 
-def _where_token(where: str, row: dict[str, Any], k: int) -> str:
-  return f"{row['file']} line {row['line'] + k}" if "file" in row else f"{where} token {k}"
-
-
-def _label_id(task, tag: Any, where: str) -> int:
-  if isinstance(tag, str) and tag in task.label_names:
-    return task.label_names.index(tag)
-  if isinstance(tag, int) and not isinstance(tag, bool) and 0 <= tag < len(task.label_names):
-    return tag
-  names = " ".join(task.label_names)
-  raise UserError(
-    f"{where}: tag {tag!r} is not in {task.name}'s label set ({names}); fix the tag, or give "
-    "the file's own tag set as label_names"
-  )
+def _tag_id(task, tag: Any) -> int:
+  """A tfds class id as it is, when it is one of the task's; else IGNORED."""
+  valid = isinstance(tag, int) and not isinstance(tag, bool) and 0 <= tag < task.num_labels
+  return tag if valid else IGNORED
 
 
 # ---- features ---------------------------------------------------------------------------------

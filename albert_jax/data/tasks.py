@@ -75,7 +75,8 @@ class Predictions:
   """A task's predictions, keyed by example id (GLUE `idx`, SQuAD / RACE question id).
 
   values: predicted label id (classification), score (regression), answer text ('' = no answer;
-    SQuAD) or choice letter (RACE).
+    SQuAD), choice letter (RACE) or (word, gold tag, predicted tag) per word of a sentence (token
+    classification).
   null_odds: SQuAD v2 only: score(no answer) - score(best span) per question id.
   """
 
