@@ -1,4 +1,4 @@
-"""Fine-tunes ALBERT on a GLUE, SQuAD or RACE task: `python -m albert_jax.finetune`.
+"""Fine-tunes ALBERT on GLUE, SQuAD, RACE or token classification: `python -m albert_jax.finetune`.
 
   python -m albert_jax.finetune --config=configs/finetune/sst2_sample.py --workdir=/tmp/albert_demo
 
@@ -42,9 +42,9 @@ from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.weights.pretrained import from_pretrained
 from albert_jax.workdir import ConfigError, check_resumable, write_json
 
-_TARGETS = ("label", "start_positions", "end_positions")
+_TARGETS = ("label", "labels", "start_positions", "end_positions")
 # Task options a config may carry, and which data function takes them.
-_FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length")
+_FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length", "label_all_tokens")
 _POSTPROCESS_KEYS = ("n_best_size", "max_answer_length", "null_score_diff_threshold")
 # Config fields that may change between a run and its resumption (they do not change results).
 _RESUMABLE_CHANGES = (
@@ -145,6 +145,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
   """Checks what can be checked before loading weights or data; returns the task."""
   try:
     task = tasks.get_task(config.task)
+    if config.get("label_names"):  # a token classification file's own tag set
+      task = tasks.with_labels(task, config.label_names)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   if (model_config := _preset_config(config)) is not None:
@@ -193,7 +195,9 @@ def _load_model(config: ml_collections.ConfigDict, task):
     dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
     remat_policy=config.remat_policy,
   )
-  num_labels = task.num_labels if task.head == "sequence_classification" else None
+  num_labels = (
+    task.num_labels if task.head in ("sequence_classification", "token_classification") else None
+  )
   if (model_config := _preset_config(config)) is not None:
     logging.warning("from_scratch=True: training %r from random weights.", config.model)
     module = create_module(model_config, task.head, num_labels=num_labels, **options)

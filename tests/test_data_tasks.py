@@ -46,6 +46,10 @@ def test_registry():
     "race_high",
     "race_middle",
     "race_all",
+    "conll2003",
+    "conll2003_pos",
+    "conll2003_chunk",
+    "wikiann_en",
   )
   mnli = tasks.get_task("MNLI")
   assert (mnli.head, mnli.num_labels) == ("sequence_classification", 3)

@@ -196,6 +196,9 @@ RECIPES = {  # Google ALBERT's fine-tuning recipes: lr, batch, steps, warmup, ma
   "squad_v2": (5e-5, 48, None, None, 384),
   "sst2_sample": (1e-3, 32, 150, 15, 64),
   "squad_sample": (1e-3, 16, None, None, 128),
+  "ner_sample": (1e-3, 32, 200, 20, 32),
+  "conll2003": (5e-5, 32, None, None, 128),  # BERT-style: ALBERT has no NER recipe
+  "wikiann_en": (5e-5, 32, None, None, 128),
 }
 
 

@@ -1,4 +1,5 @@
-"""Fine-tuning tasks: GLUE, SQuAD v1.1/v2.0 and RACE, from tensorflow-datasets or local files.
+"""Fine-tuning tasks: GLUE, SQuAD v1.1/v2.0, RACE and token classification (CoNLL-2003 NER, POS
+and chunks; WikiANN), from tensorflow-datasets or local files.
 
 One small API for every task, used by `albert_jax.finetune`:
 
@@ -10,8 +11,8 @@ One small API for every task, used by `albert_jax.finetune`:
   predictions, metrics = postprocess(task, examples, features, outputs)
   paths = write_predictions(task, predictions, out_dir, "validation")
 
-Examples are plain dicts (per family: `albert_jax.data.glue`, `.squad`, `.race`); features are
-int32 arrays named as `albert_jax.train` expects its batches, plus `example_index` (the row's
+Examples are plain dicts (per family: `albert_jax.data.glue`, `.squad`, `.race`, `.ner`); features
+are int32 arrays named as `albert_jax.train` expects its batches, plus `example_index` (the row's
 example in `examples`) and whatever `postprocess` needs in `meta`. Bad input (an unknown task, a
 missing column, a label outside the task's set, an empty dataset, a `max_seq_length` the model
 cannot take) raises ValueError naming the offending file, column or value before any model work.
@@ -30,13 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from albert_jax.data import glue, local, race, squad
+from albert_jax.data import conll, glue, local, ner, race, squad
+from albert_jax.errors import UserError
 
 MAX_POSITIONS = 512  # ALBERT's position embeddings
 
 HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
 HEAD_QUESTION_ANSWERING = "question_answering"
 HEAD_MULTIPLE_CHOICE = "multiple_choice"
+HEAD_TOKEN_CLASSIFICATION = "token_classification"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +47,8 @@ class Task:
   """What a fine-tuning task is: its head, its labels and the splits it is evaluated on."""
 
   name: str  # 'cola', ..., 'squad_v1', 'squad_v2', 'race_high', 'race_middle', 'race_all'
-  head: str  # 'sequence_classification' | 'question_answering' | 'multiple_choice'
-  num_labels: int  # 1 = regression (stsb); classes (GLUE); choices (RACE: 4); 0 for SQuAD
+  head: str  # 'sequence_classification' | 'question_answering' | 'multiple_choice' | 'token_...'
+  num_labels: int  # 1 = regression (stsb); classes (GLUE); choices (RACE: 4); tags; 0 for SQuAD
   eval_splits: tuple[str, ...]  # the splits to evaluate on, e.g. ('validation',)
   label_names: tuple[str, ...]  # class names by label id; () for stsb and SQuAD
 
@@ -72,7 +75,8 @@ class Predictions:
   """A task's predictions, keyed by example id (GLUE `idx`, SQuAD / RACE question id).
 
   values: predicted label id (classification), score (regression), answer text ('' = no answer;
-    SQuAD) or choice letter (RACE).
+    SQuAD), choice letter (RACE) or (word, gold tag, predicted tag) per word of a sentence (token
+    classification).
   null_odds: SQuAD v2 only: score(no answer) - score(best span) per question id.
   """
 
@@ -110,6 +114,10 @@ TASKS: dict[str, Task] = {
       Task(f"race_{level}", HEAD_MULTIPLE_CHOICE, 4, ("dev", "test"), race.LETTERS)
       for level in ("high", "middle", "all")
     ),
+    *(
+      Task(name, HEAD_TOKEN_CLASSIFICATION, len(t.label_names), t.eval_splits, t.label_names)
+      for name, t in ner.TASKS.items()
+    ),
   )
 }
 
@@ -121,6 +129,7 @@ TFDS_BUILDERS: dict[str, tuple[str, ...]] = {
   "race_high": ("race/high",),
   "race_middle": ("race/middle",),
   "race_all": ("race/high", "race/middle"),
+  **{name: (t.builder,) for name, t in ner.TASKS.items()},
 }
 
 
@@ -129,11 +138,13 @@ TFDS_BUILDERS: dict[str, tuple[str, ...]] = {
 SAMPLES: dict[str, dict[str, str]] = {
   "sst2": {"train": "sst2_sample/train.tsv", "validation": "sst2_sample/dev.tsv"},
   "squad_v1": {"train": "squad_sample/train.json", "validation": "squad_sample/dev.json"},
+  "conll2003": {"train": "ner_sample/train.conll", "dev": "ner_sample/dev.conll"},
 }
 
 
 def sample_files(name: str) -> dict[str, str]:
-  """The `files` argument of `load_examples` for a bundled sample ('sst2' or 'squad_v1')."""
+  """The `files` argument of `load_examples` for a bundled sample ('sst2', 'squad_v1' or
+  'conll2003': the NER sample)."""
   task = get_task(name)
   if task.name not in SAMPLES:
     raise ValueError(f"no bundled sample for {task.name}; samples exist for {', '.join(SAMPLES)}")
@@ -151,6 +162,20 @@ def get_task(name: str) -> Task:
 
 
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "squad_v1.1": "squad_v1", "squad_v2.0": "squad_v2"}
+
+
+def with_labels(task: Task, label_names: str | tuple[str, ...] | list[str]) -> Task:
+  """`task` with another tag set (a local file's own tags, e.g. 'O,B-GENE,I-GENE'): names as a
+  sequence or one comma-separated string. Token classification only."""
+  if task.head != HEAD_TOKEN_CLASSIFICATION:
+    raise UserError(f"label_names apply to token classification tasks only, not to {task.name}")
+  names = tuple(
+    name.strip()
+    for name in (label_names.split(",") if isinstance(label_names, str) else label_names)
+  )
+  if not names or "" in names or len(set(names)) != len(names):
+    raise UserError(f"label_names={label_names!r} must be distinct, non-empty tag names")
+  return dataclasses.replace(task, num_labels=len(names), label_names=names)
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -202,6 +227,8 @@ def _local_rows(task: Task, path: str | os.PathLike[str]) -> list[local.Row]:
     return local.read_squad(path)
   if task.head == HEAD_MULTIPLE_CHOICE:
     return local.read_race(path)
+  if task.head == HEAD_TOKEN_CLASSIFICATION:
+    return conll.read_conll(path)
   return local.read_table(path)
 
 
@@ -241,6 +268,7 @@ def _family(task: Task):
     HEAD_SEQUENCE_CLASSIFICATION: glue,
     HEAD_QUESTION_ANSWERING: squad,
     HEAD_MULTIPLE_CHOICE: race,
+    HEAD_TOKEN_CLASSIFICATION: ner,
   }[task.head]
 
 
@@ -264,7 +292,8 @@ def featurize(
   task_kwargs: SQuAD: `doc_stride` (128), `max_query_length` (64; at most half of
   `max_seq_length` when not given), `training` (False; True drops examples whose answer is not
   found in the context, as BERT's run_squad does); RACE: `max_qa_length` (128; at most half of
-  `max_seq_length` when not given). GLUE takes none; an option a task does not take is an error.
+  `max_seq_length` when not given); token classification: `doc_stride` (half a window),
+  `label_all_tokens` (False). GLUE takes none; an option a task does not take is an error.
   """
   limit = max_sequence_length(tokenizer)
   if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, (int, np.integer)):
@@ -308,7 +337,8 @@ def postprocess(
   """Predictions and metrics from the model outputs for every feature row, in order.
 
   outputs: `logits` [N, num_labels] (GLUE; [N] or [N, 1] for stsb), [N, 4] (RACE); or
-    `start_logits`, `end_logits` [N, L] (SQuAD).
+    `start_logits`, `end_logits` [N, L] (SQuAD); `logits` [N, L, num_labels] (token
+    classification).
   kwargs: SQuAD: `n_best_size` (20), `max_answer_length` (30), `null_score_diff_threshold`
     (0.0, v2).
   Metrics are fractions for GLUE and RACE, percent for SQuAD (the official script's); empty
@@ -334,7 +364,8 @@ def write_predictions(
 
   GLUE: the submission TSV (`CoLA.tsv`, `MNLI-m.tsv`, ...: `index<TAB>prediction`, labels as
   the GLUE server expects them); SQuAD: `predictions.json` (+ `null_odds.json` for v2); RACE:
-  `answers.json` (question id -> letter). Each file is written to a temporary name first.
+  `answers.json` (question id -> letter); token classification: `<split>.conll` (`word gold
+  predicted` per line, as conlleval reads). Each file is written to a temporary name first.
   """
   directory = Path(out_dir) / split
   directory.mkdir(parents=True, exist_ok=True)
