@@ -138,8 +138,8 @@ class Layers:
 class AlbertSubmodule(Layers, nn.Module):
   """A part of the network: the ALBERT config and the model options, passed down whole."""
 
-  config: AlbertConfig
-  options: ModelOptions = ModelOptions()
+  config: AlbertConfig  # what the network is
+  options: ModelOptions = ModelOptions()  # how it is run
 
 
 class AlbertEmbeddings(AlbertSubmodule):
@@ -449,8 +449,8 @@ class WithModelOptions(Layers, nn.Module):
   `head_mask` always take the einsum path.
   """
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
+  config: AlbertConfig  # what the network is
+  dtype: Dtype = jnp.float32  # the ModelOptions fields, flat (HF-like keyword arguments)
   param_dtype: Dtype = jnp.float32
   scan_layers: bool = True
   remat_policy: str | None = None
@@ -458,6 +458,7 @@ class WithModelOptions(Layers, nn.Module):
 
   @property
   def options(self) -> ModelOptions:
+    """The model options, grouped, as the submodules take them."""
     return ModelOptions(
       dtype=self.dtype,
       param_dtype=self.param_dtype,
