@@ -120,7 +120,7 @@ def main(argv: Sequence[str]) -> int:
   texts = cli.parse(FLAGS, argv, USAGE)
   if FLAGS.model is None or FLAGS.output is None or len(texts) != 1:
     raise UserError(f"Pass --model, --output and exactly one text.\nUsage: {USAGE}")
-  from albert_jax import from_pretrained  # lazily: loading pulls in conversion and torch-free IO
+  from albert_jax import from_pretrained  # lazily: the loader imports conversion code
 
   model = from_pretrained(FLAGS.model)
   ids = model.tokenizer.encode(
