@@ -8,13 +8,25 @@ run -- compute dtype, parameter dtype, remat, scan -- are options of the modules
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
 
+import jax
+
 # Google's `albert_config.json` says "gelu" and means the tanh approximation; HF calls that
 # function "gelu_new". These are the activation names we accept and what each one computes.
-ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu", "swish")
+_TANH_GELU = functools.partial(jax.nn.gelu, approximate=True)
+ACTIVATIONS = {
+  "gelu_new": _TANH_GELU,
+  "gelu": functools.partial(jax.nn.gelu, approximate=False),
+  "gelu_fast": _TANH_GELU,
+  "gelu_pytorch_tanh": _TANH_GELU,
+  "relu": jax.nn.relu,
+  "silu": jax.nn.silu,
+  "swish": jax.nn.silu,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +85,7 @@ class AlbertConfig:
         f"must be divisible by num_hidden_groups={self.num_hidden_groups}",
       )
     if self.hidden_act not in ACTIVATIONS:
-      bad("hidden_act", self.hidden_act, f"choose one of {ACTIVATIONS}")
+      bad("hidden_act", self.hidden_act, f"choose one of {tuple(ACTIVATIONS)}")
     for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
       value = getattr(self, field)
       if value is not None and not 0.0 <= value < 1.0:

@@ -27,19 +27,24 @@ def _is_main_process() -> bool:
   return jax.process_index() == 0
 
 
-def write_text(path: str | os.PathLike, text: str, *, main_only: bool = False) -> None:
-  """Writes `text` (UTF-8) to `path` through a temporary file in the same directory."""
+def write_bytes(path: str | os.PathLike, data: bytes, *, main_only: bool = False) -> None:
+  """Writes `data` to `path` through a temporary file in the same directory."""
   if main_only and not _is_main_process():
     return
   path = Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def write_text(path: str | os.PathLike, text: str, *, main_only: bool = False) -> None:
+  """Writes `text` (UTF-8, newlines as given) atomically (see `write_bytes`)."""
+  write_bytes(path, text.encode("utf-8"), main_only=main_only)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, main_only: bool = False) -> None:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from albert_jax import axes, losses
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
-from albert_jax.model import AlbertModel, activation, dense, layer_norm
+from albert_jax.model import AlbertModel, AlbertSubmodule, WithModelOptions, activation
 
 Array = jax.Array
 Dtype = Any
@@ -31,67 +31,81 @@ Loss = Callable[[Any, dict[str, Array]], tuple[Array, dict[str, Array]]]
 
 
 # ---- outputs ----------------------------------------------------------------------------------
+# Every output also has HF's research fields, None unless asked for: `hidden_states`
+# [S, B, L, H] (output_hidden_states) and `attentions` [K, B, N, L, L] (output_attentions);
+# see `AlbertModel`. For multiple choice, B is batch x choices.
 
 
 @flax.struct.dataclass
 class AlbertForPreTrainingOutput:
   prediction_logits: Array  # [B, L, V], or [B, P, V] at masked_positions
   sop_logits: Array  # [B, 2]
+  hidden_states: Array | None = None
+  attentions: Array | None = None
 
 
 @flax.struct.dataclass
 class MaskedLMOutput:
   logits: Array  # [B, L, V], or [B, P, V] at masked_positions
+  hidden_states: Array | None = None
+  attentions: Array | None = None
 
 
 @flax.struct.dataclass
 class SequenceClassifierOutput:
   logits: Array  # [B, num_labels]; num_labels == 1 is regression
+  hidden_states: Array | None = None
+  attentions: Array | None = None
 
 
 @flax.struct.dataclass
 class TokenClassifierOutput:
   logits: Array  # [B, L, num_labels]
+  hidden_states: Array | None = None
+  attentions: Array | None = None
 
 
 @flax.struct.dataclass
 class QuestionAnsweringOutput:
   start_logits: Array  # [B, L]
   end_logits: Array  # [B, L]
+  hidden_states: Array | None = None
+  attentions: Array | None = None
 
 
 @flax.struct.dataclass
 class MultipleChoiceOutput:
   logits: Array  # [B, C]
+  hidden_states: Array | None = None
+  attentions: Array | None = None
 
 
 # ---- shared base ------------------------------------------------------------------------------
 
 
-class AlbertHeadBase(nn.Module):
-  """Fields every head shares: the ALBERT config and the model options of `AlbertModel`."""
+class AlbertHeadBase(WithModelOptions):
+  """A head over `AlbertModel`: the config and model options are `WithModelOptions`' fields.
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  scan_layers: bool = True
-  remat_policy: str | None = None
-  attention_implementation: str | None = None
+  Every head's `__call__` takes the encoder's keyword-only research options
+  (`inputs_embeds`, `head_mask`, `output_attentions`, `output_hidden_states`; see
+  `AlbertModel`) and returns `hidden_states` and `attentions` in its output.
+  """
 
-  def encoder(self, add_pooling_layer: bool = True) -> AlbertModel:
+  def albert_model(self, add_pooling_layer: bool = True) -> AlbertModel:
+    """The ALBERT encoder + pooler, named `albert` as in HF's state dict."""
     return AlbertModel(
-      self.config,
-      self.dtype,
-      self.param_dtype,
-      self.scan_layers,
-      self.remat_policy,
-      self.attention_implementation,
+      config=self.config,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      scan_layers=self.scan_layers,
+      remat_policy=self.remat_policy,
+      attention_implementation=self.attention_implementation,
       add_pooling_layer=add_pooling_layer,
       name="albert",
     )
 
   def _dense(self, features: int, name: str) -> nn.Module:
-    return dense(features, self.config, (axes.HIDDEN, None), self.dtype, self.param_dtype, name)
+    return self.dense(features, (axes.HIDDEN, None), name)
 
 
 def gather_positions(x_BLH: Array, positions_BP: Array) -> Array:
@@ -99,43 +113,35 @@ def gather_positions(x_BLH: Array, positions_BP: Array) -> Array:
   return jnp.take_along_axis(x_BLH, positions_BP[..., None].astype(jnp.int32), axis=1)
 
 
-class AlbertMLMHead(nn.Module):
+class AlbertMLMHead(AlbertSubmodule):
   """Dense(H -> E) -> activation -> LayerNorm -> logits against the tied word embeddings."""
-
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, h_BPH: Array, decoder) -> Array:
     c = self.config
-    x_BPE = dense(
-      c.embedding_size,
-      c,
-      (axes.HIDDEN, axes.EMBEDDING_WIDTH),
-      self.dtype,
-      self.param_dtype,
-      name="dense",
-    )(h_BPH)
+    x_BPE = self.dense(c.embedding_size, (axes.HIDDEN, axes.EMBEDDING_WIDTH), "dense")(h_BPH)
     x_BPE = activation(c.hidden_act)(x_BPE)
-    x_BPE = layer_norm(
-      c.layer_norm_eps, axes.EMBEDDING_WIDTH, self.dtype, self.param_dtype, name="LayerNorm"
-    )(x_BPE)
+    x_BPE = self.layer_norm(axes.EMBEDDING_WIDTH, name="LayerNorm")(x_BPE)
     bias_V = self.param(
       "bias",
       nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.VOCAB,)),
       (c.vocab_size,),
-      self.param_dtype,
+      self.options.param_dtype,
     )
-    logits_BPV = decoder(x_BPE) + bias_V.astype(self.dtype)
+    logits_BPV = decoder(x_BPE) + bias_V.astype(self.options.dtype)
     return nn.with_logical_constraint(logits_BPV, (axes.BATCH, axes.LENGTH, axes.ACT_VOCAB))
 
 
 def _mlm_logits(module, albert: AlbertModel, h_BLH, masked_positions):
   if masked_positions is not None:
     h_BLH = gather_positions(h_BLH, masked_positions)
-  head = AlbertMLMHead(module.config, module.dtype, module.param_dtype, name="predictions")
+  head = AlbertMLMHead(config=module.config, options=module.options, name="predictions")
   return head(h_BLH, albert.attend)
+
+
+def _research(out) -> dict[str, Any]:
+  """The research fields of an `AlbertModelOutput`, to pass on into a head's output."""
+  return dict(hidden_states=out.hidden_states, attentions=out.attentions)
 
 
 # ---- heads ------------------------------------------------------------------------------------
@@ -153,15 +159,16 @@ class AlbertForPreTraining(AlbertHeadBase):
     position_ids=None,
     masked_positions=None,
     deterministic: bool = True,
+    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
   ) -> AlbertForPreTrainingOutput:
-    albert = self.encoder()
-    out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    albert = self.albert_model()
+    out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research)
     logits = _mlm_logits(self, albert, out.last_hidden_state, masked_positions)
     pooled_BH = nn.Dropout(self.config.classifier_dropout_prob)(
       out.pooler_output, deterministic=deterministic
     )
     sop_B2 = self._dense(2, "sop_classifier")(pooled_BH)
-    return AlbertForPreTrainingOutput(prediction_logits=logits, sop_logits=sop_B2)
+    return AlbertForPreTrainingOutput(prediction_logits=logits, sop_logits=sop_B2, **_research(out))
 
 
 class AlbertForMaskedLM(AlbertHeadBase):
@@ -176,10 +183,12 @@ class AlbertForMaskedLM(AlbertHeadBase):
     position_ids=None,
     masked_positions=None,
     deterministic: bool = True,
+    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
   ) -> MaskedLMOutput:
-    albert = self.encoder(add_pooling_layer=False)
-    out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
-    return MaskedLMOutput(logits=_mlm_logits(self, albert, out.last_hidden_state, masked_positions))
+    albert = self.albert_model(add_pooling_layer=False)
+    out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research)
+    logits = _mlm_logits(self, albert, out.last_hidden_state, masked_positions)
+    return MaskedLMOutput(logits=logits, **_research(out))
 
 
 class AlbertForSequenceClassification(AlbertHeadBase):
@@ -195,12 +204,16 @@ class AlbertForSequenceClassification(AlbertHeadBase):
     token_type_ids=None,
     position_ids=None,
     deterministic: bool = True,
+    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
   ) -> SequenceClassifierOutput:
-    out = self.encoder()(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    out = self.albert_model()(
+      input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research
+    )
     pooled_BH = nn.Dropout(self.config.classifier_dropout_prob)(
       out.pooler_output, deterministic=deterministic
     )
-    return SequenceClassifierOutput(logits=self._dense(self.num_labels, "classifier")(pooled_BH))
+    logits = self._dense(self.num_labels, "classifier")(pooled_BH)
+    return SequenceClassifierOutput(logits=logits, **_research(out))
 
 
 class AlbertForTokenClassification(AlbertHeadBase):
@@ -216,16 +229,18 @@ class AlbertForTokenClassification(AlbertHeadBase):
     token_type_ids=None,
     position_ids=None,
     deterministic: bool = True,
+    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
   ) -> TokenClassifierOutput:
     c = self.config
-    out = self.encoder(add_pooling_layer=False)(
-      input_ids, attention_mask, token_type_ids, position_ids, deterministic
+    out = self.albert_model(add_pooling_layer=False)(
+      input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research
     )
     rate = (
       c.classifier_dropout_prob if c.classifier_dropout_prob is not None else c.hidden_dropout_prob
     )
     h_BLH = nn.Dropout(rate)(out.last_hidden_state, deterministic=deterministic)
-    return TokenClassifierOutput(logits=self._dense(self.num_labels, "classifier")(h_BLH))
+    logits = self._dense(self.num_labels, "classifier")(h_BLH)
+    return TokenClassifierOutput(logits=logits, **_research(out))
 
 
 class AlbertForQuestionAnswering(AlbertHeadBase):
@@ -239,16 +254,20 @@ class AlbertForQuestionAnswering(AlbertHeadBase):
     token_type_ids=None,
     position_ids=None,
     deterministic: bool = True,
+    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
   ) -> QuestionAnsweringOutput:
-    out = self.encoder(add_pooling_layer=False)(
-      input_ids, attention_mask, token_type_ids, position_ids, deterministic
+    out = self.albert_model(add_pooling_layer=False)(
+      input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research
     )
     logits_BL2 = self._dense(2, "qa_outputs")(out.last_hidden_state)
-    return QuestionAnsweringOutput(start_logits=logits_BL2[..., 0], end_logits=logits_BL2[..., 1])
+    return QuestionAnsweringOutput(
+      start_logits=logits_BL2[..., 0], end_logits=logits_BL2[..., 1], **_research(out)
+    )
 
 
 class AlbertForMultipleChoice(AlbertHeadBase):
-  """One logit per choice from the pooled output; inputs are [B, C, L]."""
+  """One logit per choice from the pooled output; inputs are [B, C, L] (inputs_embeds
+  [B, C, L, E]); `hidden_states` and `attentions` have B x C rows, as in HF."""
 
   @nn.compact
   def __call__(
@@ -258,23 +277,38 @@ class AlbertForMultipleChoice(AlbertHeadBase):
     token_type_ids=None,
     position_ids=None,
     deterministic: bool = True,
+    *,
+    inputs_embeds=None,
+    **research,  # head_mask, output_attentions, output_hidden_states
   ) -> MultipleChoiceOutput:
-    input_ids = jnp.asarray(input_ids)
-    if input_ids.ndim != 3:
-      raise ValueError(f"input_ids must be [batch, choices, seq_len]; got {input_ids.shape}.")
-    batch, choices, length = input_ids.shape
+    given = jnp.asarray(input_ids if inputs_embeds is None else inputs_embeds)
+    if given.ndim != (3 if inputs_embeds is None else 4):
+      what = "input_ids must be [batch, choices, seq_len]"
+      if inputs_embeds is not None:
+        what = "inputs_embeds must be [batch, choices, seq_len, embedding_size]"
+      raise UserError(f"{what}; got {given.shape}.")
+    batch, choices, length = given.shape[:3]
 
-    def flat(a):
-      return None if a is None else jnp.asarray(a).reshape(batch * choices, length)
+    def flat(a):  # [B, C, L, ...] -> [B x C, L, ...]
+      if a is None:
+        return None
+      a = jnp.asarray(a)
+      return a.reshape(batch * choices, length, *a.shape[3:])
 
-    out = self.encoder()(
-      flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids), deterministic
+    out = self.albert_model()(
+      flat(input_ids),
+      flat(attention_mask),
+      flat(token_type_ids),
+      flat(position_ids),
+      deterministic,
+      inputs_embeds=flat(inputs_embeds),
+      **research,
     )
     pooled_XH = nn.Dropout(self.config.classifier_dropout_prob)(
       out.pooler_output, deterministic=deterministic
     )
     logits_X1 = self._dense(1, "classifier")(pooled_XH)
-    return MultipleChoiceOutput(logits=logits_X1.reshape(batch, choices))
+    return MultipleChoiceOutput(logits=logits_X1.reshape(batch, choices), **_research(out))
 
 
 # ---- the head registry ----------------------------------------------------------------------

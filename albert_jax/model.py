@@ -4,10 +4,14 @@ ALBERT shares one transformer block across all layers. Here that is literal: the
 parameters appear once in the tree (no layer axis) and `nn.scan` applies it
 `num_hidden_layers` times with the parameters broadcast, so the block is compiled once
 whatever the depth. A plain Python loop over the same module (`scan_layers=False`) gives the
-same numbers and exists for debugging and for compile-time comparisons.
+same numbers and exists for debugging and for compile-time comparisons. Since no parameter
+depends on the depth, the same parameters run at any depth k:
+`dataclasses.replace(config, num_hidden_layers=k)` (k a multiple of `num_hidden_groups`).
 
 Shape suffixes: B batch, L sequence length, E embedding width (factorized), H hidden width,
-N attention heads, D head width, F FFN width, V vocabulary.
+N attention heads, D head width, F FFN width, V vocabulary; K applied layers
+(`num_hidden_layers * inner_group_num`), S = K + 1 hidden states, G layers per group
+(`layers_per_group`), I inner layers of a group (`inner_group_num`).
 
 Logical axis names (mapped to mesh axes in `albert_jax.sharding`, never here):
 parameters and activations use the names in `albert_jax.axes` (VOCAB, EMBEDDING_WIDTH (E),
@@ -16,8 +20,10 @@ HIDDEN (H), HEADS, HEAD_DIM, MLP; BATCH, LENGTH, ACT_HIDDEN, ACT_HEADS, ACT_MLP)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -26,29 +32,20 @@ import jax
 import jax.numpy as jnp
 
 from albert_jax import axes
-from albert_jax.config import AlbertConfig
+from albert_jax.config import ACTIVATIONS, AlbertConfig
+from albert_jax.errors import UserError
 
 Array = jax.Array
 Dtype = Any
 
-_ACTIVATIONS = {
-  "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-  "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
-  "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-  "gelu": functools.partial(jax.nn.gelu, approximate=False),
-  "relu": jax.nn.relu,
-  "silu": jax.nn.silu,
-  "swish": jax.nn.silu,
-}
-
 
 def activation(name: str):
-  return _ACTIVATIONS[name]
+  return ACTIVATIONS[name]
 
 
-def normal_init(config: AlbertConfig, axes: tuple[str | None, ...]):
-  """Truncation-free normal init with ALBERT's std, tagged with logical axis names."""
-  return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), axes)
+def normal_init(stddev: float, axes: tuple[str | None, ...]):
+  """Truncation-free normal init (ALBERT's `initializer_range`), tagged with logical names."""
+  return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
 
 
 def zeros_init(axes: tuple[str | None, ...]):
@@ -59,24 +56,15 @@ def ones_init(axes: tuple[str | None, ...]):
   return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def layer_norm(
-  eps: float, axis_name: str, dtype: Dtype, param_dtype: Dtype, name: str | None = None
-) -> nn.LayerNorm:
-  """Flax's LayerNorm (params `scale`, `bias`; statistics in float32 whatever `dtype`) with
-  ALBERT's epsilon and the logical name of the normalized axis.
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+  """How the network is run, as opposed to what it is (`AlbertConfig`)."""
 
-  Two-pass variance, as HF/PyTorch compute it: the one-pass E[x^2] - E[x]^2 form is about 2x
-  faster on CPU but loses float32 precision when |mean| >> std.
-  """
-  return nn.LayerNorm(
-    epsilon=eps,
-    use_fast_variance=False,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    scale_init=ones_init((axis_name,)),
-    bias_init=zeros_init((axis_name,)),
-    name=name,
-  )
+  dtype: Dtype = jnp.float32  # compute dtype (f32 or bf16)
+  param_dtype: Dtype = jnp.float32  # storage dtype of the parameters
+  scan_layers: bool = True  # nn.scan the shared block (True) or loop over it in Python
+  remat_policy: str | None = None  # a jax.checkpoint_policies name; None: no remat
+  attention_implementation: str | None = None  # one of ATTENTION_IMPLEMENTATIONS
 
 
 class Dense(nn.Module):
@@ -86,10 +74,10 @@ class Dense(nn.Module):
   logical axis names (`axes`, one per kernel dim) always match it, also under a mesh.
   """
 
-  features: tuple[int, ...]
+  features: tuple[int, ...]  # output shape, e.g. (hidden,) or (heads, head_dim)
   axes: tuple[str | None, ...]  # logical names of the kernel's axes
-  config: AlbertConfig
-  in_dims: int = 1
+  stddev: float  # kernel init std (ALBERT's initializer_range)
+  in_dims: int = 1  # how many trailing input axes are contracted
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -97,7 +85,7 @@ class Dense(nn.Module):
   def __call__(self, x: Array) -> Array:
     in_shape = x.shape[x.ndim - self.in_dims :]
     kernel = self.param(
-      "kernel", normal_init(self.config, self.axes), (*in_shape, *self.features), self.param_dtype
+      "kernel", normal_init(self.stddev, self.axes), (*in_shape, *self.features), self.param_dtype
     )
     bias = self.param(
       "bias", zeros_init(self.axes[self.in_dims :]), self.features, self.param_dtype
@@ -111,41 +99,83 @@ class Dense(nn.Module):
     return y_RO.reshape(*lead, *self.features) + bias.astype(self.dtype)
 
 
-def dense(features, config: AlbertConfig, axes, dtype, param_dtype, name, in_dims=1) -> Dense:
-  """A `Dense` with ALBERT's init; `features` an int or a tuple (e.g. (heads, head_dim))."""
-  features = features if isinstance(features, tuple) else (features,)
-  return Dense(features, tuple(axes), config, in_dims, dtype, param_dtype, name=name)
+class Layers:
+  """A mixin: `dense` and `layer_norm` built from the module's `config` (AlbertConfig) and
+  `options` (ModelOptions)."""
+
+  def dense(
+    self, features: int | tuple[int, ...], axes: Sequence[str | None], name: str, in_dims=1
+  ) -> Dense:
+    """A `Dense` with ALBERT's init; `features` an int or a tuple (e.g. (heads, head_dim))."""
+    return Dense(
+      features=features if isinstance(features, tuple) else (features,),
+      axes=tuple(axes),
+      stddev=self.config.initializer_range,
+      in_dims=in_dims,
+      dtype=self.options.dtype,
+      param_dtype=self.options.param_dtype,
+      name=name,
+    )
+
+  def layer_norm(self, axis_name: str, name: str | None = None) -> nn.LayerNorm:
+    """Flax's LayerNorm (params `scale`, `bias`; statistics in float32 whatever `dtype`) with
+    ALBERT's epsilon and the logical name of the normalized axis.
+
+    Two-pass variance, as HF/PyTorch compute it: the one-pass E[x^2] - E[x]^2 form is about 2x
+    faster on CPU but loses float32 precision when |mean| >> std.
+    """
+    return nn.LayerNorm(
+      epsilon=self.config.layer_norm_eps,
+      use_fast_variance=False,
+      dtype=self.options.dtype,
+      param_dtype=self.options.param_dtype,
+      scale_init=ones_init((axis_name,)),
+      bias_init=zeros_init((axis_name,)),
+      name=name,
+    )
 
 
-class AlbertEmbeddings(nn.Module):
+class AlbertSubmodule(Layers, nn.Module):
+  """A part of the network: the ALBERT config and the model options, passed down whole."""
+
+  config: AlbertConfig  # what the network is
+  options: ModelOptions = ModelOptions()  # how it is run
+
+
+class AlbertEmbeddings(AlbertSubmodule):
   """word + position + token-type embeddings (width E) -> LayerNorm -> dropout."""
-
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def setup(self):
     c = self.config
     embed = functools.partial(
-      nn.Embed, features=c.embedding_size, dtype=self.dtype, param_dtype=self.param_dtype
+      nn.Embed,
+      features=c.embedding_size,
+      dtype=self.options.dtype,
+      param_dtype=self.options.param_dtype,
     )
+    std = c.initializer_range
     self.word_embeddings = embed(
-      c.vocab_size, embedding_init=normal_init(c, (axes.VOCAB, axes.EMBEDDING_WIDTH))
+      c.vocab_size, embedding_init=normal_init(std, (axes.VOCAB, axes.EMBEDDING_WIDTH))
     )
     self.position_embeddings = embed(
-      c.max_position_embeddings, embedding_init=normal_init(c, (None, axes.EMBEDDING_WIDTH))
+      c.max_position_embeddings, embedding_init=normal_init(std, (None, axes.EMBEDDING_WIDTH))
     )
     self.token_type_embeddings = embed(
-      c.type_vocab_size, embedding_init=normal_init(c, (None, axes.EMBEDDING_WIDTH))
+      c.type_vocab_size, embedding_init=normal_init(std, (None, axes.EMBEDDING_WIDTH))
     )
-    self.LayerNorm = layer_norm(
-      c.layer_norm_eps, axes.EMBEDDING_WIDTH, self.dtype, self.param_dtype
-    )
+    self.LayerNorm = self.layer_norm(axes.EMBEDDING_WIDTH)
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-  def __call__(self, input_ids_BL, token_type_ids_BL, position_ids_BL, deterministic):
+  def __call__(
+    self, input_ids_BL, token_type_ids_BL, position_ids_BL, deterministic, inputs_embeds_BLE=None
+  ):
+    """`inputs_embeds_BLE`, if given, replaces the word-embedding lookup of `input_ids_BL`."""
+    if inputs_embeds_BLE is None:
+      words_BLE = self.word_embeddings(input_ids_BL)
+    else:
+      words_BLE = inputs_embeds_BLE.astype(self.options.dtype)
     x_BLE = (
-      self.word_embeddings(input_ids_BL)
+      words_BLE
       + self.position_embeddings(position_ids_BL)
       + self.token_type_embeddings(token_type_ids_BL)
     )
@@ -160,13 +190,16 @@ class AlbertEmbeddings(nn.Module):
 ATTENTION_IMPLEMENTATIONS = (None, "einsum", "xla", "cudnn")
 
 
-def einsum_attention(q_BLND, k_BLND, v_BLND, mask_B11L, dropout=None) -> Array:
+def einsum_attention(
+  q_BLND, k_BLND, v_BLND, mask_B11L, dropout=None, head_mask_N=None
+) -> tuple[Array, Array]:
   """softmax(q k^T / sqrt(D) + mask) v, computed heads-major ([B, N, L, D]).
 
   The same math as `jax.nn.dot_product_attention`'s XLA path (logits and softmax in float32),
   laid out so both batched GEMMs have (batch, heads) leading: on CPU that avoids the transposed
   probability copy XLA otherwise makes and the forward runs ~4% faster. `dropout`, if given,
-  is applied to the probabilities.
+  is applied to the probabilities, then `head_mask_N` multiplies each head's (as HF's
+  `head_mask`). Returns the context [B, L, N, D] and the probabilities [B, N, L, L] that made it.
   """
   dtype = q_BLND.dtype
   q_BNLD, k_BNLD, v_BNLD = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q_BLND, k_BLND, v_BLND))
@@ -178,39 +211,46 @@ def einsum_attention(q_BLND, k_BLND, v_BLND, mask_B11L, dropout=None) -> Array:
   probs_BNLL = jax.nn.softmax(logits_BNLL).astype(dtype)
   if dropout is not None:
     probs_BNLL = dropout(probs_BNLL)
+  if head_mask_N is not None:
+    probs_BNLL = probs_BNLL * head_mask_N.astype(dtype)[None, :, None, None]
   ctx_BNLD = jnp.einsum("bnqk,bnkd->bnqd", probs_BNLL, v_BNLD)
-  return jnp.transpose(ctx_BNLD, (0, 2, 1, 3))
+  return jnp.transpose(ctx_BNLD, (0, 2, 1, 3)), probs_BNLL
 
 
-class AlbertAttention(nn.Module):
+class AlbertAttention(AlbertSubmodule):
   """Self-attention, output projection, dropout, residual and post-LayerNorm."""
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  attention_implementation: str | None = None  # see ATTENTION_IMPLEMENTATIONS
-
   @nn.compact
-  def __call__(self, x_BLH: Array, mask_B11L: Array, deterministic: bool) -> Array:
+  def __call__(
+    self,
+    x_BLH: Array,
+    mask_B11L: Array,
+    deterministic: bool,
+    head_mask_N: Array | None = None,
+    return_probs: bool = False,
+  ) -> tuple[Array, Array | None]:
+    """Returns the block's output [B, L, H] and, if `return_probs`, the probabilities
+    [B, N, L, L] (after dropout and `head_mask_N`, as HF's `attentions`)."""
     c = self.config
     nd = (c.num_attention_heads, c.head_dim)
-    proj = functools.partial(
-      dense, nd, c, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), self.dtype, self.param_dtype
-    )
-    q_BLND = proj(name="query")(x_BLH)
-    k_BLND = proj(name="key")(x_BLH)
-    v_BLND = proj(name="value")(x_BLH)
+    q_BLND = self.dense(nd, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), "query")(x_BLH)
+    k_BLND = self.dense(nd, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), "key")(x_BLH)
+    v_BLND = self.dense(nd, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), "value")(x_BLH)
     q_BLND = nn.with_logical_constraint(q_BLND, (axes.BATCH, axes.LENGTH, axes.ACT_HEADS, None))
 
     rate = c.attention_probs_dropout_prob
-    impl = self.attention_implementation
+    impl = self.options.attention_implementation
     if impl not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(
         f"attention_implementation={impl!r} is not one of {ATTENTION_IMPLEMENTATIONS}: None or "
         "'einsum' for the heads-major einsum path, 'xla' or 'cudnn' for "
         "jax.nn.dot_product_attention with that implementation."
       )
-    if impl in ("xla", "cudnn") and (deterministic or rate == 0.0):
+    # dot_product_attention neither returns nor scales the probabilities: the research
+    # options (probabilities out, head_mask) take the einsum path whatever `impl`.
+    fused = impl in ("xla", "cudnn") and not return_probs and head_mask_N is None
+    probs_BNLL = None
+    if fused and (deterministic or rate == 0.0):
       ctx_BLND = jax.nn.dot_product_attention(
         q_BLND, k_BLND, v_BLND, mask=mask_B11L, implementation=impl
       )
@@ -218,81 +258,89 @@ class AlbertAttention(nn.Module):
       dropout = None
       if not deterministic and rate > 0.0:
         dropout = functools.partial(nn.Dropout(rate), deterministic=False)
-      ctx_BLND = einsum_attention(q_BLND, k_BLND, v_BLND, mask_B11L, dropout)
+      ctx_BLND, probs_BNLL = einsum_attention(
+        q_BLND, k_BLND, v_BLND, mask_B11L, dropout, head_mask_N
+      )
 
-    out_BLH = dense(
-      c.hidden_size,
-      c,
-      (axes.HEADS, axes.HEAD_DIM, axes.HIDDEN),
-      self.dtype,
-      self.param_dtype,
-      name="dense",
-      in_dims=2,
-    )(ctx_BLND)
+    out_BLH = self.dense(c.hidden_size, (axes.HEADS, axes.HEAD_DIM, axes.HIDDEN), "dense", 2)(
+      ctx_BLND
+    )
     out_BLH = nn.Dropout(c.hidden_dropout_prob)(out_BLH, deterministic=deterministic)
-    norm = layer_norm(c.layer_norm_eps, axes.HIDDEN, self.dtype, self.param_dtype, name="LayerNorm")
-    return norm(x_BLH + out_BLH)
+    out_BLH = self.layer_norm(axes.HIDDEN, name="LayerNorm")(x_BLH + out_BLH)
+    return out_BLH, probs_BNLL if return_probs else None
 
 
-class AlbertLayer(nn.Module):
+class AlbertLayer(AlbertSubmodule):
   """One post-LN transformer block: attention, then GELU FFN with residual and LayerNorm."""
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  attention_implementation: str | None = None
-
   @nn.compact
-  def __call__(self, x_BLH: Array, mask_B11L: Array, deterministic: bool) -> Array:
+  def __call__(
+    self,
+    x_BLH: Array,
+    mask_B11L: Array,
+    deterministic: bool,
+    head_mask_N: Array | None = None,
+    return_probs: bool = False,
+  ) -> tuple[Array, Array | None]:
+    """Returns the output [B, L, H] and the attention probabilities (see `AlbertAttention`)."""
     c = self.config
-    a_BLH = AlbertAttention(
-      c, self.dtype, self.param_dtype, self.attention_implementation, name="attention"
-    )(x_BLH, mask_B11L, deterministic)
-    h_BLF = dense(
-      c.intermediate_size, c, (axes.HIDDEN, axes.MLP), self.dtype, self.param_dtype, name="ffn"
-    )(a_BLH)
+    a_BLH, probs_BNLL = AlbertAttention(config=c, options=self.options, name="attention")(
+      x_BLH, mask_B11L, deterministic, head_mask_N, return_probs
+    )
+    h_BLF = self.dense(c.intermediate_size, (axes.HIDDEN, axes.MLP), "ffn")(a_BLH)
     h_BLF = activation(c.hidden_act)(h_BLF)
     h_BLF = nn.with_logical_constraint(h_BLF, (axes.BATCH, axes.LENGTH, axes.ACT_MLP))
-    h_BLH = dense(
-      c.hidden_size, c, (axes.MLP, axes.HIDDEN), self.dtype, self.param_dtype, name="ffn_output"
-    )(h_BLF)
+    h_BLH = self.dense(c.hidden_size, (axes.MLP, axes.HIDDEN), "ffn_output")(h_BLF)
     h_BLH = nn.Dropout(c.hidden_dropout_prob)(h_BLH, deterministic=deterministic)
-    norm = layer_norm(
-      c.layer_norm_eps, axes.HIDDEN, self.dtype, self.param_dtype, name="full_layer_layer_norm"
-    )
-    return norm(h_BLH + a_BLH)
+    return self.layer_norm(axes.HIDDEN, name="full_layer_layer_norm")(h_BLH + a_BLH), probs_BNLL
 
 
-class AlbertLayerGroup(nn.Module):
+class AlbertLayerGroup(AlbertSubmodule):
   """`inner_group_num` distinct layers applied in sequence; one step of the shared scan.
 
-  The signature `(carry, mask) -> (carry, None)` is what `nn.scan` expects.
+  The signature `(carry, *xs) -> (carry, ys)` is what `nn.scan` expects. `ys` is None unless
+  an output flag is set; then a dict with the inner layers' outputs stacked:
+  `hidden_states` [I, B, L, H], `attentions` [I, B, N, L, L].
   """
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  attention_implementation: str | None = None
-  deterministic: bool = True
+  deterministic: bool = True  # no dropout
+  output_hidden_states: bool = False  # return every inner layer's output
+  output_attentions: bool = False  # return every inner layer's attention probabilities
 
   @nn.compact
-  def __call__(self, x_BLH: Array, mask_B11L: Array) -> tuple[Array, None]:
+  def __call__(
+    self, x_BLH: Array, mask_B11L: Array, head_mask_IN: Array | None = None
+  ) -> tuple[Array, dict[str, Array] | None]:
+    states, probs = [], []
     for i in range(self.config.inner_group_num):
-      x_BLH = AlbertLayer(
-        self.config,
-        self.dtype,
-        self.param_dtype,
-        self.attention_implementation,
-        name=f"albert_layers_{i}",
-      )(x_BLH, mask_B11L, self.deterministic)
+      x_BLH, probs_BNLL = AlbertLayer(
+        config=self.config, options=self.options, name=f"albert_layers_{i}"
+      )(
+        x_BLH,
+        mask_B11L,
+        self.deterministic,
+        None if head_mask_IN is None else head_mask_IN[i],
+        self.output_attentions,
+      )
+      states.append(x_BLH)
+      probs.append(probs_BNLL)
     x_BLH = nn.with_logical_constraint(x_BLH, (axes.BATCH, axes.LENGTH, axes.ACT_HIDDEN))
-    return x_BLH, None
+    ys = {}
+    if self.output_hidden_states:
+      ys["hidden_states"] = jnp.stack(states)
+    if self.output_attentions:
+      ys["attentions"] = jnp.stack(probs)
+    return x_BLH, ys or None
 
 
 @flax.struct.dataclass
 class AlbertModelOutput:
   last_hidden_state: Array  # [B, L, H]
   pooler_output: Array | None  # [B, H]; None without the pooler
+  # With output_hidden_states: [S, B, L, H], the E -> H projection then every applied layer.
+  hidden_states: Array | None = None
+  # With output_attentions: [K, B, N, L, L], every applied layer's attention probabilities.
+  attentions: Array | None = None
 
 
 # The training CLIs' default remat policy: keep the projection/FFN matmul outputs, recompute the
@@ -314,121 +362,187 @@ def _remat_policy(name: str | None):
   return policy
 
 
-class AlbertTransformer(nn.Module):
+class AlbertTransformer(AlbertSubmodule):
   """E -> H projection, then the shared group(s) applied `num_hidden_layers` times.
 
-  With `num_hidden_groups` G > 1, layers are split into G contiguous runs of L / G, each run
-  applying its own group (as HF transformers assigns `group_idx = layer // (L / G)`).
+  With `num_hidden_groups` > 1, layers are split into contiguous runs of G, each run applying
+  its own group (as HF transformers assigns `group_idx = layer // G`).
   """
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  scan_layers: bool = True
-  remat_policy: str | None = None
-  attention_implementation: str | None = None
-
   @nn.compact
-  def __call__(self, x_BLE: Array, mask_B11L: Array, deterministic: bool) -> Array:
-    c = self.config
-    x_BLH = dense(
-      c.hidden_size,
-      c,
-      (axes.EMBEDDING_WIDTH, axes.HIDDEN),
-      self.dtype,
-      self.param_dtype,
-      name="embedding_hidden_mapping_in",
+  def __call__(
+    self,
+    x_BLE: Array,
+    mask_B11L: Array,
+    deterministic: bool,
+    head_mask_KN: Array | None = None,
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+  ) -> tuple[Array, Array | None, Array | None]:
+    """Returns the last hidden state [B, L, H], the hidden states [S, B, L, H] (or None) and
+    the attention probabilities [K, B, N, L, L] (or None); `head_mask_KN` scales layer k's."""
+    c, o = self.config, self.options
+    x_BLH = self.dense(
+      c.hidden_size, (axes.EMBEDDING_WIDTH, axes.HIDDEN), "embedding_hidden_mapping_in"
     )(x_BLE)
     x_BLH = nn.with_logical_constraint(x_BLH, (axes.BATCH, axes.LENGTH, axes.ACT_HIDDEN))
+    first_BLH = x_BLH
 
     group_cls = AlbertLayerGroup
-    policy = _remat_policy(self.remat_policy)
-    if self.remat_policy not in (None, "none"):
-      group_cls = nn.remat(group_cls, policy=policy, prevent_cse=not self.scan_layers)
+    policy = _remat_policy(o.remat_policy)
+    if o.remat_policy not in (None, "none"):
+      group_cls = nn.remat(group_cls, policy=policy, prevent_cse=not o.scan_layers)
+    steps, inner = c.layers_per_group, c.inner_group_num
+    per_group = []  # each group's ys, leaves [G, I, ...]
     for g in range(c.num_hidden_groups):
       kwargs = dict(
         config=c,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        attention_implementation=self.attention_implementation,
+        options=o,
         deterministic=deterministic,
+        output_hidden_states=output_hidden_states,
+        output_attentions=output_attentions,
         name=f"albert_layer_groups_{g}",
       )
-      if self.scan_layers:
+      xs = ()  # per-step inputs: this group's rows of the head mask, [G, I, N]
+      if head_mask_KN is not None:
+        rows = slice(g * steps * inner, (g + 1) * steps * inner)
+        xs = (head_mask_KN[rows].reshape(steps, inner, c.num_attention_heads),)
+      if o.scan_layers:
         scanned = nn.scan(
           group_cls,
           variable_broadcast="params",  # ONE copy of the group's weights, reused each step
           variable_axes={"intermediates": 0},  # anything sown is stacked per layer
           split_rngs={"params": False, "dropout": True},  # fresh dropout per layer
-          in_axes=(nn.broadcast,),
-          length=c.layers_per_group,
+          in_axes=(nn.broadcast,) + (0,) * len(xs),  # the mask to every step; xs one row each
+          length=steps,
         )
-        x_BLH, _ = scanned(**kwargs)(x_BLH, mask_B11L)
+        x_BLH, ys = scanned(**kwargs)(x_BLH, mask_B11L, *xs)
       else:
         group = group_cls(**kwargs)
-        for _ in range(c.layers_per_group):
-          x_BLH, _ = group(x_BLH, mask_B11L)
-    return x_BLH
+        ys_steps = []
+        for s in range(steps):
+          x_BLH, ys = group(x_BLH, mask_B11L, *(x[s] for x in xs))
+          ys_steps.append(ys)
+        ys = jax.tree.map(lambda *a: jnp.stack(a), *ys_steps)
+      per_group.append(ys)
+
+    def layers(key: str) -> Array:  # [G, I, ...] per group -> [K, ...] in application order
+      return jnp.concatenate([ys[key].reshape(-1, *ys[key].shape[2:]) for ys in per_group])
+
+    hidden_states_SBLH = attentions_KBNLL = None
+    if output_hidden_states:
+      hidden_states_SBLH = jnp.concatenate([first_BLH[None], layers("hidden_states")])
+    if output_attentions:
+      attentions_KBNLL = layers("attentions")
+    return x_BLH, hidden_states_SBLH, attentions_KBNLL
 
 
-class AlbertModel(nn.Module):
-  """The ALBERT encoder with its tanh pooler. Returns `AlbertModelOutput`.
+class WithModelOptions(Layers, nn.Module):
+  """The fields of `AlbertModel` and of every head: the ALBERT config and the model options.
 
   Model options (not ALBERT config): `dtype` is the compute dtype (f32 or bf16), `param_dtype`
   the storage dtype of parameters, `scan_layers` scans the shared block (default) or loops,
   `remat_policy` names a `jax.checkpoint_policies` entry (None = no remat),
   `attention_implementation` None/"einsum" uses `einsum_attention` (XLA, heads-major), "xla" or
   "cudnn" call `jax.nn.dot_product_attention` with that implementation ("cudnn": cuDNN flash
-  attention on GPU); attention-probability dropout in training always takes the einsum path.
+  attention on GPU); attention-probability dropout in training, `output_attentions` and
+  `head_mask` always take the einsum path.
   """
 
-  config: AlbertConfig
-  dtype: Dtype = jnp.float32
+  config: AlbertConfig  # what the network is
+  dtype: Dtype = jnp.float32  # the ModelOptions fields, flat (HF-like keyword arguments)
   param_dtype: Dtype = jnp.float32
   scan_layers: bool = True
   remat_policy: str | None = None
   attention_implementation: str | None = None
-  add_pooling_layer: bool = True
+
+  @property
+  def options(self) -> ModelOptions:
+    """The model options, grouped, as the submodules take them."""
+    return ModelOptions(
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      scan_layers=self.scan_layers,
+      remat_policy=self.remat_policy,
+      attention_implementation=self.attention_implementation,
+    )
+
+
+def head_mask_rows(head_mask: Array, config: AlbertConfig) -> Array:
+  """HF's `head_mask`, [N] (every layer) or [K, N] (one row per applied layer) -> [K, N]."""
+  head_mask = jnp.asarray(head_mask)
+  k, n = config.num_hidden_layers * config.inner_group_num, config.num_attention_heads
+  if head_mask.shape == (n,):
+    return jnp.broadcast_to(head_mask, (k, n))
+  if head_mask.shape != (k, n):
+    raise UserError(
+      f"head_mask has shape {head_mask.shape}; it must be [{n}] (num_attention_heads, for every "
+      f"layer) or [{k}, {n}] (num_hidden_layers * inner_group_num rows, one per applied layer)."
+    )
+  return head_mask
+
+
+class AlbertModel(WithModelOptions):
+  """The ALBERT encoder with its tanh pooler. Returns `AlbertModelOutput`.
+
+  Research options of `__call__` (static flags: when off, the compiled program is the plain
+  forward): `output_hidden_states` returns `hidden_states` [S, B, L, H] (the E -> H projection,
+  then the output of each of the K = num_hidden_layers * inner_group_num applied layers, as HF
+  transformers 5.x); `output_attentions` returns `attentions` [K, B, N, L, L];
+  `inputs_embeds` [B, L, E] replaces the word embeddings of `input_ids`; `head_mask` [N] or
+  [K, N] multiplies the attention probabilities of each head (1 keeps, 0 removes).
+  """
+
+  add_pooling_layer: bool = True  # the tanh pooler over the first token
 
   def setup(self):
     c = self.config
-    self.embeddings = AlbertEmbeddings(c, self.dtype, self.param_dtype)
-    self.encoder = AlbertTransformer(
-      c,
-      self.dtype,
-      self.param_dtype,
-      self.scan_layers,
-      self.remat_policy,
-      self.attention_implementation,
-    )
+    self.embeddings = AlbertEmbeddings(config=c, options=self.options)
+    self.encoder = AlbertTransformer(config=c, options=self.options)  # HF's name for it
     if self.add_pooling_layer:
-      self.pooler = dense(
-        c.hidden_size, c, (axes.HIDDEN, None), self.dtype, self.param_dtype, name="pooler"
-      )
+      self.pooler = self.dense(c.hidden_size, (axes.HIDDEN, None), "pooler")
 
   def __call__(
     self,
-    input_ids: Array,
+    input_ids: Array | None,
     attention_mask: Array | None = None,
     token_type_ids: Array | None = None,
     position_ids: Array | None = None,
     deterministic: bool = True,
-  ):
-    """input_ids, attention_mask, token_type_ids, position_ids: int [B, L]."""
-    input_ids_BL = jnp.asarray(input_ids)
-    if input_ids_BL.ndim != 2:
-      raise ValueError(f"input_ids must be [batch, seq_len]; got shape {input_ids_BL.shape}.")
-    batch, length = input_ids_BL.shape
+    *,
+    inputs_embeds: Array | None = None,
+    head_mask: Array | None = None,
+    output_attentions: bool = False,
+    output_hidden_states: bool = False,
+  ) -> AlbertModelOutput:
+    """input_ids, attention_mask, token_type_ids, position_ids: int [B, L]; inputs_embeds:
+    float [B, L, E] instead of input_ids."""
+    if (input_ids is None) == (inputs_embeds is None):
+      raise UserError("Give exactly one of input_ids [B, L] and inputs_embeds [B, L, E].")
+    if inputs_embeds is not None:
+      inputs_embeds = jnp.asarray(inputs_embeds)
+      if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.embedding_size:
+        raise UserError(
+          f"inputs_embeds must be [batch, seq_len, embedding_size={self.config.embedding_size}];"
+          f" got shape {inputs_embeds.shape}."
+        )
+      shape = inputs_embeds.shape[:2]
+    else:
+      input_ids = jnp.asarray(input_ids)
+      if input_ids.ndim != 2:
+        raise UserError(f"input_ids must be [batch, seq_len]; got shape {input_ids.shape}.")
+      shape = input_ids.shape
+    batch, length = shape
     if length > self.config.max_position_embeddings:
-      raise ValueError(
+      raise UserError(
         f"Sequence length {length} is longer than max_position_embeddings="
         f"{self.config.max_position_embeddings}; truncate the input (tokenizer "
         f"truncation=True, max_length={self.config.max_position_embeddings})."
       )
     if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids_BL)
+      attention_mask = jnp.ones(shape, jnp.int32)
     if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids_BL)
+      token_type_ids = jnp.zeros(shape, jnp.int32)
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
     for name, a in (
@@ -436,18 +550,24 @@ class AlbertModel(nn.Module):
       ("token_type_ids", token_type_ids),
       ("position_ids", position_ids),
     ):
-      if a.shape != input_ids_BL.shape:
-        raise ValueError(
-          f"{name} has shape {a.shape}; it must match input_ids {input_ids_BL.shape}."
-        )
+      if a.shape != shape:
+        raise UserError(f"{name} has shape {a.shape}; it must be [batch, seq_len] = {shape}.")
 
-    x_BLE = self.embeddings(input_ids_BL, token_type_ids, position_ids, deterministic)
+    x_BLE = self.embeddings(input_ids, token_type_ids, position_ids, deterministic, inputs_embeds)
     mask_B11L = attention_mask.astype(bool)[:, None, None, :]
-    h_BLH = self.encoder(x_BLE, mask_B11L, deterministic)
+    head_mask_KN = None if head_mask is None else head_mask_rows(head_mask, self.config)
+    h_BLH, hidden_states_SBLH, attentions_KBNLL = self.encoder(
+      x_BLE, mask_B11L, deterministic, head_mask_KN, output_hidden_states, output_attentions
+    )
     pooled_BH = None
     if self.add_pooling_layer:
       pooled_BH = jnp.tanh(self.pooler(h_BLH[:, 0]))
-    return AlbertModelOutput(last_hidden_state=h_BLH, pooler_output=pooled_BH)
+    return AlbertModelOutput(
+      last_hidden_state=h_BLH,
+      pooler_output=pooled_BH,
+      hidden_states=hidden_states_SBLH,
+      attentions=attentions_KBNLL,
+    )
 
   def attend(self, x_BPE: Array) -> Array:
     return self.embeddings.attend(x_BPE)

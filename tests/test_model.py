@@ -313,3 +313,22 @@ def test_every_parameter_has_one_logical_name_per_axis():
   attn = specs["albert"]["encoder"]["albert_layer_groups_0"]["albert_layers_0"]["attention"]
   assert tuple(attn["query"]["kernel"]) == (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM)
   assert tuple(attn["dense"]["kernel"]) == (axes.HEADS, axes.HEAD_DIM, axes.HIDDEN)
+
+
+def test_each_activation_name_computes_hfs_function():
+  """The one activation table (albert_jax.config.ACTIVATIONS, used by the config's validation
+  and by the model) against transformers' ACT2FN, within f32 rounding at |x| <= 6."""
+  import torch
+  from transformers.activations import ACT2FN
+
+  from albert_jax.config import ACTIVATIONS
+  from albert_jax.model import activation
+
+  x = np.linspace(-6, 6, 241, dtype=np.float32)
+  for name in ACTIVATIONS:
+    assert AlbertConfig(hidden_act=name).hidden_act == name
+    ours = np.asarray(activation(name)(jnp.asarray(x)))
+    theirs = ACT2FN[name](torch.as_tensor(x)).numpy()
+    assert np.abs(ours - theirs).max() <= 8 * np.finfo(np.float32).eps * 6, name
+  with pytest.raises(ValueError, match="gelu_new"):
+    AlbertConfig(hidden_act="gelu2")
