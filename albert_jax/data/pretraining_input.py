@@ -52,7 +52,7 @@ from albert_jax.data.pretraining import (
   mask_tokens,
   original_input_ids,
 )
-from albert_jax.loop import DataPosition
+from albert_jax.trainer.order import DataPosition
 
 Batch = dict[str, np.ndarray]
 

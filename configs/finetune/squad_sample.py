@@ -9,7 +9,7 @@ little, so expect low dev scores.
 """
 
 from albert_jax.data.tasks import sample_files
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

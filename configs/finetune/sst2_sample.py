@@ -8,7 +8,7 @@ prints its dev metrics. Nothing is downloaded.
 """
 
 from albert_jax.data.tasks import sample_files
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

@@ -10,7 +10,7 @@ layers, 4 heads, FFN 128, embeddings 32, the real 30k vocabulary. The last data 
 for eval; the result in /tmp/albert-tiny/run/export loads with albert_jax.from_pretrained.
 """
 
-from albert_jax.pretrain import base_config
+from albert_jax.trainer.pretrain import base_config
 
 
 def get_config():
@@ -33,6 +33,7 @@ def get_config():
 
   # AdamW: LAMB (0.01) collapses [CLS] to a constant under MLM at this size, so SOP never starts.
   config.optimizer = "adamw"
+  config.adam_bias_correction = True  # optax's AdamW, with which this recipe was tuned
   config.learning_rate = 0.003
   config.batch_size = 16
   config.num_train_steps = 300
