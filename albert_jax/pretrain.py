@@ -8,41 +8,11 @@ Flags only; the work is `albert_jax.trainer.pretrain.run(config, workdir)`, whic
 can call too. Prints {"step", "train", "eval", "export"} on stdout.
 """
 
-from __future__ import annotations
+from albert_jax import cli
+from albert_jax.trainer import command, pretrain
 
-import json
-from collections.abc import Sequence
-
-from absl import flags
-from ml_collections import config_flags
-
-from albert_jax import cli, distributed
-from albert_jax.trainer import pretrain
-
-USAGE = "python -m albert_jax.pretrain --config=configs/pretrain/SIZE.py --workdir=DIR"
-FLAGS = flags.FlagValues()
-config_flags.DEFINE_config_file(
-  "config", None, "A configs/pretrain/*.py file.", flag_values=FLAGS, lock_config=True
-)
-flags.DEFINE_string(
-  "workdir",
-  None,
-  "Where checkpoints, metrics, TensorBoard files and the exported model go; rerun with the "
-  "same one to resume.",
-  flag_values=FLAGS,
-)
-
-
-def main(argv: Sequence[str]) -> None:
-  if extra := cli.parse(FLAGS, argv, USAGE):
-    raise cli.UserError(f"Unexpected arguments: {extra}\n\nUsage: {USAGE}")
-  if FLAGS.config is None or not FLAGS.workdir:
-    raise cli.UserError(f"--config and --workdir are required.\n\nUsage: {USAGE}")
-  distributed.initialize()  # joins the processes of a multi-host run; else nothing
-  results = pretrain.run(FLAGS.config, FLAGS.workdir)
-  if distributed.is_main_process():  # output from process 0 only, as for every file
-    print(json.dumps(results, indent=2, sort_keys=True))
-
+FLAGS = command.flag_values("pretrain")
+main = command.main_of(pretrain.run, FLAGS, "pretrain")
 
 if __name__ == "__main__":
   cli.run(main, FLAGS)

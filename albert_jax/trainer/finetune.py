@@ -239,9 +239,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   task, mesh, rules = check_config(config, workdir)
   module, params, tokenizer = _load_model(config, task)
-  config_lib.save(config, workdir)
   max_positions = module.config.max_position_embeddings
   train_arrays, eval_sets = _load_data(config, task, tokenizer, max_positions)
+  config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
   num_train = len(train_arrays["input_ids"])
   total, warmup = train_steps(config, num_train)
   schedule, tx = config_lib.make_optimizer(config, total, warmup)

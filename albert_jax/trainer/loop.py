@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -78,7 +79,7 @@ class Reporter:
 
   def write(self, line: str) -> None:
     """Prints a line without breaking the progress bar."""
-    self._bar.write(line)
+    self._bar.write(line, file=sys.stderr)  # stdout carries results only
 
   def close(self) -> None:
     self._bar.close()

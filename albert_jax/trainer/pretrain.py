@@ -30,7 +30,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +47,7 @@ from albert_jax.files import write_text
 from albert_jax.pretrained import from_pretrained
 from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
 from albert_jax.trainer import config as config_lib
-from albert_jax.trainer import loop
+from albert_jax.trainer import export, loop
 from albert_jax.trainer.order import DataPosition
 from albert_jax.trainer.state import initial_state
 
@@ -349,53 +348,6 @@ def _init_from(config: ml_collections.ConfigDict, module, rng: jax.Array):
   return load
 
 
-def export(
-  directory: str,
-  state: train.TrainState,
-  albert: AlbertConfig,
-  tokenizer: AlbertTokenizer,
-  metadata: Mapping[str, Any],
-) -> None:
-  """Writes the model as `python -m albert_jax.convert` does (params/, config.json,
-  albert_jax.json, spiece.model), replacing `directory` only once the new one is complete.
-
-  Every process takes part (Orbax writes each process's shards of the parameters).
-  """
-  directory = os.path.abspath(directory)
-  tmp = f"{directory}.tmp-{int(state.step)}"
-  main = distributed.is_main_process()
-  if main:
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-  _sync("export-start")
-  params = state.params
-  names = convert.hf_parameter_table(albert, HEAD)
-  meta = {
-    "head": HEAD,
-    "num_labels": None,
-    "id2label": None,
-    "parameter_count": convert.parameter_count(params),
-    "heads_found": convert.parts_found(names),
-    **metadata,
-  }
-  convert.write_converted(tmp, convert.Converted(albert, params, HEAD, tokenizer, meta))
-  _sync("export-written")
-  if main:
-    old = f"{directory}.old-{int(state.step)}"
-    if os.path.exists(directory):
-      os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-  _sync("export-done")
-
-
-def _sync(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices(name)
-
-
 # ---- the run -------------------------------------------------------------------------------
 
 
@@ -408,7 +360,10 @@ def run(
   rerunning continues from there.
   """
   albert, mesh, rules = check_config(config, workdir)
-  inputs = open_inputs(config, albert, mesh, rules)  # every data check, before any compute
+  try:
+    inputs = open_inputs(config, albert, mesh, rules)  # every data check, before any compute
+  except data_lib.PretrainingDataError as e:  # a bad file or directory: the message names it
+    raise UserError(str(e)) from e
   config_lib.save(config, workdir)
   prog = program(Recipe.from_config(config, albert), mesh, rules)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -424,7 +379,7 @@ def run(
 
   def finish(step, state, position):
     directory = os.path.join(workdir, "export")
-    export(
+    export.write(
       directory,
       state,
       albert,
