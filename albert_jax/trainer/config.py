@@ -118,6 +118,9 @@ def check(
     raise UserError(f"lr_schedule={config.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}.")
   try:
     mesh, rules = sharding.mesh_from_config(config.mesh)
+  except ValueError as e:
+    raise UserError(f"mesh: {e}") from None
+  try:
     sharding.check_batch_size(config.batch_size // config.grad_accum_steps, mesh, rules)
     sharding.check_batch_size(eval_batch_size, mesh, rules)
   except ValueError as e:
