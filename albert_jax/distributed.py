@@ -3,10 +3,9 @@
 Every process runs the same program. `initialize()` joins them into one JAX system (call it
 first, before anything touches a device); afterwards `jax.devices()` lists every device of every
 process and a mesh spans them all. Each process then loads only its rows of each global batch
-(`process_batch_slice`), or its share of the examples (`process_example_indices`), and
-`albert_jax.sharding.shard_batch` assembles the global arrays. Logs and files are written by
-the main process only (`is_main_process`); Orbax checkpoints are saved by all processes
-together (each writes its own shards).
+(`process_batch_slice`), and `albert_jax.sharding.shard_batch` assembles the global arrays.
+Logs and files are written by the main process only (`is_main_process`); Orbax checkpoints
+are saved by all processes together (each writes its own shards).
 
 How processes find each other, in order:
   1. arguments of `initialize`, else the environment variables ALBERT_JAX_COORDINATOR
@@ -138,14 +137,3 @@ def process_rows(
   """
   rows = process_batch_slice(len(next(iter(global_batch.values()))), mesh, rules)
   return {k: v[rows] for k, v in global_batch.items()}
-
-
-def process_example_indices(num_examples: int) -> np.ndarray:
-  """This process's share of a dataset's example indices: every `process_count`-th one.
-
-  For sharding files or records when each process reads its own part of the data; the
-  remainder (num_examples % process_count) is dropped so every process has as many examples.
-  """
-  count = jax.process_count()
-  usable = num_examples - num_examples % count
-  return np.arange(jax.process_index(), usable, count)

@@ -9,7 +9,8 @@ mesh with three axes, always present (size 1 when unused):
 
 One rule table (`RULES`) serves every mesh; a mesh preset is only a shape (`MESH_PRESETS`):
 `{"data": -1}`, `{"fsdp": -1}`, `{"data": -1, "tensor": 4}` (-1 = the remaining devices).
-Both the shape and the rules are plain config values (`config.mesh.shape`, `config.mesh.rules`).
+Both the shape (a preset name or a dict) and the rules are plain config values
+(`config.mesh.shape`, `config.mesh.rules`).
 
 A parameter dimension that a mesh axis does not divide (e.g. vocab 30000 over fsdp 32) is
 replicated instead, with one warning at start-up; the number of attention heads and the global
@@ -412,14 +413,16 @@ def shard_batch(local_batch: Batch, mesh: Mesh, rules: Rules = RULES) -> Batch:
 
 
 def mesh_from_config(mesh_config) -> tuple[Mesh, Rules]:
-  """(mesh, rules) from a run config's `mesh` ({"shape": {...}, "rules": None | name | list}).
+  """(mesh, rules) from a run config's `mesh`: {"shape": a preset name or {axis: size},
+  "rules": None | "default" | a list of (logical axis, mesh axes) pairs}.
 
   A shape without -1 uses its number of devices (the first ones, in a one-process run); with
-  -1, all of them.
+  -1 (every preset), all of them.
   """
-  shape = dict(mesh_config.shape)
+  shape = mesh_config.shape
+  shape = MESH_PRESETS.get(shape, shape) if isinstance(shape, str) else dict(shape)
   devices = None
-  if -1 not in shape.values() and jax.process_count() == 1:
+  if isinstance(shape, dict) and -1 not in shape.values() and jax.process_count() == 1:
     devices = jax.devices()[: math.prod(shape.values())]
   return make_mesh(shape, devices), rules_for(mesh_config.rules)
 
@@ -466,11 +469,6 @@ def jit_state_fn(
     out_shardings=replicated(mesh),
   )
   return under_mesh(step, mesh, rules)
-
-
-def jit_eval_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:
-  """`train.eval_step` jitted for the mesh: (state, batch) -> replicated metrics."""
-  return jit_state_fn(train.eval_step, shardings, mesh, rules)
 
 
 def jit_predict_step(shardings: train.TrainState, mesh: Mesh, rules: Rules = RULES) -> Callable:

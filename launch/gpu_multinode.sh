@@ -3,9 +3,9 @@
 #
 #   # on node 0 (the coordinator) and on node 1, with the same COORDINATOR and NUM_NODES:
 #   COORDINATOR=10.0.0.1:12345 NUM_NODES=2 NODE_RANK=0 launch/gpu_multinode.sh \
-#     python -m albert_jax.finetune --config=configs/finetune/mnli.py --workdir=/shared/mnli
+#     python -m albert_jax.finetune --config=configs/finetune/glue.py:mnli --workdir=/shared/mnli
 #   COORDINATOR=10.0.0.1:12345 NUM_NODES=2 NODE_RANK=1 launch/gpu_multinode.sh \
-#     python -m albert_jax.finetune --config=configs/finetune/mnli.py --workdir=/shared/mnli
+#     python -m albert_jax.finetune --config=configs/finetune/glue.py:mnli --workdir=/shared/mnli
 #
 # COORDINATOR is host:port of node 0 (any free port reachable from the other nodes); NODE_RANK
 # is 0 .. NUM_NODES - 1. Each process uses all GPUs of its node (limit them with

@@ -216,6 +216,8 @@ def test_bad_input_errors(tok, tmp_path):
   short = AlbertTokenizer(model_max_length=64)
   with pytest.raises(ValueError, match=r"max_seq_length=128 is outside 8..64"):
     tasks.featurize(sst2, examples, short, 128)
+  with pytest.raises(ValueError, match=r"outside 8..96: .* model max_position_embeddings 96\)"):
+    tasks.featurize(sst2, examples, tok, 128, max_positions=96)  # the model's, not 512
   with pytest.raises(ValueError, match=r"logits must have shape \[N, 2\]"):
     features = tasks.featurize(sst2, examples, tok, 16)
     tasks.postprocess(sst2, examples, features, {"logits": np.zeros((1, 3))})

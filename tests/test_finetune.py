@@ -1,4 +1,5 @@
-"""`python -m albert_jax.finetune`: every task family end to end, learning, resuming, bad input.
+"""`albert_jax.trainer.finetune` (`python -m albert_jax.finetune`): every task family end to
+end, learning, resuming, bad input.
 
 Models are tiny presets trained from scratch (no downloads); data are the bundled samples,
 small files written here, or tensorflow-datasets' mock data.
@@ -21,8 +22,10 @@ import tensorflow_datasets as tfds
 from jax.experimental.compilation_cache import compilation_cache
 from tensorboardX.proto import event_pb2
 
-from albert_jax import finetune, loop
 from albert_jax.data import tasks
+from albert_jax.trainer import config as config_lib
+from albert_jax.trainer import finetune, loop
+from albert_jax.trainer.order import DataPosition, epoch_permutation, shuffled_batches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "finetune")
@@ -73,11 +76,21 @@ def xla_cache(tmp_path_factory):
   compilation_cache.reset_cache()
 
 
-def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+def load_module(file: str):
+  spec = importlib.util.spec_from_file_location(file, os.path.join(CONFIGS, f"{file}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module
+
+
+GLUE = load_module("glue")
+
+
+def load_config(name: str):
+  """The config of --config=configs/finetune/glue.py:NAME for a GLUE task, else NAME.py."""
+  if name in GLUE.RECIPES:
+    return GLUE.get_config(name)
+  return load_module(name).get_config()
 
 
 def tiny(name: str, **fields):
@@ -142,24 +155,22 @@ def read(path: str) -> str:
 
 
 def test_shuffled_batches_cover_epochs_and_resume():
-  stream = loop.shuffled_batches(10, 4, seed=3)
+  stream = shuffled_batches(10, 4, seed=3)
   batches = [next(stream) for _ in range(5)]  # 20 examples: 2 epochs
   order = np.concatenate([b for b, _ in batches])
   assert sorted(order[:10]) == list(range(10)) and sorted(order[10:]) == list(range(10))
   assert not np.array_equal(order[:10], order[10:])  # a new permutation each epoch
-  np.testing.assert_array_equal(order[:10], loop.epoch_permutation(10, 3, 0))
+  np.testing.assert_array_equal(order[:10], epoch_permutation(10, 3, 0))
   assert [p for _, p in batches][:3] == [
-    loop.DataPosition(0, 4),
-    loop.DataPosition(0, 8),
-    loop.DataPosition(1, 2),
+    DataPosition(0, 4),
+    DataPosition(0, 8),
+    DataPosition(1, 2),
   ]  # batch 3 spans two epochs
   for k, (_, position) in enumerate(batches[:-1]):  # resuming from any position continues
-    resumed = loop.shuffled_batches(10, 4, seed=3, start=position)
+    resumed = shuffled_batches(10, 4, seed=3, start=position)
     np.testing.assert_array_equal(next(resumed)[0], batches[k + 1][0])
-  assert (
-    loop.DataPosition.from_json(json.loads(json.dumps(batches[2][1].to_json()))) == batches[2][1]
-  )
-  other = np.concatenate([next(loop.shuffled_batches(10, 10, seed=4))[0]])
+  assert DataPosition.from_json(json.loads(json.dumps(batches[2][1].to_json()))) == batches[2][1]
+  other = np.concatenate([next(shuffled_batches(10, 10, seed=4))[0]])
   assert not np.array_equal(other, order[:10])  # the seed matters
 
 
@@ -173,24 +184,34 @@ def test_epochs_and_warmup_fraction_give_the_schedule():
     learning_rate=5e-5,
     batch_size=48,
   )
-  total, schedule, _ = finetune._optimizer(config, num_train=1000)
-  assert total == 42  # ceil(2 * 1000 / 48)
-  assert float(schedule(4)) == pytest.approx(5e-5)  # warm-up: round(0.1 * 42) = 4 steps
-  assert float(schedule(2)) == pytest.approx(2.5e-5) and float(schedule(42)) == 0.0
+  total, warmup = finetune.train_steps(config, num_train=1000)
+  assert (total, warmup) == (42, 4)  # ceil(2 * 1000 / 48); round(0.1 * 42)
+  # After the warm-up, Google's form decays from step 0 on, HF's from the end of the warm-up.
+  for form, after_warmup in (("google", 5e-5 * (1 - 4 / 42)), ("hf", 5e-5)):
+    config.lr_schedule = form
+    schedule, _ = config_lib.make_optimizer(config, total, warmup)
+    assert float(schedule(4)) == pytest.approx(after_warmup, rel=1e-6), form
+    assert float(schedule(2)) == pytest.approx(2.5e-5, rel=1e-6) and float(schedule(42)) == 0.0
+
+
+def test_adam_bias_correction_is_wired():
+  """AdamW's first update of a bias (no weight decay) with gradient 1 at learning rate 1:
+  Adam's bias correction gives 1 / (1 + eps); Google's AdamW, without it,
+  (1 - b1) / (sqrt(1 - b2) + eps), with b1 0.9, b2 0.999, eps 1e-6."""
+  params, grads = {"bias": np.zeros(3, np.float32)}, {"bias": np.ones(3, np.float32)}
+  config = tiny("sst2_sample", learning_rate=1.0, warmup_steps=0, clip_norm=100.0)
+  for correct, expected in ((True, 1 / (1 + 1e-6)), (False, 0.1 / (np.sqrt(0.001) + 1e-6))):
+    config.adam_bias_correction = correct
+    _, tx = config_lib.make_optimizer(config, 10, 0)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # 1 - b2^t formed in float32 keeps float32 eps / (1 - b2) of relative precision.
+    rtol = float(np.finfo(np.float32).eps) / 0.001
+    np.testing.assert_allclose(updates["bias"], -expected, rtol=rtol)
 
 
 # ---- configs and bad input ----------------------------------------------------------------
 
-RECIPES = {  # Google ALBERT's fine-tuning recipes: lr, batch, steps, warmup, max_seq_length
-  "cola": (1e-5, 16, 5336, 320, 512),
-  "sst2": (1e-5, 32, 20935, 1256, 512),
-  "mrpc": (2e-5, 32, 800, 200, 512),
-  "qqp": (5e-5, 128, 14000, 1000, 512),
-  "stsb": (2e-5, 16, 3598, 214, 512),
-  "mnli": (3e-5, 128, 10000, 1000, 512),
-  "qnli": (1e-5, 32, 33112, 1986, 512),
-  "rte": (3e-5, 32, 800, 200, 512),
-  "wnli": (3e-5, 32, 200, 50, 512),
+OTHER_RECIPES = {  # lr, batch, steps, warmup, max_seq_length of the configs besides glue.py
   "race": (1e-5, 32, 12000, 1000, 512),
   "squad_v1": (5e-5, 48, None, None, 384),
   "squad_v2": (5e-5, 48, None, None, 384),
@@ -203,11 +224,17 @@ RECIPES = {  # Google ALBERT's fine-tuning recipes: lr, batch, steps, warmup, ma
 
 
 def test_configs_hold_the_recipes_and_pass_the_checks(tmp_path):
-  assert sorted(RECIPES) == sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py"))
-  for name, (lr, batch, steps, warmup, length) in RECIPES.items():
-    first_line = read(os.path.join(CONFIGS, f"{name}.py")).splitlines()[0]
+  files = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py"))
+  assert files == sorted(["glue", *OTHER_RECIPES])
+  glue_recipes = {
+    name: (r.learning_rate, r.batch_size, r.num_train_steps, r.warmup_steps, r.max_seq_length)
+    for name, r in GLUE.RECIPES.items()
+  }
+  for name, (lr, batch, steps, warmup, length) in {**glue_recipes, **OTHER_RECIPES}.items():
+    file = "glue.py:mnli" if name in GLUE.RECIPES else f"{name}.py"
+    first_line = read(os.path.join(CONFIGS, file.split(":")[0])).splitlines()[0]
     assert first_line.startswith(
-      f"# python -m albert_jax.finetune --config=configs/finetune/{name}.py --workdir="
+      f"# python -m albert_jax.finetune --config=configs/finetune/{file} --workdir="
     ), name
     config = load_config(name)
     got = (
@@ -219,14 +246,18 @@ def test_configs_hold_the_recipes_and_pass_the_checks(tmp_path):
     )
     assert got == (lr, batch, steps, warmup, length), name
     assert (config.optimizer, config.weight_decay, config.clip_norm) == ("adamw", 0.01, 1.0)
+    from_scratch = name.endswith("_sample")  # the samples' recipe: optax's AdamW
+    assert (config.lr_schedule, config.adam_bias_correction) == ("google", from_scratch)
     if name.startswith("squad"):
       assert (config.doc_stride, config.max_query_length) == (
         (128, 64) if length == 384 else (64, 32)
       )
       assert config.num_epochs == (2.0 if length == 384 else 20.0)
       assert config.warmup_fraction == 0.1
-    task = finetune.check_config(config, str(tmp_path / name))  # no compute, no download
+    task, _, _ = finetune.check_config(config, str(tmp_path / name))  # no compute, no download
     assert task.name == config.task
+  with pytest.raises(ValueError, match=r"glue.py needs a task after a colon.* Tasks: cola sst2"):
+    GLUE.get_config()
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path):
@@ -244,6 +275,8 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
     ),
     (dict(num_train_steps=None), r"Set exactly one of num_train_steps and num_epochs"),
     (dict(dtype="float16"), r"dtype='float16'"),
+    (dict(lr_schedule="cosine"), r"lr_schedule='cosine': use one of google, hf"),
+    (dict(warmup_steps=4), r"warmup_steps=4 must be in \[0, num_train_steps=3\]"),
   ]
   for fields, message in cases:
     with pytest.raises(ValueError, match=message):
@@ -324,11 +357,12 @@ def test_killed_run_resumes_to_the_same_result(learned, tmp_path, monkeypatch):
   class Killed(Exception):
     pass
 
-  advance = loop.Reporter.advance
+  advance, steps_done = loop.Reporter.advance, []
 
   def advance_then_die(self, steps=1):
     advance(self, steps)
-    if self.step == 25:  # between the checkpoints of steps 20 and 30
+    steps_done.append(steps)
+    if len(steps_done) == 25:  # between the checkpoints of steps 20 and 30
       raise Killed
 
   monkeypatch.setattr(loop.Reporter, "advance", advance_then_die)

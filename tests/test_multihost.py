@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from albert_jax import finetune
+from albert_jax.trainer import finetune
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NUM_PROCESSES, STEPS = 2, 3

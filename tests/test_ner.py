@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from albert_jax import finetune, loop
 from albert_jax.data import conll, ner, tasks
 from albert_jax.errors import UserError
 from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.trainer import finetune, loop
 from tests.make_ner_sample import OUT as SAMPLE_DIR
 from tests.make_ner_sample import generate
 from tests.test_finetune import (  # noqa: F401  (xla_cache: the module's shared XLA cache)
@@ -344,11 +344,12 @@ def test_killed_ner_run_resumes_to_the_same_result(learned, tmp_path, monkeypatc
   class Killed(Exception):
     pass
 
-  advance = loop.Reporter.advance
+  advance, steps_done = loop.Reporter.advance, []
 
   def advance_then_die(self, steps=1):
     advance(self, steps)
-    if self.step == 25:  # between the checkpoints of steps 20 and 30
+    steps_done.append(steps)
+    if len(steps_done) == 25:  # between the checkpoints of steps 20 and 30
       raise Killed
 
   monkeypatch.setattr(loop.Reporter, "advance", advance_then_die)

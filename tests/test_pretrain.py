@@ -1,4 +1,5 @@
-"""Tests of `python -m albert_jax.pretrain` and its input pipeline (`data.pretraining`).
+"""Tests of `albert_jax.trainer.pretrain` (`python -m albert_jax.pretrain`) and its input
+pipeline (`data.pretraining`).
 
 The data: documents of 3-6 generated sentences (the generator of test_pretraining_data) whose
 first sentence starts with "First," and last with "Finally", so the sentence order can be told
@@ -26,7 +27,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from albert_jax import pretrain
 from albert_jax.data import pretraining as data_lib
 from albert_jax.data.pretraining import (
   PretrainingDataConfig,
@@ -35,7 +35,8 @@ from albert_jax.data.pretraining import (
   original_input_ids,
   read_manifest,
 )
-from albert_jax.loop import DataPosition
+from albert_jax.trainer import pretrain
+from albert_jax.trainer.order import DataPosition
 from configs.pretrain import tiny
 from tests.test_pretraining_data import make_sentence, make_tokenizer, write_corpus
 

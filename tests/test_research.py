@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from albert_jax import AlbertConfig, AlbertModel, attention
-from albert_jax.heads import abstract_params, create_module
-from albert_jax.weights.hf import params_from_hf_state_dict
 from albert_jax.errors import UserError
+from albert_jax.heads import abstract_params, create_module
 from albert_jax.model import AlbertEmbeddings, AlbertLayerGroup
+from albert_jax.weights.hf import params_from_hf_state_dict
 from tests.reference import hf_model, padded_batch
 from tests.test_model import SMALL, TOL, assert_close_to_scale
 

@@ -263,7 +263,6 @@ def test_process_data_helpers_single_process():
   assert distributed.process_batch_slice(16, mesh) == slice(0, 16)
   assert distributed.process_batch_slice(16) == slice(0, 16)
   assert sharding.process_batch_shards(mesh) == [0, 1]
-  np.testing.assert_array_equal(distributed.process_example_indices(5), np.arange(5))
   assert distributed.is_main_process()
 
 
@@ -278,3 +277,17 @@ def test_initialize_needs_every_setting(monkeypatch):
   monkeypatch.setenv("ALBERT_JAX_NUM_PROCESSES", "1")
   distributed.initialize()  # one process: nothing to join
   assert jax.process_count() == 1
+
+
+def test_mesh_from_a_run_config_takes_a_preset_and_a_rule_list():
+  from albert_jax.trainer.config import base_config
+
+  mesh_config = base_config().mesh  # what --config.mesh.shape=fsdp and a rule list give
+  mesh_config.shape = "fsdp"
+  mesh_config.rules = [list(rule) for rule in sharding.RULES]
+  mesh, rules = sharding.mesh_from_config(mesh_config)
+  assert dict(mesh.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
+  assert rules == sharding.RULES
+  mesh_config.shape = "ring"
+  with pytest.raises(ValueError, match=r"Unknown mesh preset 'ring'"):
+    sharding.mesh_from_config(mesh_config)

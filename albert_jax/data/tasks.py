@@ -34,8 +34,6 @@ import numpy as np
 from albert_jax.data import conll, glue, local, ner, race, squad
 from albert_jax.errors import UserError
 
-MAX_POSITIONS = 512  # ALBERT's position embeddings
-
 HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
 HEAD_QUESTION_ANSWERING = "question_answering"
 HEAD_MULTIPLE_CHOICE = "multiple_choice"
@@ -275,9 +273,12 @@ def _family(task: Task):
 # ---- features ---------------------------------------------------------------------------------
 
 
-def max_sequence_length(tokenizer: Any) -> int:
-  """The longest sequence the model takes: the tokenizer's limit, at most 512 positions."""
-  return min(int(getattr(tokenizer, "model_max_length", MAX_POSITIONS)), MAX_POSITIONS)
+def max_sequence_length(tokenizer: Any, max_positions: int | None = None) -> int | None:
+  """The longest sequence the model takes: the smaller of the tokenizer's `model_max_length`
+  and the model's `max_positions` (its `max_position_embeddings`); None when neither is known."""
+  limits = [getattr(tokenizer, "model_max_length", None), max_positions]
+  known = [int(n) for n in limits if n is not None]
+  return min(known) if known else None
 
 
 def featurize(
@@ -285,24 +286,27 @@ def featurize(
   examples: list[dict[str, Any]],
   tokenizer: Any,
   max_seq_length: int,
+  *,
+  max_positions: int | None = None,
   **task_kwargs: Any,
 ) -> Features:
   """Model inputs for `examples`, every row `max_seq_length` tokens long.
 
+  max_positions: the model's `max_position_embeddings` (a longer `max_seq_length` is an error).
   task_kwargs: SQuAD: `doc_stride` (128), `max_query_length` (64; at most half of
   `max_seq_length` when not given), `training` (False; True drops examples whose answer is not
   found in the context, as BERT's run_squad does); RACE: `max_qa_length` (128; at most half of
   `max_seq_length` when not given); token classification: `doc_stride` (half a window),
   `label_all_tokens` (False). GLUE takes none; an option a task does not take is an error.
   """
-  limit = max_sequence_length(tokenizer)
+  limit = max_sequence_length(tokenizer, max_positions)
   if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, (int, np.integer)):
     raise ValueError(f"max_seq_length={max_seq_length!r} must be an int")
-  if not 8 <= max_seq_length <= limit:
+  if max_seq_length < 8 or limit is not None and max_seq_length > limit:
     raise ValueError(
       f"max_seq_length={max_seq_length} is outside 8..{limit}: the model has {limit} positions "
-      f"(tokenizer model_max_length {getattr(tokenizer, 'model_max_length', None)}, ALBERT "
-      f"{MAX_POSITIONS}); use a max_seq_length of at most {limit}"
+      f"(tokenizer model_max_length {getattr(tokenizer, 'model_max_length', None)}, model "
+      f"max_position_embeddings {max_positions}); use a max_seq_length of at most {limit}"
     )
   if not examples:
     raise ValueError(f"no examples to featurize for {task.name}; load_examples gave none")

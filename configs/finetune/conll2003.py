@@ -15,7 +15,7 @@ Evaluated on `dev` (picks the best checkpoint) and `test`. Local files instead o
 
 import ml_collections
 
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config(task: str = "conll2003"):

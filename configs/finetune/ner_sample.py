@@ -11,7 +11,7 @@ nothing is downloaded; prints the dev entity F1 (`f1`, `f1_PER`, ...) and token 
 import ml_collections
 
 from albert_jax.data.tasks import sample_files
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

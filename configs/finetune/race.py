@@ -7,7 +7,7 @@ needed dropout 0 (the v2 configs' default) and this learning rate to converge.
 Local files instead of TFDS: --config.train_file=RACE/train --config.eval_file=RACE/dev.
 """
 
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

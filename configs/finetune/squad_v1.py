@@ -6,7 +6,7 @@ Google ALBERT's recipe: learning rate 5e-5, batch 48, 2 epochs, 10% warm-up, seq
 Local files instead of TFDS: --config.train_file=train-v1.1.json --config.eval_file=dev-v1.1.json.
 """
 
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

@@ -7,7 +7,7 @@ Unanswerable questions: the linear span head with the null answer at [CLS].
 Local files instead of TFDS: --config.train_file=train-v2.0.json --config.eval_file=dev-v2.0.json.
 """
 
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

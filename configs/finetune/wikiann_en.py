@@ -8,7 +8,7 @@ recipe. Evaluated on `validation` (picks the best checkpoint) and `test`.
 
 import ml_collections
 
-from albert_jax.finetune import base_config
+from albert_jax.trainer.finetune import base_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ r"""ALBERT-large (v2 architecture) pretraining from scratch with Google's recipe
 The recipe is Google's (see configs/pretrain/base.py); only the architecture differs.
 """
 
-from albert_jax.pretrain import base_config
+from albert_jax.trainer.pretrain import base_config
 
 
 def get_config():

@@ -7,7 +7,7 @@ The recipe is Google's (see configs/pretrain/base.py); only the architecture dif
 Faster on TPU/GPU: --config.dtype=bfloat16 (parameters and optimizer state stay float32).
 """
 
-from albert_jax.pretrain import base_config
+from albert_jax.trainer.pretrain import base_config
 
 
 def get_config():

@@ -1,0 +1,218 @@
+"""The run-config fields both trainers share, their checks, and the optimizer they describe.
+
+`base_config()` holds every field `albert_jax.trainer.finetune` and `.pretrain` both read; each
+trainer's `base_config` adds its own fields and defaults, and configs/*.py files start from
+that. `check` refuses a config that cannot run before any weights or data are loaded, and a
+workdir that holds a run with another config (rerunning the same command resumes instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+from albert_jax import optim, sharding
+from albert_jax.config import AlbertConfig
+from albert_jax.errors import UserError
+from albert_jax.files import write_json
+from albert_jax.model import TRAIN_REMAT_POLICY
+
+placeholder = ml_collections.config_dict.placeholder
+
+# Config fields that may change between a run and its resumption (they do not change results).
+RESUMABLE_CHANGES = (
+  "log_every_steps",
+  "checkpoint_every_steps",
+  "eval_every_steps",
+  "keep_checkpoints",
+  "mesh",
+)
+LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
+OPTIMIZERS = ("adamw", "lamb")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The shared fields; None (a placeholder) where the trainers' defaults differ."""
+  c = ml_collections.ConfigDict()
+  # The architecture or weights; each trainer says how it reads this (a preset, a hub name, ...).
+  c.model = "albert-base-v2"
+  # AlbertConfig fields to override (e.g. a tiny model); None = the model's own value.
+  c.model_overrides = ml_collections.ConfigDict(
+    {f.name: placeholder(type(f.default)) for f in dataclasses.fields(AlbertConfig)}
+  )
+  c.max_seq_length = 512  # tokens per example; at most the model's max_position_embeddings
+
+  c.optimizer = placeholder(str)  # "adamw" or "lamb"
+  c.learning_rate = placeholder(float)  # the peak rate, reached at the end of the warm-up
+  # Linear warm-up, then linear decay to 0 at num_train_steps. "google": Google's
+  # optimization.py, lr * (1 - t / num_train_steps) after the warm-up; "hf": the decay starts
+  # at the peak, lr * (T - t) / (T - warmup_steps). See `optim.warmup_linear_decay`.
+  c.lr_schedule = "google"
+  c.adam_bias_correction = False  # Adam's bias correction (Google's AdamW and LAMB have none)
+  c.weight_decay = 0.01  # not on LayerNorm parameters and biases (nor LAMB's trust ratio)
+  c.clip_norm = 1.0  # global gradient norm
+  c.batch_size = placeholder(int)  # examples per optimizer step (all processes together)
+  c.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size must divide evenly)
+  c.eval_batch_size = placeholder(int)  # None = the trainer's default
+  c.num_train_steps = placeholder(int)  # optimizer steps
+  c.warmup_steps = placeholder(int)
+
+  c.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
+  # a jax.checkpoint_policies name (None or "none" = no remat); see albert_jax.model
+  c.remat_policy = TRAIN_REMAT_POLICY
+  c.seed = 0  # model init and dropout
+
+  c.log_every_steps = placeholder(int)
+  c.eval_every_steps = placeholder(int)  # None or 0 = only at the end
+  c.checkpoint_every_steps = placeholder(int)
+  c.keep_checkpoints = placeholder(int)  # the latest N checkpoints are kept
+
+  c.mesh = ml_collections.ConfigDict()  # see albert_jax.sharding
+  # A preset name (`sharding.MESH_PRESETS`: "data", "fsdp", "data_tensor") or devices per
+  # mesh axis, -1 = all the rest: --config.mesh.shape=fsdp, --config.mesh.shape.tensor=4.
+  c.mesh.shape = ml_collections.FieldReference(
+    ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}), field_type=object
+  )
+  # None = `sharding.RULES`; or a list of (logical axis, mesh axes) pairs.
+  c.mesh.rules = ml_collections.FieldReference(None, field_type=object)
+  return c
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The `model_overrides` that are set."""
+  return {k: v for k, v in config.model_overrides.items() if v is not None}
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  return jax.numpy.bfloat16 if config.dtype == "bfloat16" else jax.numpy.float32
+
+
+# ---- checks ------------------------------------------------------------------------------------
+
+
+def check(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  eval_batch_size: int,
+  resumable: Iterable[str] = RESUMABLE_CHANGES,
+) -> tuple[jax.sharding.Mesh, sharding.Rules]:
+  """Checks the shared fields and the workdir; returns the run's (mesh, rules)."""
+  if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+    raise UserError(
+      f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+      f"{config.grad_accum_steps}; pick a batch size that is a multiple of it."
+    )
+  if config.dtype not in ("float32", "bfloat16"):
+    raise UserError(f"dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+  if config.optimizer.strip().lower() not in OPTIMIZERS:
+    raise UserError(f"optimizer={config.optimizer!r}: use one of {', '.join(OPTIMIZERS)}.")
+  if config.lr_schedule not in LR_SCHEDULES:
+    raise UserError(f"lr_schedule={config.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}.")
+  try:
+    mesh, rules = sharding.mesh_from_config(config.mesh)
+  except ValueError as e:
+    raise UserError(f"mesh: {e}") from None
+  try:
+    sharding.check_batch_size(config.batch_size // config.grad_accum_steps, mesh, rules)
+    sharding.check_batch_size(eval_batch_size, mesh, rules)
+  except ValueError as e:
+    raise UserError(
+      f"{e} (micro-batch = batch_size / grad_accum_steps; see also eval_batch_size.)"
+    ) from None
+  check_resumable(config, workdir, resumable)
+  return mesh, rules
+
+
+def check_steps(num_train_steps: int, warmup_steps: int) -> None:
+  if not 0 <= warmup_steps <= num_train_steps:
+    raise UserError(
+      f"warmup_steps={warmup_steps} must be in [0, num_train_steps={num_train_steps}]."
+    )
+
+
+def check_max_seq_length(config: ml_collections.ConfigDict, albert: AlbertConfig) -> None:
+  if config.max_seq_length > albert.max_position_embeddings:
+    raise UserError(
+      f"max_seq_length={config.max_seq_length} exceeds the model's max_position_embeddings="
+      f"{albert.max_position_embeddings}; use --config.max_seq_length="
+      f"{albert.max_position_embeddings} or less (and data of that length)."
+    )
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1}, as the config flags name the fields."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def check_resumable(
+  config: ml_collections.ConfigDict, workdir: str, resumable: Iterable[str]
+) -> None:
+  """Refuses a workdir whose saved config.json differs from `config` outside `resumable`
+  (top-level fields a resumed run may change, e.g. how often it logs)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flat(json.load(f))
+  current = _flat(json.loads(config.to_json()))
+  allowed = set(resumable)
+  changed = sorted(
+    k
+    for k in set(saved) | set(current)
+    if k.split(".")[0] not in allowed and saved.get(k) != current.get(k)
+  )
+  if changed:
+    diff = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    raise UserError(
+      f"Workdir {workdir} holds a run with a different config ({diff}). To resume that run, "
+      f"rerun with its config (saved in {path}); to start a new run, pass another --workdir "
+      "or delete this one."
+    )
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the run config to `workdir`/config.json (process 0), what `check_resumable` reads."""
+  os.makedirs(workdir, exist_ok=True)
+  write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()), main_only=True)
+
+
+# ---- the optimizer -----------------------------------------------------------------------------
+
+
+def make_optimizer(
+  c: Any, num_train_steps: int, warmup_steps: int
+) -> tuple[optax.Schedule, optax.GradientTransformation]:
+  """(learning-rate schedule, optimizer) of a run.
+
+  `c` has the fields optimizer, learning_rate, lr_schedule, adam_bias_correction,
+  weight_decay, clip_norm and grad_accum_steps: the run config, or a frozen copy of them.
+  With grad_accum_steps > 1 the optimizer steps once per that many micro-batches.
+  """
+  check_steps(num_train_steps, warmup_steps)
+  schedule = optim.warmup_linear_decay(
+    c.learning_rate, num_train_steps, warmup_steps, form=c.lr_schedule
+  )
+  tx = optim.make_optimizer(
+    c.optimizer,
+    schedule,
+    weight_decay=c.weight_decay,
+    clip_norm=c.clip_norm,
+    bias_correction=c.adam_bias_correction,
+  )
+  if c.grad_accum_steps > 1:
+    tx = optim.accumulate(tx, c.grad_accum_steps)
+  return schedule, tx

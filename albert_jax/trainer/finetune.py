@@ -1,0 +1,319 @@
+"""Fine-tunes ALBERT on a GLUE, SQuAD or RACE task: `run(config, workdir)`.
+
+  python -m albert_jax.finetune --config=configs/finetune/glue.py:mnli --workdir=/tmp/mnli
+
+What is particular to fine-tuning: the model (`albert_jax.pretrained` or a preset trained from
+scratch), the task data (`albert_jax.data.tasks`), evaluation with the task's metrics and
+prediction files; the rest is the trainer core (`albert_jax.trainer`). A run writes into its
+workdir:
+  config.json          the run config (a rerun with another config is refused)
+  checkpoints/<step>/  the latest checkpoints: train state + data position (`checkpoint.py`)
+  best/<step>/         the checkpoint with the best eval metric (`config.best_metric`)
+  tb/                  TensorBoard scalars: train loss, learning rate, eval metrics
+  predictions/         prediction files of the final model, per eval split
+  metrics.json         the final eval metrics
+Rerunning the same command resumes from the latest checkpoint, at the same step and data
+position, and ends with the same parameters and metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from albert_jax import distributed, sharding
+from albert_jax.checkpoint import Checkpoints
+from albert_jax.config import PRESETS, AlbertConfig
+from albert_jax.data import tasks
+from albert_jax.errors import UserError
+from albert_jax.files import write_json
+from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
+from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.trainer import config as config_lib
+from albert_jax.trainer import loop
+from albert_jax.trainer.order import DataPosition, shuffled_batches
+from albert_jax.trainer.state import initial_state
+from albert_jax.weights.pretrained import from_pretrained
+
+placeholder = ml_collections.config_dict.placeholder
+_TARGETS = ("label", "labels", "start_positions", "end_positions")
+# Task options a config may carry, and which data function takes them.
+_FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length", "label_all_tokens")
+_POSTPROCESS_KEYS = ("n_best_size", "max_answer_length", "null_score_diff_threshold")
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+def base_config(task: str) -> ml_collections.ConfigDict:
+  """Every field `run` reads, with Google ALBERT's fine-tuning defaults; configs fill the rest.
+
+  The shared fields are `albert_jax.trainer.config.base_config`'s.
+  """
+  c = config_lib.base_config()
+  c.task = task
+  # An HF hub name (albert-base-v2, albert/albert-base-v2) or a converted checkpoint directory;
+  # with from_scratch=True, a preset name whose architecture is trained from random weights.
+  c.model = "albert-base-v2"
+  c.from_scratch = False
+  c.data_dir = placeholder(str)  # TFDS data_dir
+  c.train_file = placeholder(str)  # local files instead of TFDS
+  c.eval_file = placeholder(str)
+  c.max_train_examples = placeholder(int)  # None = all
+  c.max_eval_examples = placeholder(int)
+
+  c.optimizer = "adamw"
+  c.learning_rate = 1e-5
+  c.batch_size = 32
+  c.num_epochs = placeholder(float)  # instead of num_train_steps
+  c.warmup_fraction = placeholder(float)  # instead of warmup_steps
+  # eval_batch_size: None = batch_size
+
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 2
+  c.best_metric = "accuracy"  # eval metric (first eval split) that picks the best checkpoint
+  c.best_mode = "max"
+  return c
+
+
+def _eval_batch_size(config: ml_collections.ConfigDict) -> int:
+  return config.eval_batch_size or config.batch_size
+
+
+def _model_source(config: ml_collections.ConfigDict) -> str:
+  """How `config.model` is read: "checkpoint" (a directory), "preset" (random init) or "hub"."""
+  if config.from_scratch:
+    if config.model.split("/")[-1] not in PRESETS:
+      raise UserError(
+        f"from_scratch=True needs a preset name for model, got {config.model!r}; "
+        f"choose one of {', '.join(sorted(PRESETS))}."
+      )
+    return "preset"
+  return "checkpoint" if os.path.isdir(config.model) else "hub"
+
+
+def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
+  """The ALBERT config of a preset model with `model_overrides`; None for stored weights."""
+  overrides = config_lib.model_overrides(config)
+  if _model_source(config) == "preset":
+    try:
+      return AlbertConfig.from_name(config.model.split("/")[-1], **overrides)
+    except ValueError as e:
+      raise UserError(f"model_overrides: {e}") from None
+  if overrides:
+    raise UserError(
+      f"model_overrides {overrides} apply only to models trained from scratch "
+      f"(from_scratch=True); model={config.model!r} brings its own config. Drop the "
+      "overrides or set --config.from_scratch=True."
+    )
+  return None
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: str):
+  """Checks what can be checked before loading weights or data; returns (task, mesh, rules)."""
+  try:
+    task = tasks.get_task(config.task)
+    if config.get("label_names"):  # a token classification file's own tag set
+      task = tasks.with_labels(task, config.label_names)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  if (model_config := _preset_config(config)) is not None:
+    config_lib.check_max_seq_length(config, model_config)
+  if (config.num_train_steps is None) == (config.num_epochs is None):
+    raise UserError(
+      "Set exactly one of num_train_steps and num_epochs; got "
+      f"num_train_steps={config.num_train_steps}, num_epochs={config.num_epochs}."
+    )
+  if config.warmup_steps is None and config.warmup_fraction is None:
+    raise UserError("Set warmup_steps or warmup_fraction.")
+  if config.num_train_steps is not None and config.warmup_steps is not None:
+    config_lib.check_steps(config.num_train_steps, config.warmup_steps)
+  mesh, rules = config_lib.check(config, workdir, eval_batch_size=_eval_batch_size(config))
+  return task, mesh, rules
+
+
+def train_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int]:
+  """(optimizer steps, warm-up steps) for `num_train` training features."""
+  total = config.num_train_steps or math.ceil(num_train * config.num_epochs / config.batch_size)
+  if config.warmup_steps is not None:
+    return total, config.warmup_steps
+  return total, round(config.warmup_fraction * total)
+
+
+# ---- model ---------------------------------------------------------------------------------
+
+
+def _load_model(config: ml_collections.ConfigDict, task):
+  """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
+  options = dict(dtype=config_lib.compute_dtype(config), remat_policy=config.remat_policy)
+  num_labels = task.num_labels if has_num_labels(task.head) else None
+  if (model_config := _preset_config(config)) is not None:
+    logging.warning("from_scratch=True: training %r from random weights.", config.model)
+    module = create_module(model_config, task.head, num_labels=num_labels, **options)
+    return module, None, AlbertTokenizer()
+  model = from_pretrained(
+    config.model, task.head, num_labels=num_labels, ignore_mismatched_sizes=True, **options
+  )
+  config_lib.check_max_seq_length(config, model.config)
+  return model.module, model.params, model.tokenizer
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EvalSet:
+  split: str
+  examples: list
+  features: Any  # tasks.Features
+
+
+def _featurize(config, task, examples, tokenizer, max_positions: int, training: bool = False):
+  kwargs = {k: config[k] for k in _FEATURIZE_KEYS if k in config}
+  if task.head == "question_answering":
+    kwargs["training"] = training  # drops training questions whose answer is not found
+  return tasks.featurize(
+    task, examples, tokenizer, config.max_seq_length, max_positions=max_positions, **kwargs
+  )
+
+
+def _load(config, task, split: str, file: str | None, limit: int | None):
+  return tasks.load_examples(
+    task, split, data_dir=config.data_dir, files={split: file} if file else None, limit=limit
+  )
+
+
+def _load_data(config, task, tokenizer, max_positions: int):
+  """(training feature arrays, the eval splits); one split only when `eval_file` is given."""
+  examples = _load(config, task, "train", config.train_file, config.max_train_examples)
+  train = _featurize(config, task, examples, tokenizer, max_positions, training=True).arrays
+  eval_sets = []
+  for split in task.eval_splits[:1] if config.eval_file else task.eval_splits:
+    examples = _load(config, task, split, config.eval_file, config.max_eval_examples)
+    features = _featurize(config, task, examples, tokenizer, max_positions)
+    eval_sets.append(EvalSet(split, examples, features))
+  return train, eval_sets
+
+
+def _gather(arrays: Mapping[str, np.ndarray], keys, idx: np.ndarray) -> dict[str, np.ndarray]:
+  return {k: arrays[k][idx] for k in keys if k in arrays}
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+
+
+def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, config):
+  """(predictions, metrics) of `state` on one eval split; `put` shards a host batch."""
+  arrays = eval_set.features.arrays
+  n = len(arrays["input_ids"])
+  outputs: dict[str, list[np.ndarray]] = {}
+  for start in range(0, n, batch_size):
+    idx = np.minimum(np.arange(start, start + batch_size), n - 1)  # pad: repeat the last row
+    out = predict_fn(state, put(_gather(arrays, MODEL_INPUTS, idx)))
+    for f in dataclasses.fields(out):
+      outputs.setdefault(f.name, []).append(np.asarray(getattr(out, f.name), np.float32))
+  merged = {k: np.concatenate(v)[:n] for k, v in outputs.items()}
+  kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
+  predictions, metrics = tasks.postprocess(
+    task, eval_set.examples, eval_set.features, merged, **kwargs
+  )
+  return predictions, {k: float(v) for k, v in metrics.items()}
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains, evaluates and writes predictions; returns the final metrics (as metrics.json).
+
+  With checkpoints in `workdir` (a killed or preempted run), continues from the latest one.
+  An exception (Ctrl-C) lets checkpoint writes in flight finish first.
+  """
+  task, mesh, rules = check_config(config, workdir)
+  module, params, tokenizer = _load_model(config, task)
+  max_positions = module.config.max_position_embeddings
+  train_arrays, eval_sets = _load_data(config, task, tokenizer, max_positions)
+  config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
+  num_train = len(train_arrays["input_ids"])
+  total, warmup = train_steps(config, num_train)
+  schedule, tx = config_lib.make_optimizer(config, total, warmup)
+  seed = jax.random.key(config.seed)
+  sample = _gather(train_arrays, MODEL_INPUTS, np.arange(1))
+
+  # Every process builds the same global batches; each passes on the rows its devices hold.
+  def put(batch):
+    return sharding.shard_batch(distributed.process_rows(batch, mesh, rules), mesh, rules)
+
+  def evaluate_first(step, state) -> dict[str, dict[str, float]]:
+    if step == total:  # `finish` evaluates every split
+      return {}
+    _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config)
+    return {f"eval_{eval_sets[0].split}": metrics}
+
+  def finish(step, state, position):
+    """The final model on every split: metrics, prediction files, metrics.json."""
+    results: dict[str, Any] = {"step": step}
+    for eval_set in eval_sets:
+      predictions, results[eval_set.split] = evaluate(
+        predict_fn, state, eval_set, eval_batch, put, task, config
+      )
+      if distributed.is_main_process():
+        directory = os.path.join(workdir, "predictions")
+        tasks.write_predictions(task, predictions, directory, eval_set.split)
+    write_json(os.path.join(workdir, "metrics.json"), results, main_only=True)
+    return results, {f"eval_{s.split}": results[s.split] for s in eval_sets}
+
+  ckpts = Checkpoints(
+    os.path.join(workdir, "checkpoints"),
+    keep=config.keep_checkpoints,
+    best_directory=os.path.join(workdir, "best"),
+    best_metric=config.best_metric,
+    best_mode=config.best_mode,
+  )
+  with ckpts:
+    state, saved = initial_state(
+      module,
+      tx,
+      task.head,
+      sample,
+      mesh,
+      rules,
+      ckpts,
+      init_rng=jax.random.fold_in(seed, 0),
+      load_params=None if params is None else lambda _: params,
+    )
+    params = None  # the state holds the weights now
+    position = DataPosition.from_json(saved) if saved else DataPosition()
+    train_fn = sharding.jit_train_step(sharding.shardings_of(state), mesh, rules)
+    predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
+    eval_batch = _eval_batch_size(config)
+    micro = config.batch_size // config.grad_accum_steps
+    batches = (
+      (put(_gather(train_arrays, MODEL_INPUTS + _TARGETS, idx)), after.to_json())
+      for idx, after in shuffled_batches(num_train, micro, config.seed, position)
+    )
+    result = loop.run(
+      config,
+      state,
+      train_fn,
+      batches,
+      position.to_json(),
+      num_train_steps=total,
+      schedule=schedule,
+      ckpts=ckpts,
+      dropout_rng=sharding.replicate(jax.random.fold_in(seed, 1), mesh),
+      logdir=os.path.join(workdir, "tb"),
+      desc=config.task,
+      evaluate=evaluate_first if config.eval_every_steps else None,
+      finish=finish,
+    )
+  return result.finished
