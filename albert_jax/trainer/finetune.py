@@ -220,7 +220,8 @@ def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, c
     idx = np.minimum(np.arange(start, start + batch_size), n - 1)  # pad: repeat the last row
     out = predict_fn(state, put(_gather(arrays, MODEL_INPUTS, idx)))
     for f in dataclasses.fields(out):
-      outputs.setdefault(f.name, []).append(np.asarray(getattr(out, f.name), np.float32))
+      if (value := getattr(out, f.name)) is not None:  # research outputs are None when off
+        outputs.setdefault(f.name, []).append(np.asarray(value, np.float32))
   merged = {k: np.concatenate(v)[:n] for k, v in outputs.items()}
   kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
   predictions, metrics = tasks.postprocess(
