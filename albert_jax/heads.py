@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from albert_jax import axes, losses
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
-from albert_jax.model import AlbertModel, AlbertSubmodule, WithModelOptions, activation
+from albert_jax.layers import AlbertSubmodule, activation
+from albert_jax.model import AlbertModel, WithModelOptions
 
 Array = jax.Array
 Dtype = Any

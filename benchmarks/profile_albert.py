@@ -139,7 +139,7 @@ def _attention(q, k, v, mask_B11L, kind: str):
     s = jnp.einsum("bqnd,bknd->bnqk", q * scale, k)
     s = jnp.where(mask_B11L, s, jnp.finfo(s.dtype).min)
     return jnp.einsum("bnqk,bknd->bqnd", jax.nn.softmax(s), v)
-  if kind == "bnld":  # heads-major, the model's default (albert_jax.model.einsum_attention)
+  if kind == "bnld":  # heads-major, the model's default (albert_jax.layers.einsum_attention)
     qt, kt, vt = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))
     s = jnp.einsum("bnqd,bnkd->bnqk", qt * scale, kt)
     s = jnp.where(mask_B11L, s, jnp.finfo(s.dtype).min)

@@ -322,7 +322,7 @@ def test_each_activation_name_computes_hfs_function():
   from transformers.activations import ACT2FN
 
   from albert_jax.config import ACTIVATIONS
-  from albert_jax.model import activation
+  from albert_jax.layers import activation
 
   x = np.linspace(-6, 6, 241, dtype=np.float32)
   for name in ACTIVATIONS:
