@@ -246,8 +246,10 @@ def test_configs_hold_the_recipes_and_pass_the_checks(tmp_path):
     )
     assert got == (lr, batch, steps, warmup, length), name
     assert (config.optimizer, config.weight_decay, config.clip_norm) == ("adamw", 0.01, 1.0)
-    from_scratch = name.endswith("_sample")  # the samples' recipe: optax's AdamW
-    assert (config.lr_schedule, config.adam_bias_correction) == ("google", from_scratch)
+    # The SST-2 and SQuAD samples train from scratch with optax's AdamW (measured: Google's
+    # stays at chance on the SST-2 sample); the NER sample learns with Google's (F1 0.977).
+    optax_adamw = name in ("sst2_sample", "squad_sample")
+    assert (config.lr_schedule, config.adam_bias_correction) == ("google", optax_adamw)
     if name.startswith("squad"):
       assert (config.doc_stride, config.max_query_length) == (
         (128, 64) if length == 384 else (64, 32)

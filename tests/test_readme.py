@@ -48,8 +48,16 @@ def test_readme_recipe_table_matches_the_configs():
         assert (float(lr), int(batch)) == (c.learning_rate, c.batch_size), file
       seen.append(name)
       continue
+    if name == "conll2003":  # "CoNLL-2003 NER/POS/chunks, WikiANN en": epochs, as SQuAD
+      for file in ("conll2003.py", "wikiann_en.py"):
+        c = _config_module(file).get_config()
+        assert (steps, warmup) == (f"{c.num_epochs:g} epochs", f"{c.warmup_fraction:.0%}"), file
+        assert length == f"{c.max_seq_length} (longer: windows)", file
+        assert (float(lr), int(batch)) == (c.learning_rate, c.batch_size), file
+      seen.append(name)
+      continue
     c = _config_module("race.py").get_config() if name == "race" else glue.get_config(name)
     got = (c.learning_rate, c.batch_size, c.num_train_steps, c.warmup_steps, c.max_seq_length)
     assert (float(lr), int(batch), int(steps), int(warmup), int(length)) == got, task
     seen.append(name)
-  assert sorted(seen) == sorted([*glue.RECIPES, "squad", "race"])
+  assert sorted(seen) == sorted([*glue.RECIPES, "squad", "race", "conll2003"])
