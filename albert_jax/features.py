@@ -4,8 +4,9 @@
         [--batch_size 32] [--max_length 512] [--pooled] [--overwrite]
 
 One text per line of `--input` (empty lines included, so row i is line i). Texts are tokenized
-as `[CLS] text [SEP]`, cut to `--max_length` tokens, sorted by length and run in batches padded
-to a power-of-two length (one compilation per length bucket). The `.npz` holds:
+as `[CLS] text [SEP]`, cut to `--max_length` tokens, sorted by length and run in batches cut
+to the smallest of at most 8 lengths chosen from the texts' own lengths
+(`albert_jax.data.batching`; one compilation per length). The `.npz` holds:
 
   last_hidden_state  float32 [T, H]  every text's token vectors, padding removed, concatenated
   offsets            int64 [N + 1]   text i is rows offsets[i]:offsets[i + 1]
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,20 +31,24 @@ from absl import flags
 from tqdm import tqdm
 
 from albert_jax import cli, files
+from albert_jax.data import batching
 from albert_jax.errors import UserError
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
-
-def bucket(n: int, limit: int, minimum: int = 8) -> int:
-  """The padded size for `n`: the next power of two (at least `minimum`), at most `limit`."""
-  return min(limit, max(minimum, 1 << max(n - 1, 0).bit_length()))
+MAX_BUCKETS = 8  # sequence lengths (compiled shapes) per call
+BUCKET_MULTIPLE = 8  # each a multiple of this, so calls on other texts reuse the programs
 
 
-def batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-  """Indices of the rows in batches of similar length (sorted by length, longest first)."""
-  order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-  for start in range(0, len(order), batch_size):
-    yield order[start : start + batch_size]
+def length_batches(lengths: Sequence[int], batch_size: int, max_length: int) -> list:
+  """`albert_jax.data.batching.Batch`es of rows of similar length, each at its bucket: rows
+  [B] (weight-0 copies fill the last batch), B = `batch_size` or, for fewer texts, the next
+  power of two above their number."""
+  lengths = np.asarray(lengths, np.int64)
+  if len(lengths) == 0:
+    return []
+  rows = min(batch_size, 1 << (len(lengths) - 1).bit_length())
+  buckets = batching.choose_buckets(lengths, MAX_BUCKETS, BUCKET_MULTIPLE, max_length)
+  return batching.length_sorted_batches(lengths, rows, buckets)
 
 
 def pad(rows: Sequence[Sequence[int]], length: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,10 +101,11 @@ def extract_features(
   hidden: list[np.ndarray | None] = [None] * len(texts)
   pooler: list[np.ndarray | None] = [None] * len(texts)
   with tqdm(total=len(texts), unit="text", disable=not progress, desc="features") as bar:
-    for rows in batches([len(ids) for ids in encoded], batch_size):
-      length = bucket(max(len(encoded[i]) for i in rows), max_length)
-      ids_BL, mask_BL = pad([encoded[i] for i in rows], length, bucket(len(rows), batch_size, 1))
+    for batch in length_batches([len(ids) for ids in encoded], batch_size, max_length):
+      rows = batch.indices
+      ids_BL, mask_BL = pad([encoded[i] for i in rows], batch.length, len(rows))
       h_BLH, pooled_BH = jax.device_get(run(model.params, ids_BL, mask_BL))
+      rows = rows[batch.weights > 0]  # the filler rows' outputs are dropped
       for b, i in enumerate(rows):
         hidden[i] = h_BLH[b, : len(encoded[i])]
         pooler[i] = None if pooled_BH is None else pooled_BH[b]

@@ -10,9 +10,9 @@ Results have HF's fields: `score` (softmax probability over the vocabulary), `to
 `token_str` (the token decoded) and `sequence` (the text with that token in the mask's place).
 For a text with one mask the result is a list of `top_k` candidates; with several masks, one
 such list per mask, in order, whose `sequence`s keep the special tokens and the other masks
-(as HF does). A list of texts gives a list of results. Texts are batched, padded to a
-power-of-two length (one compilation per length bucket), and only the masked positions go
-through the vocabulary projection.
+(as HF does). A list of texts gives a list of results. Texts are batched by length, each batch
+cut to its bucket (`albert_jax.features.length_batches`: one compilation per length), and only
+the masked positions go through the vocabulary projection.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from absl import flags
 
 from albert_jax import cli
 from albert_jax.errors import UserError
-from albert_jax.features import batches, bucket, pad
+from albert_jax.features import length_batches, pad
 from albert_jax.tokenizer import MASK
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
@@ -80,18 +80,15 @@ class FillMask:
         )
 
     results: list[Any] = [None] * len(texts)
-    for rows in batches([len(ids) for ids in encoded], self.batch_size):
-      length = bucket(max(len(encoded[i]) for i in rows), limit)
-      ids_BL, mask_BL = pad(
-        [encoded[i] for i in rows], length, bucket(len(rows), self.batch_size, 1)
-      )
-      positions_BP, _ = pad(
-        [masks[i] for i in rows], bucket(max(len(masks[i]) for i in rows), limit, 1), len(ids_BL)
-      )
+    for batch in length_batches([len(ids) for ids in encoded], self.batch_size, limit):
+      rows = batch.indices
+      ids_BL, mask_BL = pad([encoded[i] for i in rows], batch.length, len(rows))
+      most = max(len(masks[i]) for i in rows)
+      positions_BP, _ = pad([masks[i] for i in rows], 1 << (most - 1).bit_length(), len(rows))
       scores_BPK, tokens_BPK = jax.device_get(
         self._top_k(self.model.params, ids_BL, mask_BL, positions_BP, top_k=top_k)
       )
-      for b, i in enumerate(rows):
+      for b, i in enumerate(rows[batch.weights > 0]):  # the filler rows' outputs are dropped
         results[i] = self._candidates(encoded[i], masks[i], scores_BPK[b], tokens_BPK[b])
     return results[0] if single else results
 

@@ -103,3 +103,105 @@ def test_length_sorted_batches_and_take():
   mc[0, 2, :20] = 1
   mc[1, :, :3] = 1
   assert batching.row_lengths(mc).tolist() == [20, 3]
+
+
+# ---- bucketed model runs: each example as if alone -----------------------------------------
+
+TINY = dict(
+  vocab_size=100,
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=64,
+  embedding_size=16,
+  max_position_embeddings=64,
+)
+# Float32 logits of this tiny model are O(1); computing a row in a batch of other lengths only
+# changes the order of float32 sums (masked keys add exact zeros), a few ulps through 2 layers.
+# 64 float32 ulps at the logits' scale: 64 * 1.2e-7 * max(1, |logits|) = 7.6e-6 at scale 1.
+ULPS = 64
+
+
+def _tolerance(values) -> float:
+  return ULPS * float(np.finfo(np.float32).eps) * max(1.0, float(np.max(np.abs(values))))
+
+
+@pytest.fixture(scope="module")
+def rows():
+  """13 rows of lengths 3..47 padded to 48: input_ids, masks, segments and every head's labels."""
+  rng = np.random.default_rng(7)
+  lengths = rng.integers(3, 48, size=13)
+  position = np.arange(48)[None, :]
+  mask = (position < lengths[:, None]).astype(np.int32)
+  return lengths, {
+    "input_ids": rng.integers(5, 100, size=(13, 48)).astype(np.int32) * mask,
+    "attention_mask": mask,
+    "token_type_ids": ((position >= lengths[:, None] // 2) * mask).astype(np.int32),
+    "label": rng.integers(0, 3, size=13).astype(np.int32),
+    "labels": np.where(mask > 0, rng.integers(0, 3, size=(13, 48)), -100).astype(np.int32),
+    "start_positions": rng.integers(0, lengths).astype(np.int32),
+    "end_positions": rng.integers(0, lengths).astype(np.int32),
+  }
+
+
+@pytest.mark.parametrize(
+  "head,fields",
+  [
+    ("sequence_classification", ("logits",)),
+    ("token_classification", ("logits",)),
+    ("question_answering", ("start_logits", "end_logits")),
+  ],
+)
+def test_bucketed_outputs_and_losses_equal_each_example_alone(rows, head, fields):
+  import jax
+
+  from albert_jax import train
+  from albert_jax.config import AlbertConfig
+  from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels, init_params
+
+  lengths, arrays = rows
+  module = create_module(AlbertConfig(**TINY), head, num_labels=3 if has_num_labels(head) else None)
+  params = init_params(module, jax.random.key(0))
+  apply = jax.jit(lambda batch: module.apply({"params": params}, **batch, deterministic=True))
+  sequence = head != "sequence_classification"
+
+  def alone(i):  # row i by itself, unpadded: [1, lengths[i]]
+    n = int(lengths[i])
+    return apply({k: arrays[k][i : i + 1, :n] for k in MODEL_INPUTS})
+
+  expected = [alone(i) for i in range(13)]
+  buckets = batching.choose_buckets(lengths, max_buckets=3, multiple=8, max_length=48)
+  plan = batching.length_sorted_batches(lengths, 4, buckets)  # last batch: 3 filler rows
+  assert len({b.length for b in plan}) > 1 and plan[-1].weights.tolist() == [1, 0, 0, 0]
+  seen = []
+  for batch in plan:
+    inputs = batching.take(arrays, batch, MODEL_INPUTS)
+    out = apply({k: inputs[k] for k in MODEL_INPUTS})
+    for b, i in enumerate(batch.indices[batch.weights > 0]):
+      seen.append(int(i))
+      for field in fields:
+        got, want = np.asarray(getattr(out, field)[b]), np.asarray(getattr(expected[i], field)[0])
+        if sequence:
+          got = got[: lengths[i]]  # the real positions
+        np.testing.assert_allclose(got, want, rtol=0, atol=_tolerance(want), err_msg=field)
+  assert sorted(seen) == list(range(13))
+
+  # A training batch with filler rows: its loss is the mean of its real examples' losses, each
+  # example run alone at the batch's length (QA's softmax runs over every position of the row,
+  # padding included, as Google's and HF's losses do; the other heads' losses see real tokens).
+  loss_fn = train.LOSSES[head]
+  keys = (*MODEL_INPUTS, "label", "labels", "start_positions", "end_positions")
+  plan = batching.epoch_plan(lengths, 5, seed=0, epoch=0, buckets=buckets, megabatch=2)
+  assert sum(float(b.weights.min()) == 0 for b in plan) == 1  # 13 rows: one batch with 2 fillers
+  for batch in plan:
+    inputs = batching.take(arrays, batch, keys)
+    loss, _ = loss_fn(apply({k: inputs[k] for k in MODEL_INPUTS}), inputs)
+    per_example, weights = [], []
+    for i in batch.indices[batch.weights > 0]:
+      one = batching.take(arrays, batching.Batch(np.array([i]), batch.length, np.ones(1)), keys)
+      one_loss, _ = loss_fn(apply({k: one[k] for k in MODEL_INPUTS}), one)
+      valid = float(np.sum(one["labels"] >= 0)) if head == "token_classification" else 1.0
+      per_example.append(float(one_loss) * valid)
+      weights.append(valid)
+    want = sum(per_example) / sum(weights)  # token classification: the mean over tokens
+    assert float(loss) == pytest.approx(want, rel=ULPS * float(np.finfo(np.float32).eps)), head

@@ -54,6 +54,7 @@ LEARN_FLAGS = dict(
   warmup_steps=5,
   eval_every_steps=10,
   checkpoint_every_steps=10,
+  batching="max_length",  # the killed-run test below checks positions counted in examples
 )
 
 
@@ -386,6 +387,75 @@ def test_killed_run_resumes_to_the_same_result(learned, tmp_path, monkeypatch):
   assert read(os.path.join(workdir, pred)) == read(os.path.join(straight, pred))
 
 
+def test_bucketed_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+  """batching="bucket" with 2 micro-batches per step on a 2-way data-parallel mesh: a run
+  killed after step 5 and rerun ends as the uninterrupted run, bit for bit; the train step is
+  compiled for at most max_buckets shapes, which the log reports with the padding share."""
+  from albert_jax import sharding
+
+  config = tiny(
+    "sst2_sample",
+    batching="bucket",
+    max_buckets=3,
+    bucket_multiple=2,  # the sample's sentences have 8 to 14 tokens
+    max_train_examples=22,  # 6 micro-batches of 4 an epoch, the last with 2 weight-0 rows
+    grad_accum_steps=2,
+    num_train_steps=8,
+    eval_every_steps=4,
+  )
+  config.mesh.shape.data = 2
+  jit_train_step, shapes = sharding.jit_train_step, set()
+
+  def counting(*args, **kwargs):  # the batch shapes the train step is called (compiled) with
+    step = jit_train_step(*args, **kwargs)
+
+    def call(state, batch, rng):
+      shapes.add(batch["input_ids"].shape)
+      return step(state, batch, rng)
+
+    return call
+
+  monkeypatch.setattr(sharding, "jit_train_step", counting)
+  straight = str(tmp_path / "straight")
+  expected = finetune.run(config, straight)
+  assert 1 < len(shapes) <= 3 and {s[0] for s in shapes} == {4}
+  buckets = json.loads(read(os.path.join(straight, "buckets.json")))["buckets"]
+  assert {s[1] for s in shapes} <= set(buckets) and max(buckets) <= 32
+  scalars = tb_scalars(straight)
+  assert scalars["train/compiled_shapes"][8] == len(shapes)
+  assert all(0 <= v < 1 for v in scalars["train/padding_fraction"].values())
+
+  class Killed(Exception):
+    pass
+
+  advance, steps_done = loop.Reporter.advance, []
+
+  def advance_then_die(self, steps=1):
+    advance(self, steps)
+    steps_done.append(steps)
+    if len(steps_done) == 5:  # after the checkpoint of step 4
+      raise Killed
+
+  workdir = str(tmp_path / "run")
+  monkeypatch.setattr(loop.Reporter, "advance", advance_then_die)
+  with pytest.raises(Killed):
+    finetune.run(config, workdir)
+  monkeypatch.setattr(loop.Reporter, "advance", advance)
+  _, position = saved_state(workdir, 4)
+  assert position == {"epoch": 1, "index": 2}  # 8 micro-batches: one epoch of 6, then 2
+  assert finetune.run(config, workdir) == expected  # the same command again
+  final, position = saved_state(workdir, 8)
+  want, want_position = saved_state(straight, 8)
+  assert position == want_position == {"epoch": 2, "index": 4}  # 16 micro-batches
+  assert_trees_equal(final, want)  # params, optimizer state and step, bit for bit
+  pred = os.path.join("predictions", "validation", "SST-2.tsv")
+  assert read(os.path.join(workdir, pred)) == read(os.path.join(straight, pred))
+
+  config.max_train_examples = 21  # other data, other buckets? The rerun is refused.
+  with pytest.raises(ValueError, match="different config"):
+    finetune.run(config, workdir)
+
+
 # ---- every task family ----------------------------------------------------------------------
 
 
@@ -536,6 +606,7 @@ def test_mnli_tfds_mock_data_parallel_accumulated_bf16(tmp_path):
     grad_accum_steps=2,
     dtype="bfloat16",
     checkpoint_every_steps=1,
+    batching="max_length",  # the position below counts examples
   )
   config.mesh.shape.data = 2
   workdir = str(tmp_path / "run")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from albert_jax import convert, fill_mask, from_pretrained
+from albert_jax.data import batching
 from albert_jax.errors import UserError
-from albert_jax.features import bucket, extract_features, load_features
+from albert_jax.features import extract_features, load_features
 from albert_jax.features import main as features_main
 from albert_jax.fill_mask import FillMask
 from albert_jax.weights.converted import save_params
@@ -100,7 +101,7 @@ def test_fill_mask_compiles_once_per_length_bucket(fill):
   first = ["A [MASK] b c d e f.", "A longer [MASK] text here, with more words in it."]
   second = ["Another [MASK] one is here now.", "And [MASK] more words than that, yes."]
   lengths = [len(fill.model.tokenizer(t)["input_ids"]) for t in first + second]
-  assert len(set(lengths)) == 4 and {bucket(n, 512) for n in lengths} == {16}
+  assert len(set(lengths)) == 4 and batching.choose_buckets(lengths, max_length=512) == (16,)
   before = fill._top_k._cache_size()
   fill(first)
   after_first = fill._top_k._cache_size()

@@ -12,13 +12,25 @@ workdir:
   tb/                  TensorBoard scalars: train loss, learning rate, eval metrics
   predictions/         prediction files of the final model, per eval split
   metrics.json         the final eval metrics
+  buckets.json         the sequence lengths batches are cut to (`config.batching="bucket"`)
 Rerunning the same command resumes from the latest checkpoint, at the same step and data
 position, and ends with the same parameters and metrics as an uninterrupted run.
+
+Batching (`config.batching`): "bucket" (the default) cuts each batch to the smallest of at most
+`max_buckets` lengths that holds its rows (`albert_jax.data.batching`), so the model computes
+on real tokens with a few compiled shapes; "max_length" pads every row to `max_seq_length`.
+The buckets are chosen once from the training and eval features' lengths (eval never needs a
+longer one), a pure function of the data and the config; a resumed run checks the config
+(`config.json`) and recomputes them, and refuses to go on if they differ from buckets.json
+(the data changed). With buckets the data position's `index` counts the micro-batches of its
+epoch already used (with "max_length", the examples). Every process computes the same plan
+from the same global arrays, so all agree on each batch's bucket.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -32,7 +44,7 @@ import numpy as np
 from albert_jax import distributed, sharding
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import PRESETS, AlbertConfig
-from albert_jax.data import tasks
+from albert_jax.data import batching, tasks
 from albert_jax.errors import UserError
 from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
@@ -48,6 +60,14 @@ _TARGETS = ("label", "labels", "start_positions", "end_positions")
 # Task options a config may carry, and which data function takes them.
 _FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length", "label_all_tokens")
 _POSTPROCESS_KEYS = ("n_best_size", "max_answer_length", "null_score_diff_threshold")
+BATCHING = ("bucket", "max_length")  # `config.batching`
+# Model outputs with a sequence axis (axis 1), per head: padded back to max_seq_length after a
+# bucketed evaluation with a score no padded position can win.
+_SEQUENCE_OUTPUTS = {
+  "question_answering": ("start_logits", "end_logits"),
+  "token_classification": ("logits",),
+}
+_PADDED_SCORE = -1e9
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -82,6 +102,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.best_metric = "accuracy"  # eval metric (first eval split) that picks the best checkpoint
   c.best_mode = "max"
+
+  c.batching = "bucket"  # or "max_length": every row padded to max_seq_length (module doc)
+  c.max_buckets = 8  # "bucket": at most this many sequence lengths (compiled shapes)
+  c.bucket_multiple = 8  # "bucket": each length a multiple of this
   return c
 
 
@@ -137,6 +161,12 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     raise UserError("Set warmup_steps or warmup_fraction.")
   if config.num_train_steps is not None and config.warmup_steps is not None:
     config_lib.check_steps(config.num_train_steps, config.warmup_steps)
+  if config.batching not in BATCHING:
+    raise UserError(f"batching={config.batching!r}: use one of {', '.join(BATCHING)}.")
+  if config.max_buckets < 1 or config.bucket_multiple < 1:
+    raise UserError(
+      f"max_buckets={config.max_buckets} and bucket_multiple={config.bucket_multiple} must be >= 1."
+    )
   mesh, rules = config_lib.check(config, workdir, eval_batch_size=_eval_batch_size(config))
   return task, mesh, rules
 
@@ -211,9 +241,8 @@ def _gather(arrays: Mapping[str, np.ndarray], keys, idx: np.ndarray) -> dict[str
 # ---- evaluation ----------------------------------------------------------------------------
 
 
-def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, config):
-  """(predictions, metrics) of `state` on one eval split; `put` shards a host batch."""
-  arrays = eval_set.features.arrays
+def _predict_all(predict_fn, state, arrays, batch_size: int, put) -> dict[str, np.ndarray]:
+  """Every row's outputs, each row padded to the full length (the last batch repeats a row)."""
   n = len(arrays["input_ids"])
   outputs: dict[str, list[np.ndarray]] = {}
   for start in range(0, n, batch_size):
@@ -222,12 +251,126 @@ def evaluate(predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, c
     for f in dataclasses.fields(out):
       if (value := getattr(out, f.name)) is not None:  # research outputs are None when off
         outputs.setdefault(f.name, []).append(np.asarray(value, np.float32))
-  merged = {k: np.concatenate(v)[:n] for k, v in outputs.items()}
+  return {k: np.concatenate(v)[:n] for k, v in outputs.items()}
+
+
+def _predict_bucketed(
+  predict_fn, state, arrays, batch_size: int, put, buckets, head: str
+) -> dict[str, np.ndarray]:
+  """Every row's outputs from length-sorted batches cut to their buckets, put back in row
+  order; outputs with a sequence axis are padded back to the arrays' length with a score no
+  padded position can win."""
+  n, length = arrays["input_ids"].shape[0], arrays["input_ids"].shape[-1]
+  lengths = batching.row_lengths(arrays["attention_mask"])
+  merged: dict[str, np.ndarray] = {}
+  for batch in batching.length_sorted_batches(lengths, batch_size, buckets):
+    out = predict_fn(state, put(batching.take(arrays, batch, MODEL_INPUTS)))
+    real = batch.weights > 0
+    rows = batch.indices[real]
+    for f in dataclasses.fields(out):
+      if (value := getattr(out, f.name)) is None:  # research outputs are None when off
+        continue
+      value = np.asarray(value, np.float32)[real]
+      if f.name in _SEQUENCE_OUTPUTS.get(head, ()):
+        pad = [(0, 0)] * value.ndim
+        pad[1] = (0, length - value.shape[1])
+        value = np.pad(value, pad, constant_values=_PADDED_SCORE)
+      if f.name not in merged:
+        merged[f.name] = np.zeros((n, *value.shape[1:]), np.float32)
+      merged[f.name][rows] = value
+  return merged
+
+
+def evaluate(
+  predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, config, buckets=None
+):
+  """(predictions, metrics) of `state` on one eval split; `put` shards a host batch;
+  `buckets` the sequence lengths to cut batches to (None: every row at full length)."""
+  arrays = eval_set.features.arrays
+  if buckets is None:
+    merged = _predict_all(predict_fn, state, arrays, batch_size, put)
+  else:
+    merged = _predict_bucketed(predict_fn, state, arrays, batch_size, put, buckets, task.head)
   kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
   predictions, metrics = tasks.postprocess(
     task, eval_set.examples, eval_set.features, merged, **kwargs
   )
   return predictions, {k: float(v) for k, v in metrics.items()}
+
+
+def choose_buckets(config, train_arrays, eval_sets: list[EvalSet]) -> tuple[int, ...] | None:
+  """The bucket lengths of a `batching="bucket"` run, from every split's feature lengths
+  (None for "max_length")."""
+  if config.batching == "max_length":
+    return None
+  masks = [
+    train_arrays["attention_mask"],
+    *(e.features.arrays["attention_mask"] for e in eval_sets),
+  ]
+  lengths = np.concatenate([batching.row_lengths(m) for m in masks])
+  return batching.choose_buckets(
+    lengths, config.max_buckets, config.bucket_multiple, max_length=config.max_seq_length
+  )
+
+
+def _record_buckets(workdir: str, buckets: tuple[int, ...] | None) -> None:
+  """Writes buckets.json, or checks a resumed run's buckets against it."""
+  if buckets is None:
+    return
+  path = os.path.join(workdir, "buckets.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = tuple(json.load(f)["buckets"])
+    if saved != buckets:
+      raise UserError(
+        f"Workdir {workdir} was trained with bucket lengths {list(saved)}, but this data gives "
+        f"{list(buckets)}: the training or eval data changed. Resume with the same data, or "
+        "pass another --workdir."
+      )
+    return
+  write_json(path, {"buckets": list(buckets)}, main_only=True)
+
+
+class BatchStats:
+  """What the training batches computed: the padding share since the last `read`, and the
+  distinct sequence lengths (compiled train-step shapes) so far."""
+
+  def __init__(self, lengths: np.ndarray):
+    self._lengths = lengths
+    self._computed = self._real = 0.0
+    self._shapes: set[int] = set()
+
+  def add(self, indices: np.ndarray, length: int, weights: np.ndarray | None = None) -> None:
+    """A batch of rows `indices` computed at `length` positions; weight-0 rows are padding."""
+    real = self._lengths[indices]
+    self._computed += length * len(indices)
+    self._real += float(np.sum(real if weights is None else real * weights))
+    self._shapes.add(length)
+
+  def read(self) -> dict[str, float]:
+    padding = 1.0 - self._real / self._computed if self._computed else 0.0
+    self._computed = self._real = 0.0
+    return {"padding_fraction": padding, "compiled_shapes": float(len(self._shapes))}
+
+
+def _train_batches(config, arrays, micro: int, position: DataPosition, buckets, put, stats):
+  """Endless (sharded micro-batch, data position after it as JSON) from `position` on:
+  shuffled full-length batches (`buckets` None), or bucketed ones whose position counts the
+  micro-batches of the epoch."""
+  keys = MODEL_INPUTS + _TARGETS
+  if buckets is None:
+    length = arrays["input_ids"].shape[-1]
+    for idx, after in shuffled_batches(len(arrays["input_ids"]), micro, config.seed, position):
+      stats.add(idx, length)
+      yield put(_gather(arrays, keys, idx)), after.to_json()
+    return
+  lengths = batching.row_lengths(arrays["attention_mask"])
+  stream = batching.bucketed_batches(
+    lengths, micro, config.seed, buckets, position.epoch, position.index
+  )
+  for batch, epoch, index in stream:
+    stats.add(batch.indices, batch.length, batch.weights)
+    yield put(batching.take(arrays, batch, keys)), DataPosition(epoch, index).to_json()
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -243,7 +386,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   module, params, tokenizer = _load_model(config, task)
   max_positions = module.config.max_position_embeddings
   train_arrays, eval_sets = _load_data(config, task, tokenizer, max_positions)
+  buckets = choose_buckets(config, train_arrays, eval_sets)
   config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
+  _record_buckets(workdir, buckets)
   num_train = len(train_arrays["input_ids"])
   total, warmup = train_steps(config, num_train)
   schedule, tx = config_lib.make_optimizer(config, total, warmup)
@@ -257,7 +402,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   def evaluate_first(step, state) -> dict[str, dict[str, float]]:
     if step == total:  # `finish` evaluates every split
       return {}
-    _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config)
+    _, metrics = evaluate(predict_fn, state, eval_sets[0], eval_batch, put, task, config, buckets)
     return {f"eval_{eval_sets[0].split}": metrics}
 
   def finish(step, state, position):
@@ -265,7 +410,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results: dict[str, Any] = {"step": step}
     for eval_set in eval_sets:
       predictions, results[eval_set.split] = evaluate(
-        predict_fn, state, eval_set, eval_batch, put, task, config
+        predict_fn, state, eval_set, eval_batch, put, task, config, buckets
       )
       if distributed.is_main_process():
         directory = os.path.join(workdir, "predictions")
@@ -298,10 +443,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
     eval_batch = _eval_batch_size(config)
     micro = config.batch_size // config.grad_accum_steps
-    batches = (
-      (put(_gather(train_arrays, MODEL_INPUTS + _TARGETS, idx)), after.to_json())
-      for idx, after in shuffled_batches(num_train, micro, config.seed, position)
-    )
+    stats = BatchStats(batching.row_lengths(train_arrays["attention_mask"]))
+    batches = _train_batches(config, train_arrays, micro, position, buckets, put, stats)
     result = loop.run(
       config,
       state,
@@ -316,5 +459,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       desc=config.task,
       evaluate=evaluate_first if config.eval_every_steps else None,
       finish=finish,
+      batch_stats=stats.read,
     )
   return result.finished

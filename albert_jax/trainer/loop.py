@@ -9,6 +9,8 @@ and saves a checkpoint with the data position; at the last step it calls the tra
   evaluate    (step, state) -> {tag: metrics}; the first tag's metrics pick the best checkpoint
   finish      (step, state, data position) -> (result, {tag: metrics}), at the last step
   record      (step, tag, metrics) -> None: one more sink for every metric (e.g. a JSONL file)
+  batch_stats () -> metrics about the batches since the last call (padding_fraction,
+              compiled_shapes), logged with the train metrics
 
 `Reporter` shows a progress bar (loss, steps/s, ETA) on stderr and writes TensorBoard scalars.
 """
@@ -29,6 +31,7 @@ from albert_jax import distributed, train
 from albert_jax.checkpoint import Checkpoints
 
 Metrics = Mapping[str, float]
+_ON_THE_BAR = ("loss", "lr", "padding_fraction", "compiled_shapes")  # train metrics shown
 Tagged = Mapping[str, Metrics]  # {"train": {...}} or {"eval_validation": {...}}
 
 
@@ -72,9 +75,7 @@ class Reporter:
     for name, value in metrics.items():
       self._writer.add_scalar(f"{prefix}/{name}" if prefix else name, float(value), step)
     if prefix == "train":
-      self._bar.set_postfix(
-        {k: f"{float(v):.4g}" for k, v in metrics.items() if k in ("loss", "lr")}
-      )
+      self._bar.set_postfix({k: f"{float(v):.4g}" for k, v in metrics.items() if k in _ON_THE_BAR})
     self._writer.flush()
 
   def write(self, line: str) -> None:
@@ -112,6 +113,7 @@ def run(
   finish: Callable[[int, train.TrainState, Any], tuple[Any, Tagged]] | None = None,
   record: Callable[[int, str, Metrics], None] | None = None,
   stop_at_step: int | None = None,
+  batch_stats: Callable[[], Metrics] | None = None,
 ) -> Result:
   """Trains from `state` (a new or restored one) to `num_train_steps` optimizer steps.
 
@@ -152,6 +154,8 @@ def run(
         now = time.perf_counter()
         means["lr"] = float(schedule(step - 1))  # the rate of this step's update
         means["steps_per_second"] = (step - ticked_step) / (now - tick)
+        if batch_stats is not None:
+          means.update(batch_stats())
         report({"train": means}, position)
         result.train_metrics, history, tick, ticked_step = means, [], now, step
       if evaluate is not None and is_due(step, config.eval_every_steps, total):
