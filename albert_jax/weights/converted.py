@@ -13,6 +13,7 @@ not at all.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.weights import hf
 
 Params = dict[str, Any]
+log = logging.getLogger(__name__)
 
 METADATA_FILE = "albert_jax.json"
 PARAMS_DIR = "params"
@@ -45,6 +47,34 @@ class Converted(NamedTuple):
   head: str
   tokenizer: AlbertTokenizer
   metadata: dict[str, Any]  # what albert_jax.json holds
+
+
+def check_vocab(tokenizer: AlbertTokenizer, config: AlbertConfig, name: str, own: bool) -> None:
+  """The tokenizer must not make ids the model has no embedding for.
+
+  A tokenizer of the model's own (`own`) larger than its `vocab_size` is an error; the
+  bundled 30k one (the source has none) or a smaller one is a warning: then the ids of every
+  text are checked where they enter the model (`tokenizer.check_token_ids`).
+  """
+  have, want = tokenizer.vocab_size, config.vocab_size
+  if have == want:
+    return
+  if have > want and own:
+    raise UserError(
+      f"{name}: its tokenizer has {have} pieces but the model's vocab_size is {want}; ids "
+      f"{want} and above have no embedding. Use the spiece.model the model was trained with."
+    )
+  kind = "its own" if own else "the bundled"
+  log.warning(
+    "%s: %s tokenizer has %d pieces, the model's vocab_size is %d; %s",
+    name,
+    kind,
+    have,
+    want,
+    "texts with ids beyond the model's vocabulary will be refused."
+    if have > want
+    else "the model's last embeddings are never used.",
+  )
 
 
 def is_converted(path: str | os.PathLike) -> bool:

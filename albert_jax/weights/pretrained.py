@@ -152,6 +152,8 @@ class _ConvertedDir:
     self.metadata = converted.read_json(path / converted.METADATA_FILE)
     self.config = AlbertConfig.from_json_file(path / converted.HF_CONFIG_FILE)
     self.tokenizer = AlbertTokenizer.from_pretrained(path)
+    own = self.metadata.get("tokenizer") != "bundled"
+    converted.check_vocab(self.tokenizer, self.config, str(path), own=own)
     self.params_dir = (path / converted.PARAMS_DIR).absolute()
     if not self.params_dir.is_dir():
       raise FileNotFoundError(
