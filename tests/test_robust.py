@@ -402,3 +402,45 @@ def test_a_config_value_out_of_range_is_one_line_and_exit_2(
   assert exited.value.code == EXIT_USER_ERROR, err
   assert err == f"error: {message.rstrip('.')}.\n"
   assert not (tmp_path / "run").exists()  # refused before any work
+
+
+# ---- 5. the training data changed between a checkpoint and its resumption ------------------
+
+
+def test_resuming_on_changed_training_data_is_refused_or_restarts_the_epoch(
+  tmp_path, xla_cache, monkeypatch
+):
+  train = tmp_path / "train.tsv"
+  lines = (ROOT / "albert_jax/assets/samples/sst2_sample/train.tsv").read_text().splitlines()
+  train.write_text("\n".join(lines) + "\n")
+  config = config_of({**TINY, "num_train_steps": 6, "train_file": str(train)})
+  workdir = tmp_path / "run"
+
+  class Killed(Exception):
+    pass
+
+  def die_after_step_4(self, steps=1):
+    if self._bar.n + steps == 4:  # after checkpoint 3
+      raise Killed
+    self._bar.update(steps)
+
+  monkeypatch.setattr(loop.Reporter, "advance", die_after_step_4)
+  with pytest.raises(Killed):
+    finetune.run(config, str(workdir))
+  monkeypatch.undo()
+  flipped = [lines[0]] + [f"{t}\t{1 - int(y)}" for t, y in (x.split("\t") for x in lines[1:])]
+  train.write_text("\n".join(flipped) + "\n")  # same size, other labels
+  with pytest.raises(UserError, match=r"The training data changed since the checkpoint was saved "
+                     r"\(64 examples, sha256 .* --config.allow_data_change=True"):  # fmt: skip
+    finetune.run(config, str(workdir))
+
+  train.write_text("\n".join(flipped[:20]) + "\n")  # fewer examples than the saved position
+  config.allow_data_change = True
+  metrics = finetune.run(config, str(workdir))
+  assert metrics["step"] == 6
+  with open(workdir / "checkpoints" / "6" / "data" / "metadata") as f:
+    position = json.load(f)
+  assert position["data"]["examples"] == 19
+  # 3 steps of 8 on the old data reached (epoch 0, index 24); the new data restarts epoch 0:
+  # 3 more steps of 8 = 24 examples = one epoch of 19 + 5.
+  assert (position["epoch"], position["index"]) == (1, 5)

@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = (
   "eval_every_steps",
   "keep_checkpoints",
   "mesh",
+  "allow_data_change",
 )
 LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
 OPTIMIZERS = ("adamw", "lamb")
@@ -69,6 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
   # a jax.checkpoint_policies name (None or "none" = no remat); see albert_jax.model
   c.remat_policy = TRAIN_REMAT_POLICY
   c.seed = 0  # model init and dropout
+  # Resuming on training data other than the checkpoint's (its fingerprint) is an error; True
+  # continues on the new data from the start of the saved epoch.
+  c.allow_data_change = False
 
   c.log_every_steps = placeholder(int)
   c.eval_every_steps = placeholder(int)  # None or 0 = only at the end

@@ -40,7 +40,7 @@ from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
 from albert_jax.tokenizer import AlbertTokenizer, check_token_ids
 from albert_jax.trainer import config as config_lib
 from albert_jax.trainer import loop
-from albert_jax.trainer.order import DataPosition, shuffled_batches
+from albert_jax.trainer.order import data_fingerprint, resume_position, shuffled_batches
 from albert_jax.trainer.state import initial_state
 from albert_jax.weights.pretrained import from_pretrained
 
@@ -347,13 +347,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       load_params=None if params is None else lambda _: params,
     )
     params = None  # the state holds the weights now
-    position = DataPosition.from_json(saved) if saved else DataPosition()
+    fingerprint = data_fingerprint(_gather(train_arrays, MODEL_INPUTS + _TARGETS, slice(None)))
+    position = resume_position(saved, fingerprint, config.allow_data_change)
     train_fn = sharding.jit_train_step(sharding.shardings_of(state), mesh, rules)
     predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
     eval_batch = _eval_batch_size(config)
     micro = config.batch_size // config.grad_accum_steps
     batches = (
-      (put(_gather(train_arrays, MODEL_INPUTS + _TARGETS, idx)), after.to_json())
+      (
+        put(_gather(train_arrays, MODEL_INPUTS + _TARGETS, idx)),
+        {**after.to_json(), "data": fingerprint},
+      )
       for idx, after in shuffled_batches(num_train, micro, config.seed, position)
     )
     result = loop.run(
@@ -361,7 +365,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       state,
       train_fn,
       batches,
-      position.to_json(),
+      {**position.to_json(), "data": fingerprint},
       num_train_steps=total,
       schedule=schedule,
       ckpts=ckpts,
