@@ -444,3 +444,24 @@ def test_resuming_on_changed_training_data_is_refused_or_restarts_the_epoch(
   # 3 steps of 8 on the old data reached (epoch 0, index 24); the new data restarts epoch 0:
   # 3 more steps of 8 = 24 examples = one epoch of 19 + 5.
   assert (position["epoch"], position["index"]) == (1, 5)
+
+
+# ---- 6. checksums: a changed byte in a converted model is an error naming the file -----------
+
+
+def test_a_flipped_byte_in_a_converted_model_is_an_error_naming_the_file(
+  small_vocab_model, tmp_path
+):
+  out = tmp_path / "out"
+  shutil.copytree(small_vocab_model / "out", out)
+  meta = json.loads((out / "albert_jax.json").read_text())
+  assert set(meta["checksums"]) >= {"config.json", "spiece.model"}
+  arrays = [name for name in meta["checksums"] if name.startswith("params/")]
+  biggest = max(arrays, key=lambda name: (out / name).stat().st_size)  # the array data
+  from_pretrained(out)  # intact: loads
+  data = bytearray((out / biggest).read_bytes())
+  data[len(data) // 2] ^= 0x01  # one bit of one weight
+  (out / biggest).write_bytes(bytes(data))
+  with pytest.raises(UserError, match=rf"{re.escape(str(out / biggest))} does not match its "
+                     r"checksum in .*albert_jax.json: the file is damaged"):  # fmt: skip
+    from_pretrained(out)

@@ -150,6 +150,7 @@ class _ConvertedDir:
   def __init__(self, path: Path):
     self.path = path
     self.metadata = converted.read_json(path / converted.METADATA_FILE)
+    converted.verify_checksums(path, self.metadata)
     self.config = AlbertConfig.from_json_file(path / converted.HF_CONFIG_FILE)
     self.tokenizer = AlbertTokenizer.from_pretrained(path)
     own = self.metadata.get("tokenizer") != "bundled"
