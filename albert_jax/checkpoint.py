@@ -8,6 +8,9 @@ Each checkpoint is a step directory with named items:
 `Checkpoints` keeps the latest `keep` checkpoints in `directory` and, separately, the one with
 the best eval metric in `best_directory`. Orbax writes each step to a temporary directory and
 renames it when complete, so a run killed mid-save leaves the previous checkpoint intact.
+A save that fails in the background (a full disk) is reported as an `OSError` naming the
+checkpoint, the directory and the checkpoint still intact, at the next `check()` (the train
+loop calls it every step), save, wait or close.
 
 Restoring needs a target: `abstract_state(state)` (or `jax.eval_shape` of the function that
 builds the state). The arrays are placed by `target_shardings` (a TrainState of shardings, or
@@ -17,6 +20,8 @@ can resume on a different mesh than it was saved from.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -88,6 +93,7 @@ class Checkpoints:
     if best_directory is not None and not best_metric:
       raise ValueError("best_directory needs best_metric, the eval metric that ranks checkpoints.")
     self.best_metric, self.best_mode = best_metric, best_mode
+    self._saving: dict[int, int] = {}  # id(manager) -> the step it saves (or saved last)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self._latest = ocp.CheckpointManager(
       os.fspath(directory), options=options, item_names=("state", "data")
@@ -99,17 +105,47 @@ class Checkpoints:
         os.fspath(best_directory), options=options, item_names=("state", "data", "metrics")
       )
 
+  @contextlib.contextmanager
+  def _reported(self, manager: ocp.CheckpointManager) -> Any:
+    """Turns a failed (background) save of `manager` into an OSError that says what to do."""
+    try:
+      yield
+    except OSError as e:
+      step, directory = self._saving.get(id(manager)), os.fspath(manager.directory)
+      intact = manager.latest_step()
+      what = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
+      raise OSError(
+        e.errno,
+        f"checkpoint {step} could not be written to {directory}: {what} ({e}). "
+        + (f"Checkpoint {intact} is intact; " if intact is not None else "")
+        + "free space (or fix the directory) and rerun the same command to resume.",
+      ) from e
+
+  def check(self) -> None:
+    """Raises the error of a background save that failed (see `_reported`); else returns."""
+    for manager in filter(None, (self._latest, self._best)):
+      if not manager.is_saving_in_progress():
+        with self._reported(manager):
+          manager.wait_until_finished()  # returns at once, or raises the save's error
+
+  @property
+  def directory(self) -> str:
+    """Where the latest checkpoints are."""
+    return os.fspath(self._latest.directory)
+
   # ---- saving --------------------------------------------------------------------------------
 
   def save(self, step: int, state: TrainState, data_position: Mapping[str, Any]) -> None:
     """Saves `state` and the data position as checkpoint `step` (asynchronously)."""
-    self._latest.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_arrays(state)), data=ocp.args.JsonSave(dict(data_position))
-      ),
-      force=True,
-    )
+    with self._reported(self._latest):  # the previous save's error, or this one's
+      self._latest.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(_arrays(state)), data=ocp.args.JsonSave(dict(data_position))
+        ),
+        force=True,
+      )
+    self._saving[id(self._latest)] = step
 
   def best_metrics(self) -> Json | None:
     """The metrics of the best checkpoint so far (None if there is none)."""
@@ -133,15 +169,17 @@ class Checkpoints:
     value = float(metrics[self.best_metric])
     if best is not None and not _BETTER[self.best_mode](value, float(best[self.best_metric])):
       return False
-    self._best.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_arrays(state)),
-        data=ocp.args.JsonSave(dict(data_position)),
-        metrics=ocp.args.JsonSave({k: float(v) for k, v in metrics.items()}),
-      ),
-      force=True,
-    )
+    with self._reported(self._best):
+      self._best.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(_arrays(state)),
+          data=ocp.args.JsonSave(dict(data_position)),
+          metrics=ocp.args.JsonSave({k: float(v) for k, v in metrics.items()}),
+        ),
+        force=True,
+      )
+    self._saving[id(self._best)] = step
     return True
 
   # ---- restoring -----------------------------------------------------------------------------
@@ -180,14 +218,17 @@ class Checkpoints:
     return target.replace(**restored["state"]), dict(restored["data"])
 
   def wait_until_finished(self) -> None:
-    self._latest.wait_until_finished()
-    if self._best is not None:
-      self._best.wait_until_finished()
+    for manager in filter(None, (self._latest, self._best)):
+      with self._reported(manager):
+        manager.wait_until_finished()
 
   def close(self) -> None:
-    self._latest.close()
-    if self._best is not None:
-      self._best.close()
+    try:
+      self.wait_until_finished()
+    finally:
+      self._latest.close()
+      if self._best is not None:
+        self._best.close()
 
   def __enter__(self) -> Checkpoints:
     return self

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from albert_jax import cli, files
 from albert_jax.data import batching
 from albert_jax.errors import UserError
+from albert_jax.tokenizer import check_token_ids
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
 MAX_BUCKETS = 8  # sequence lengths (compiled shapes) per call
@@ -92,6 +93,7 @@ def extract_features(
   limit = model.config.max_position_embeddings
   max_length = min(max_length or limit, limit)
   encoded = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+  check_token_ids(encoded, model.config.vocab_size, "features")
 
   @jax.jit
   def run(params, ids_BL, mask_BL):

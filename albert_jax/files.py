@@ -37,6 +37,9 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, main_only: bool = False
     with os.fdopen(fd, "wb") as f:
       f.write(data)
     os.replace(tmp, path)
+  except OSError as e:  # a full disk: name the file; the old one (if any) is untouched
+    Path(tmp).unlink(missing_ok=True)
+    raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise

@@ -29,7 +29,7 @@ from absl import flags
 from albert_jax import cli
 from albert_jax.errors import UserError
 from albert_jax.features import length_batches, pad
-from albert_jax.tokenizer import MASK
+from albert_jax.tokenizer import MASK, check_token_ids
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
 Candidate = dict[str, Any]
@@ -67,6 +67,7 @@ class FillMask:
     tokenizer = self.model.tokenizer
     limit = self.model.config.max_position_embeddings
     encoded = [tokenizer(text)["input_ids"] for text in texts]
+    check_token_ids(encoded, self.model.config.vocab_size, "fill_mask")
     masks = [[p for p, i in enumerate(ids) if i == tokenizer.mask_token_id] for ids in encoded]
     for text, ids, where in zip(texts, encoded, masks, strict=True):
       if not where:

@@ -12,12 +12,16 @@ the rerun of the same command resumes. A second Ctrl-C quits at once (KeyboardIn
           save(step); raise preemption.Preempted(step)
 
 Multi-process runs: the signal may reach one process only (or all at different moments), but
-all must save at the same step. `agreed()` gathers every process's flag (one tiny all-gather
-per call) so that all see the same answer at the same step; one process is enough to stop all.
+all must save at the same step. `agreed()` gathers every process's flag so that all see the
+same answer at the same step; one process is enough to stop all. The flags go through the
+coordination service's key-value store, not an XLA collective: Orbax's background saves run
+collectives of their own, and collectives issued by two threads in different orders on
+different processes deadlock.
 """
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 from types import FrameType
@@ -25,6 +29,10 @@ from types import FrameType
 import numpy as np
 
 from albert_jax.errors import EXIT_PREEMPTED
+
+_KEY = "albert_jax/stop_requested"
+_TIMEOUT_MS = 30 * 60 * 1000  # how long a process waits for the others to reach the same step
+_calls = itertools.count()  # agreed() calls in this process; every process counts alike
 
 
 class Preempted(Exception):
@@ -77,9 +85,23 @@ class StopRequests:
 
     if jax.process_count() == 1:
       return self.requested()
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    flags = multihost_utils.process_allgather(np.asarray([int(self.requested())], np.int32))
+    flags = _all_flags(int(self.requested()), next(_calls))
     if np.any(flags) and self.received is None:
       self.received = "a stop signal on another process"
     return bool(np.any(flags))
+
+
+def _all_flags(flag: int, call: int) -> list[int]:
+  """Every process's `flag` at its `call`-th agreement, through the key-value store."""
+  import jax  # noqa: PLC0415
+  from jax._src import distributed  # noqa: PLC0415  (the client Orbax's barriers use too)
+
+  client, me = distributed.global_state.client, jax.process_index()
+  client.key_value_set(f"{_KEY}/{call}/{me}", str(flag))
+  flags = [
+    int(client.blocking_key_value_get(f"{_KEY}/{call}/{p}", _TIMEOUT_MS))
+    for p in range(jax.process_count())
+  ]
+  if call >= 2:  # every process has read call-2's flags once all have written call-1's
+    client.key_value_delete(f"{_KEY}/{call - 2}/{me}")
+  return flags

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from albert_jax.errors import UserError
+
 SPIECE_UNDERLINE = "▁"
 PAD, UNK, CLS, SEP, MASK = "<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -410,6 +412,20 @@ class AlbertTokenizer:
       f"AlbertTokenizer({self.model_file!r}, vocab_size={self.vocab_size}, "
       f"do_lower_case={self.do_lower_case}, keep_accents={self.keep_accents}, "
       f"replace_quotes={self.replace_quotes})"
+    )
+
+
+def check_token_ids(ids: Any, vocab_size: int, what: str) -> None:
+  """Raises a UserError naming the first id of `ids` (any nesting of ints or an array) outside
+  [0, vocab_size): the model's embedding would read garbage or NaN for it."""
+  rows = [ids] if isinstance(ids, np.ndarray) else list(ids)
+  flat = np.concatenate([np.ravel(np.asarray(x, np.int64)) for x in rows] or [np.zeros(0)])
+  bad = np.flatnonzero((flat < 0) | (flat >= vocab_size))
+  if bad.size:
+    raise UserError(
+      f"{what}: token id {int(flat[bad[0]])} is outside the model's vocabulary "
+      f"(vocab_size {vocab_size}; {bad.size} such ids). The tokenizer does not belong to "
+      "this model: use the model's own spiece.model, or a model with a larger vocab_size."
     )
 
 

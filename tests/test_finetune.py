@@ -137,7 +137,9 @@ def saved_state(workdir: str, step: int, kind: str = "checkpoints"):
   path = os.path.join(workdir, kind, str(step))
   arrays = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
   with open(os.path.join(path, "data", "metadata")) as f:
-    return arrays, json.load(f)
+    position = json.load(f)
+  assert set(position.pop("data")) == {"examples", "sha256"}  # the training data's fingerprint
+  return arrays, position
 
 
 def assert_trees_equal(a, b):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ RESUMABLE_CHANGES = (
   "eval_every_steps",
   "keep_checkpoints",
   "mesh",
+  "allow_data_change",
 )
 LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
 OPTIMIZERS = ("adamw", "lamb")
@@ -68,6 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
   # a jax.checkpoint_policies name (None or "none" = no remat); see albert_jax.model
   c.remat_policy = TRAIN_REMAT_POLICY
   c.seed = 0  # model init and dropout
+  # Resuming on training data other than the checkpoint's (its fingerprint) is an error; True
+  # continues on the new data from the start of the saved epoch.
+  c.allow_data_change = False
 
   c.log_every_steps = placeholder(int)
   c.eval_every_steps = placeholder(int)  # None or 0 = only at the end
@@ -96,6 +101,44 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
 
 # ---- checks ------------------------------------------------------------------------------------
 
+# (field, smallest allowed value, None allowed): the numeric fields both trainers read.
+# Intervals may be 0 (= only at the end); counts and sizes start at 1.
+SHARED_RANGES = (
+  ("batch_size", 1, False),
+  ("grad_accum_steps", 1, False),
+  ("eval_batch_size", 1, True),
+  ("num_train_steps", 1, True),
+  ("warmup_steps", 0, True),
+  ("max_seq_length", 8, False),
+  ("log_every_steps", 0, True),
+  ("eval_every_steps", 0, True),
+  ("checkpoint_every_steps", 0, True),
+  ("keep_checkpoints", 1, True),
+  ("seed", 0, False),
+)
+POSITIVE_RATES = ("learning_rate",)  # finite and > 0
+NONNEGATIVE_RATES = ("weight_decay", "clip_norm")  # finite and >= 0
+
+
+def check_ranges(config: ml_collections.ConfigDict, ranges=SHARED_RANGES) -> None:
+  """Refuses a numeric field out of range, naming it and its value, before any work starts."""
+  for name, low, none_ok in ranges:
+    if name not in config:
+      continue
+    value = config[name]
+    if value is None and none_ok:
+      continue
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise UserError(f"{name}={value!r}: must be an integer >= {low}.")
+  for names, positive in ((POSITIVE_RATES, True), (NONNEGATIVE_RATES, False)):
+    for name in names:
+      if name not in config or config[name] is None:
+        continue
+      value = config[name]
+      ok = isinstance(value, (int, float)) and math.isfinite(value)
+      if not ok or (value <= 0 if positive else value < 0):
+        raise UserError(f"{name}={value!r}: must be a finite number {'>' if positive else '>='} 0.")
+
 
 def check(
   config: ml_collections.ConfigDict,
@@ -105,6 +148,7 @@ def check(
   resumable: Iterable[str] = RESUMABLE_CHANGES,
 ) -> tuple[jax.sharding.Mesh, sharding.Rules]:
   """Checks the shared fields and the workdir; returns the run's (mesh, rules)."""
+  check_ranges(config)
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
     raise UserError(
       f"batch_size={config.batch_size} is not divisible by grad_accum_steps="

@@ -42,16 +42,22 @@ import ml_collections
 import numpy as np
 
 from albert_jax import distributed, sharding
+from albert_jax import metrics as metrics_lib
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import PRESETS, AlbertConfig
-from albert_jax.data import batching, tasks
+from albert_jax.data import batching, ner, tasks
 from albert_jax.errors import UserError
 from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
-from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.tokenizer import AlbertTokenizer, check_token_ids
 from albert_jax.trainer import config as config_lib
 from albert_jax.trainer import loop
-from albert_jax.trainer.order import DataPosition, shuffled_batches
+from albert_jax.trainer.order import (
+  DataPosition,
+  data_fingerprint,
+  resume_position,
+  shuffled_batches,
+)
 from albert_jax.trainer.state import initial_state
 from albert_jax.weights.pretrained import from_pretrained
 
@@ -142,14 +148,65 @@ def _preset_config(config: ml_collections.ConfigDict) -> AlbertConfig | None:
   return None
 
 
+_RANGES = (  # fine-tuning's own numeric fields, as config_lib.SHARED_RANGES
+  ("max_train_examples", 1, True),
+  ("max_eval_examples", 1, True),
+  ("doc_stride", 1, True),
+  ("max_query_length", 1, True),
+  ("n_best_size", 1, True),
+  ("max_answer_length", 1, True),
+)
+
+
+def reported_metrics(task) -> tuple[set[str], tuple[str, ...]]:
+  """(the metric names, the prefixes of per-kind names) the task's evaluation reports."""
+  if task.head == "sequence_classification":
+    labels = np.arange(2) % max(task.num_labels, 1)
+    preds = labels.astype(np.float32) if task.num_labels == 1 else labels
+    return set(metrics_lib.glue_metrics(task.name, preds, labels)), ()
+  if task.head == "question_answering":
+    names = {"exact", "f1", "HasAns_exact", "HasAns_f1"}
+    if task.name.endswith("v2"):
+      names |= {"NoAns_exact", "NoAns_f1", "best_exact", "best_f1"}
+    return names, ()
+  if task.head == "multiple_choice":
+    return {"accuracy"}, ("accuracy_",)
+  if ner.is_entity_scheme(task.label_names):  # token classification
+    return {"accuracy", "precision", "recall", "f1"}, ("f1_",)
+  return {"accuracy"}, ()
+
+
+def check_best_metric(best_metric: str, task) -> None:
+  """`best_metric` must be a metric the task reports: checked before training, not at the first
+  evaluation."""
+  names, prefixes = reported_metrics(task)
+  if best_metric not in names and not (prefixes and best_metric.startswith(prefixes)):
+    raise UserError(
+      f"best_metric={best_metric!r} is not a metric task {task.name!r} reports; choose one of "
+      f"{', '.join(sorted(names))}"
+      + (f" or {', '.join(p + '*' for p in prefixes)}" if prefixes else "")
+      + "."
+    )
+
+
 def check_config(config: ml_collections.ConfigDict, workdir: str):
   """Checks what can be checked before loading weights or data; returns (task, mesh, rules)."""
+  config_lib.check_ranges(config, config_lib.SHARED_RANGES + _RANGES)
+  for name, value in (
+    ("num_epochs", config.num_epochs),
+    ("warmup_fraction", config.warmup_fraction),
+  ):
+    if value is not None and not (0 < value if name == "num_epochs" else 0 <= value <= 1):
+      raise UserError(
+        f"{name}={value!r}: must be {'> 0' if name == 'num_epochs' else 'in [0, 1]'}."
+      )
   try:
     task = tasks.get_task(config.task)
     if config.get("label_names"):  # a token classification file's own tag set
       task = tasks.with_labels(task, config.label_names)
   except ValueError as e:
     raise UserError(str(e)) from None
+  check_best_metric(config.best_metric, task)
   if (model_config := _preset_config(config)) is not None:
     config_lib.check_max_seq_length(config, model_config)
   if (config.num_train_steps is None) == (config.num_epochs is None):
@@ -387,6 +444,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   max_positions = module.config.max_position_embeddings
   train_arrays, eval_sets = _load_data(config, task, tokenizer, max_positions)
   buckets = choose_buckets(config, train_arrays, eval_sets)
+  for what, arrays in [("train", train_arrays)] + [(s.split, s.features.arrays) for s in eval_sets]:
+    check_token_ids(arrays["input_ids"], module.config.vocab_size, f"the {what} data")
   config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
   _record_buckets(workdir, buckets)
   num_train = len(train_arrays["input_ids"])
@@ -438,19 +497,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       load_params=None if params is None else lambda _: params,
     )
     params = None  # the state holds the weights now
-    position = DataPosition.from_json(saved) if saved else DataPosition()
+    fingerprint = data_fingerprint(_gather(train_arrays, MODEL_INPUTS + _TARGETS, slice(None)))
+    position = resume_position(saved, fingerprint, config.allow_data_change)
     train_fn = sharding.jit_train_step(sharding.shardings_of(state), mesh, rules)
     predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
     eval_batch = _eval_batch_size(config)
     micro = config.batch_size // config.grad_accum_steps
     stats = BatchStats(batching.row_lengths(train_arrays["attention_mask"]))
-    batches = _train_batches(config, train_arrays, micro, position, buckets, put, stats)
+    batches = (  # each position also records the data's fingerprint (checked on resume)
+      (batch, {**after, "data": fingerprint})
+      for batch, after in _train_batches(config, train_arrays, micro, position, buckets, put, stats)
+    )
     result = loop.run(
       config,
       state,
       train_fn,
       batches,
-      position.to_json(),
+      {**position.to_json(), "data": fingerprint},
       num_train_steps=total,
       schedule=schedule,
       ckpts=ckpts,

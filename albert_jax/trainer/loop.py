@@ -12,6 +12,11 @@ and saves a checkpoint with the data position; at the last step it calls the tra
   batch_stats () -> metrics about the batches since the last call (padding_fraction,
               compiled_shapes), logged with the train metrics
 
+SIGTERM (preemption) or Ctrl-C during training finishes the step in flight, writes a
+checkpoint at that step, waits for it, and raises `preemption.Preempted` (the CLI exits 75);
+every process of a multi-host run agrees on that step (`StopRequests.agreed`, once per step).
+A NaN or infinite loss or gradient norm stops the run (`NonFiniteLoss`) before anything
+computed from it is logged as good, evaluated or saved.
 `Reporter` shows a progress bar (loss, steps/s, ETA) on stderr and writes TensorBoard scalars.
 """
 
@@ -27,8 +32,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from albert_jax import distributed, train
+from albert_jax import distributed, preemption, train
 from albert_jax.checkpoint import Checkpoints
+from albert_jax.errors import UserError
 
 Metrics = Mapping[str, float]
 _ON_THE_BAR = ("loss", "lr", "padding_fraction", "compiled_shapes")  # train metrics shown
@@ -38,6 +44,32 @@ Tagged = Mapping[str, Metrics]  # {"train": {...}} or {"eval_validation": {...}}
 def is_due(step: int, every: int | None, last: int) -> bool:
   """True every `every` steps (never if `every` is falsy) and at step `last`."""
   return step == last or bool(every) and step % every == 0
+
+
+class NonFiniteLoss(UserError):
+  """The train loss or gradient norm became NaN or infinite: the run stops, saving nothing."""
+
+
+def check_finite(unchecked: list[tuple[int, Metrics]], ckpts: Checkpoints, config: Any) -> None:
+  """Raises NonFiniteLoss at the first (step, train metrics) whose loss or grad_norm is not
+  finite, naming the step, the last good checkpoint and what to try."""
+  for step, metrics in jax.device_get(unchecked):
+    bad = {k: float(metrics[k]) for k in ("loss", "grad_norm") if k in metrics}
+    if all(np.isfinite(v) for v in bad.values()):
+      continue
+    values = ", ".join(f"{k} {v}" for k, v in bad.items())
+    last = ckpts.latest_step()
+    saved = (
+      f"the last good checkpoint is step {last} in {ckpts.directory}"
+      if last is not None
+      else "no checkpoint was written"
+    )
+    raise NonFiniteLoss(
+      f"{values} at step {step}: training diverged and stops without saving ({saved}). "
+      f"Start again in a new --workdir with a lower learning_rate (now {config.learning_rate}) "
+      "or more warmup_steps, and check the data (token ids must be below the model's "
+      "vocab_size)."
+    )
 
 
 class Reporter:
@@ -139,29 +171,52 @@ def run(
       if i == 0 and tag != "train" and metrics:  # no metrics without labels
         ckpts.save_if_best(step, state, position, metrics)
 
+  def stop_here(stop: preemption.StopRequests, saved: bool) -> None:
+    """Writes the checkpoint at `step` (unless just saved), waits for it, raises Preempted."""
+    check_finite(unchecked, ckpts, config)
+    if not saved:
+      ckpts.save(step, state, position)
+    ckpts.wait_until_finished()
+    reporter.write(f"{stop.received}: stopped after step {step}; checkpoint {step} is written.")
+    raise preemption.Preempted(step, stop.received or "a stop signal")
+
   result = Result(state, step, None, None)
   history, tick, ticked_step = [], time.perf_counter(), step
+  unchecked: list[tuple[int, Metrics]] = []  # (step, metrics) not yet checked to be finite
   try:
-    while step < total and (stop_at_step is None or step < stop_at_step):
-      for _ in range(accum):
-        batch, position = next(batches)
-        state, metrics = train_step(state, batch, dropout_rng)
-        history.append(metrics)
-      step += 1
-      reporter.advance()
-      if is_due(step, config.log_every_steps, total):
-        means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
-        now = time.perf_counter()
-        means["lr"] = float(schedule(step - 1))  # the rate of this step's update
-        means["steps_per_second"] = (step - ticked_step) / (now - tick)
-        if batch_stats is not None:
-          means.update(batch_stats())
-        report({"train": means}, position)
-        result.train_metrics, history, tick, ticked_step = means, [], now, step
-      if evaluate is not None and is_due(step, config.eval_every_steps, total):
-        report(evaluate(step, state), position)
-      if is_due(step, config.checkpoint_every_steps, total) or step == stop_at_step:
-        ckpts.save(step, state, position)
+    with preemption.StopRequests() as stop:
+      while step < total and (stop_at_step is None or step < stop_at_step):
+        for _ in range(accum):
+          batch, position = next(batches)
+          state, metrics = train_step(state, batch, dropout_rng)
+          history.append(metrics)
+          unchecked.append((step + 1, metrics))
+        step += 1
+        reporter.advance()
+        ckpts.check()  # a background save that failed (a full disk) stops the run here
+        logs = is_due(step, config.log_every_steps, total)
+        evaluating = evaluate is not None and is_due(step, config.eval_every_steps, total)
+        saved = is_due(step, config.checkpoint_every_steps, total) or step == stop_at_step
+        if logs or evaluating or saved:  # nothing diverged is reported, evaluated or saved
+          check_finite(unchecked, ckpts, config)
+          unchecked.clear()
+        if logs:
+          means = {k: float(np.mean([m[k] for m in jax.device_get(history)])) for k in history[0]}
+          now = time.perf_counter()
+          means["lr"] = float(schedule(step - 1))  # the rate of this step's update
+          means["steps_per_second"] = (step - ticked_step) / (now - tick)
+          if batch_stats is not None:
+            means.update(batch_stats())
+          report({"train": means}, position)
+          result.train_metrics, history, tick, ticked_step = means, [], now, step
+        if evaluating:
+          report(evaluate(step, state), position)
+        if saved:
+          ckpts.save(step, state, position)
+        if jax.process_count() > 1:  # the step's collectives complete before the processes
+          jax.block_until_ready(metrics)  # wait on each other in `agreed` (else: deadlock)
+        if step < total and stop.agreed():  # at the last step: finish, the work is done
+          stop_here(stop, saved)
     result.state, result.step = state, step
     if step == total and finish is not None:
       result.finished, tagged = finish(step, state, position)

@@ -2,12 +2,15 @@
 
 Epoch e visits the examples in the order `epoch_permutation(n, seed, e)`; a `DataPosition`
 (epoch, index) says where the next batch starts, so a restored run reads exactly the batches
-an uninterrupted run would have read. Saved with every checkpoint.
+an uninterrupted run would have read. Saved with every checkpoint, together with a
+fingerprint of the training data (`data_fingerprint`): resuming on different data is refused
+(`resume_position`), or with allow_data_change=True restarts the epoch at (epoch, 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,6 +34,39 @@ class DataPosition:
     return cls(epoch=int(d["epoch"]), index=int(d["index"]))
 
 
+def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """{"examples", "sha256"} of the training feature arrays (every array's name, shape, dtype
+  and bytes): a changed file, split, tokenizer or featurization changes it."""
+  digest = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    digest.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+    digest.update(a.tobytes())
+  first = next(iter(arrays.values()), np.zeros(0))
+  return {"examples": int(len(first)), "sha256": digest.hexdigest()}
+
+
+def resume_position(
+  saved: Mapping[str, Any] | None, fingerprint: Mapping[str, Any], allow_data_change: bool
+) -> DataPosition:
+  """Where a restored run continues: the saved position if the data is the same one."""
+  if not saved:
+    return DataPosition()
+  position = DataPosition.from_json(saved)
+  before = saved.get("data")  # None: a checkpoint from before fingerprints were saved
+  if before is None or dict(before) == dict(fingerprint):
+    return position
+  if allow_data_change:
+    return DataPosition(position.epoch, 0)
+  raise UserError(
+    f"The training data changed since the checkpoint was saved ({before['examples']} examples, "
+    f"sha256 {before['sha256'][:12]}... then; {fingerprint['examples']}, "
+    f"{fingerprint['sha256'][:12]}... now). Restore the data, or pass "
+    "--config.allow_data_change=True to continue on the new data from the start of epoch "
+    f"{position.epoch}, or start a new run in another --workdir."
+  )
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   """The order of the examples in `epoch`: a permutation seeded by (seed, epoch) only."""
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -47,6 +83,11 @@ def shuffled_batches(
   if num_examples < 1:
     raise UserError("No training examples: check the training data file or split.")
   epoch, index = start.epoch, start.index
+  if not 0 <= index < num_examples:
+    raise UserError(
+      f"Data position {index} is outside the {num_examples} training examples: the data "
+      "changed since the checkpoint; see allow_data_change."
+    )
   order = epoch_permutation(num_examples, seed, epoch)
   while True:
     parts, need = [], batch_size

@@ -113,8 +113,18 @@ def model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
     raise UserError(f"model={config.model!r}, model_overrides: {e}") from None
 
 
+_RANGES = (  # pretraining's own numeric fields, as config_lib.SHARED_RANGES
+  ("max_predictions_per_seq", 1, False),
+  ("eval_holdout_files", 0, False),
+  ("shuffle_window", 0, False),
+  ("eval_batches", 1, True),
+  ("data_seed", 0, False),
+)
+
+
 def check_config(config: ml_collections.ConfigDict, workdir: str):
   """Checks what can be checked without data; returns (the model's config, mesh, rules)."""
+  config_lib.check_ranges(config, config_lib.SHARED_RANGES + _RANGES)
   if not config.train_data:
     raise UserError("Set --config.train_data to a create_pretraining_data output directory.")
   albert = model_config(config)

@@ -6,6 +6,9 @@ what `albert_jax.from_pretrained` loads.
   DIR/albert_jax.json   head, num_labels, id2label, source, parameter count, parts found
   DIR/spiece.model      the SentencePiece model (+ tokenizer_config.json)
 
+albert_jax.json also holds the sha256 of every other file (`checksums`); loading verifies
+them, so a damaged or altered file is an error naming it, not wrong numbers.
+
 Directories are written through `albert_jax.files.atomic_directory`: they appear complete or
 not at all.
 """
@@ -13,6 +16,7 @@ not at all.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +35,7 @@ from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.weights import hf
 
 Params = dict[str, Any]
+log = logging.getLogger(__name__)
 
 METADATA_FILE = "albert_jax.json"
 PARAMS_DIR = "params"
@@ -45,6 +50,34 @@ class Converted(NamedTuple):
   head: str
   tokenizer: AlbertTokenizer
   metadata: dict[str, Any]  # what albert_jax.json holds
+
+
+def check_vocab(tokenizer: AlbertTokenizer, config: AlbertConfig, name: str, own: bool) -> None:
+  """The tokenizer must not make ids the model has no embedding for.
+
+  A tokenizer of the model's own (`own`) larger than its `vocab_size` is an error; the
+  bundled 30k one (the source has none) or a smaller one is a warning: then the ids of every
+  text are checked where they enter the model (`tokenizer.check_token_ids`).
+  """
+  have, want = tokenizer.vocab_size, config.vocab_size
+  if have == want:
+    return
+  if have > want and own:
+    raise UserError(
+      f"{name}: its tokenizer has {have} pieces but the model's vocab_size is {want}; ids "
+      f"{want} and above have no embedding. Use the spiece.model the model was trained with."
+    )
+  kind = "its own" if own else "the bundled"
+  log.warning(
+    "%s: %s tokenizer has %d pieces, the model's vocab_size is %d; %s",
+    name,
+    kind,
+    have,
+    want,
+    "texts with ids beyond the model's vocabulary will be refused."
+    if have > want
+    else "the model's last embeddings are never used.",
+  )
 
 
 def is_converted(path: str | os.PathLike) -> bool:
@@ -97,7 +130,29 @@ def write_converted(directory: str | os.PathLike, converted: Converted) -> None:
     checkpointer.save(directory.absolute() / PARAMS_DIR, converted.params)
   converted.config.to_json_file(directory / HF_CONFIG_FILE)
   converted.tokenizer.save_pretrained(directory)
-  files.write_json(directory / METADATA_FILE, converted.metadata)
+  checksums = {name: files.sha256(directory / name) for name in _data_files(directory)}
+  files.write_json(directory / METADATA_FILE, {**converted.metadata, "checksums": checksums})
+
+
+def _data_files(directory: Path) -> list[str]:
+  """Every file under `directory` but the metadata file, as sorted relative paths."""
+  found = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+  return sorted(name for name in found if name != METADATA_FILE)
+
+
+def verify_checksums(directory: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+  """Raises a UserError naming the first file of `directory` whose sha256 is not the one
+  albert_jax.json records (directories written before checksums were recorded pass)."""
+  directory = Path(directory)
+  for name, want in sorted((meta.get("checksums") or {}).items()):
+    path = directory / name
+    if not path.is_file():
+      raise UserError(f"{path} is missing from the converted model; convert or copy it again.")
+    if files.sha256(path) != want:
+      raise UserError(
+        f"{path} does not match its checksum in {directory / METADATA_FILE}: the file is "
+        "damaged or was changed. Convert (or copy) the model again."
+      )
 
 
 def save_params(

@@ -150,8 +150,11 @@ class _ConvertedDir:
   def __init__(self, path: Path):
     self.path = path
     self.metadata = converted.read_json(path / converted.METADATA_FILE)
+    converted.verify_checksums(path, self.metadata)
     self.config = AlbertConfig.from_json_file(path / converted.HF_CONFIG_FILE)
     self.tokenizer = AlbertTokenizer.from_pretrained(path)
+    own = self.metadata.get("tokenizer") != "bundled"
+    converted.check_vocab(self.tokenizer, self.config, str(path), own=own)
     self.params_dir = (path / converted.PARAMS_DIR).absolute()
     if not self.params_dir.is_dir():
       raise FileNotFoundError(

@@ -28,6 +28,7 @@ from albert_jax.weights import hf, tf1
 from albert_jax.weights.converted import (
   HF_CONFIG_FILE,
   Converted,
+  check_vocab,
   is_converted,
   metadata,
   read_json,
@@ -223,6 +224,7 @@ def _load_local(
   if num_labels is None or not isinstance(id2label, dict) or len(id2label) != num_labels:
     id2label = None
   tokenizer, tokenizer_source = _tokenizer(path)
+  check_vocab(tokenizer, config, str(source), own=tokenizer_source == "source")
   meta = metadata(
     head,
     params,

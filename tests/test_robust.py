@@ -1,0 +1,472 @@
+"""Runs that meet preemption, bad numbers, full disks, bad configs or changed data end in
+correct work or in a one-line error that names the problem, with nothing lost.
+
+The trainer runs are the real CLI (`python -m albert_jax.finetune`) on a tiny model trained
+from scratch on the bundled SST-2 sample, stopped with real signals.
+"""
+
+import errno
+import json
+import logging
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from albert_jax import cli, convert, files, from_pretrained
+from albert_jax.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
+from albert_jax.fill_mask import FillMask
+from albert_jax.tokenizer import bundled_model_path
+from albert_jax.trainer import command, finetune, loop
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SST2 = ROOT / "configs" / "finetune" / "sst2_sample.py"
+STEPS = 40  # long enough that a signal sent at the first checkpoint arrives mid-run
+TINY = {
+  "mesh.shape.data": 1,
+  "model_overrides.hidden_size": 32,
+  "model_overrides.num_hidden_layers": 1,
+  "model_overrides.intermediate_size": 64,
+  "model_overrides.embedding_size": 16,
+  "max_seq_length": 32,
+  "batch_size": 8,
+  "num_train_steps": STEPS,
+  "warmup_steps": 2,
+  "max_train_examples": 64,
+  "max_eval_examples": 8,
+  "eval_every_steps": 0,
+  "checkpoint_every_steps": 3,
+  "log_every_steps": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+  """A persistent XLA cache shared with the subprocesses: each program compiles once."""
+  options = {
+    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla_cache")),
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+  }
+  saved = {name: jax.config.values[name] for name in options}
+  for name, value in options.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  yield {name.upper(): str(value) for name, value in options.items()}
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+def config_of(overrides: dict):
+  import importlib.util  # noqa: PLC0415
+
+  spec = importlib.util.spec_from_file_location("sst2_sample", SST2)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def finetune_command(workdir, overrides: dict) -> list[str]:
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+  return [sys.executable, "-m", "albert_jax.finetune", f"--config={SST2}", *flags,
+          f"--workdir={workdir}"]  # fmt: skip
+
+
+def environment(extra: dict | None = None) -> dict:
+  path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+  return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
+def wait_for_checkpoint(workdir: pathlib.Path, procs, timeout: float = 300) -> None:
+  """Returns once a checkpoint save has begun in `workdir` (the run is in its train loop)."""
+  directory, start = workdir / "checkpoints", time.monotonic()
+  while not (directory.is_dir() and any(directory.iterdir())):
+    for p in procs:
+      assert p.poll() is None, p.communicate()[1][-3000:]
+    assert time.monotonic() - start < timeout, "no checkpoint appeared"
+    time.sleep(0.01)
+
+
+def final_state(workdir: pathlib.Path, step: int) -> dict:
+  """The arrays of checkpoint `step`'s train state, on one device."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  path = workdir / "checkpoints" / str(step) / "state"
+  with ocp.StandardCheckpointer() as ckptr:
+    meta = ckptr.metadata(path).item_metadata.tree
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    return ckptr.restore(path, target)
+
+
+def stopped_step(stderr: str) -> int:
+  pattern = r"stopped: Stopped by SIGTERM after step (\d+); a checkpoint at step \1"
+  match = re.search(pattern, stderr)
+  assert match, stderr[-3000:]
+  return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, xla_cache):
+  """The tiny run without interruption, in this process (compiling into the shared cache)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  metrics = finetune.run(config_of(TINY), str(workdir))
+  return workdir, metrics
+
+
+# ---- 1. preemption: SIGTERM finishes the step, saves, exits 75; the rerun resumes ------------
+
+
+def test_sigterm_saves_exits_75_and_the_rerun_ends_identical(uninterrupted, xla_cache, tmp_path):
+  reference, metrics = uninterrupted
+  workdir, env = tmp_path / "run", environment(xla_cache)
+  command = finetune_command(workdir, TINY)
+  proc = subprocess.Popen(
+    command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
+  try:
+    wait_for_checkpoint(workdir, [proc])
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+  assert out == ""  # no results: the run is not done
+  step = stopped_step(err)
+  assert 3 <= step < STEPS
+  assert max(int(p.name) for p in (workdir / "checkpoints").iterdir()) == step
+  assert not (workdir / "metrics.json").exists()
+
+  done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert json.loads(done.stdout) == metrics == json.loads((workdir / "metrics.json").read_text())
+  a, b = final_state(workdir, STEPS), final_state(reference, STEPS)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)  # bit for bit
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _processes(workdir, overrides: dict, cache: dict, n: int = 2) -> list[subprocess.Popen]:
+  """The CLI as `n` processes of one JAX system on localhost (4 CPU devices each)."""
+  port, procs = _free_port(), []
+  for i in range(n):
+    env = environment(
+      {
+        **cache,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "ALBERT_JAX_COORDINATOR": f"127.0.0.1:{port}",
+        "ALBERT_JAX_NUM_PROCESSES": str(n),
+        "ALBERT_JAX_PROCESS_ID": str(i),
+      }
+    )
+    procs.append(
+      subprocess.Popen(
+        finetune_command(workdir, overrides),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
+  return procs
+
+
+def _finish(procs) -> list[tuple[int, str, str]]:
+  try:
+    results = []
+    for p in procs:
+      out, err = p.communicate(timeout=300)
+      results.append((p.returncode, out, err))
+    return results
+  finally:
+    for p in procs:  # a process left waiting for a dead peer
+      if p.poll() is None:
+        p.kill()
+
+
+@pytest.mark.skip(
+  reason="not yet reliable: on the 2-core machine the two-process run failed 3 of 3 times "
+  "(a gloo connect timeout, or process 0 ending before the first checkpoint); multi-process "
+  "preemption is unverified (issue 18 stays open)"
+)
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(xla_cache, tmp_path):
+  """The signal reaches process 1 only; both save the same step and exit 75; the rerun of both
+  ends identical to an uninterrupted two-process run."""
+  overrides = {**TINY, "mesh.shape.fsdp": -1, "num_train_steps": 30}
+  straight = _finish(_processes(tmp_path / "straight", overrides, xla_cache))
+  assert [r[0] for r in straight] == [0, 0], straight[0][2][-3000:] + straight[1][2][-3000:]
+
+  workdir = tmp_path / "run"
+  procs = _processes(workdir, overrides, xla_cache)
+  try:
+    wait_for_checkpoint(workdir, procs)
+    procs[1].send_signal(signal.SIGTERM)
+  finally:
+    stopped = _finish(procs)
+  assert [r[0] for r in stopped] == [EXIT_PREEMPTED] * 2, stopped[0][2][-3000:]
+  step = stopped_step(stopped[1][2])
+  assert "stopped: Stopped by a stop signal on another process after step" in stopped[0][2]
+  assert step == int(re.search(r"after step (\d+)", stopped[0][2]).group(1)) < 30
+  assert max(int(p.name) for p in (workdir / "checkpoints").iterdir()) == step
+
+  resumed = _finish(_processes(workdir, overrides, xla_cache))
+  assert [r[0] for r in resumed] == [0, 0], resumed[0][2][-3000:]
+  assert json.loads(resumed[0][1]) == json.loads(straight[0][1])
+  a, b = final_state(workdir, 30), final_state(tmp_path / "straight", 30)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_exit_codes_are_documented():
+  readme = (ROOT / "README.md").read_text()
+  section = readme.split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
+  for code in (0, EXIT_USER_ERROR, EXIT_PREEMPTED):
+    assert f"`{code}`" in section
+
+
+# ---- 2. bad numbers: a NaN/inf loss stops the run; token ids outside the vocabulary --------
+
+
+def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_bad(tmp_path, xla_cache):
+  config = config_of({**TINY, "learning_rate": 1e30, "num_train_steps": 12})
+  workdir = tmp_path / "run"
+  with pytest.raises(loop.NonFiniteLoss) as raised:
+    finetune.run(config, str(workdir))
+  message = str(raised.value)
+  print(message)
+  step = int(re.search(r"at step (\d+): training diverged", message).group(1))
+  assert re.search(r"(loss|grad_norm) (nan|inf)", message)
+  assert "lower learning_rate (now 1e+30)" in message and "\n" not in message
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+  assert all(s < step for s in saved)  # nothing from the diverged steps
+  if saved:
+    assert f"the last good checkpoint is step {saved[-1]} in {workdir / 'checkpoints'}" in message
+    state = final_state(workdir, saved[-1])
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+  else:
+    assert "no checkpoint was written" in message
+  assert not (workdir / "metrics.json").exists()
+
+
+SMALL_VOCAB = dict(
+  vocab_size=1000,
+  embedding_size=16,
+  hidden_size=32,
+  num_hidden_layers=1,
+  num_attention_heads=2,
+  intermediate_size=37,
+  max_position_embeddings=64,
+)
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model(tmp_path_factory):
+  """An HF masked LM with 1000 embeddings, converted without a tokenizer of its own: it gets
+  the bundled 30k one, whose ids reach far beyond the model's vocabulary."""
+  from tests.reference import hf_model  # noqa: PLC0415
+
+  root = tmp_path_factory.mktemp("small_vocab")
+  hf_model("masked_lm", **SMALL_VOCAB).save_pretrained(root / "hf")
+  assert convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "out")]) == 0
+  return root
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(small_vocab_model, tmp_path, caplog):
+  own = tmp_path / "hf"
+  shutil.copytree(small_vocab_model / "hf", own)
+  shutil.copy(bundled_model_path(), own / "spiece.model")  # its "own" 30k tokenizer
+  with pytest.raises(UserError, match=r"its tokenizer has 30000 pieces but the model's "
+                     r"vocab_size is 1000"):  # fmt: skip
+    convert.main(["c", "--source", str(own), "--output", str(tmp_path / "out")])
+  assert not (tmp_path / "out").exists()
+  with caplog.at_level(logging.WARNING):
+    from_pretrained(small_vocab_model / "out")  # the bundled one: a warning, ids checked at use
+  assert "the bundled tokenizer has 30000 pieces, the model's vocab_size is 1000" in caplog.text
+
+
+def test_token_ids_beyond_the_vocabulary_stop_fill_mask_and_finetuning(small_vocab_model, tmp_path):
+  model = from_pretrained(small_vocab_model / "out")
+  with pytest.raises(UserError, match=r"fill_mask: token id (\d{4,}) is outside the model's "
+                     r"vocabulary \(vocab_size 1000"):  # fmt: skip
+    FillMask(model)("The capital of France is [MASK].")
+  config = config_of({k: v for k, v in TINY.items() if not k.startswith("model_overrides")})
+  config.model, config.from_scratch = str(small_vocab_model / "out"), False
+  for name in config.model_overrides:
+    config.model_overrides[name] = None
+  with pytest.raises(UserError, match=r"the train data: token id \d{4,} is outside"):
+    finetune.run(config, str(tmp_path / "run"))
+
+
+# ---- 3. a full disk: reported with the path, the previous checkpoint intact ----------------
+
+
+def test_a_checkpoint_that_fails_for_a_full_disk_stops_the_run_naming_it(
+  tmp_path, xla_cache, monkeypatch
+):
+  from orbax.checkpoint._src.path import atomicity  # noqa: PLC0415
+
+  finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def full_disk(self, *args, **kwargs):  # the background write of checkpoint 6 fails
+    if "/6.orbax-checkpoint-tmp" in str(self.get()):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.get()))
+    return await finalize(self, *args, **kwargs)
+
+  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", full_disk)
+  workdir = tmp_path / "run"
+  with pytest.raises(OSError) as raised:
+    finetune.run(config_of({**TINY, "num_train_steps": 12}), str(workdir))
+  message = str(raised.value)
+  print(message)
+  assert raised.value.errno == errno.ENOSPC
+  assert f"checkpoint 6 could not be written to {workdir / 'checkpoints'}: no space left" in message
+  assert "Checkpoint 3 is intact" in message and "rerun the same command to resume" in message
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
+  assert final_state(workdir, 3)["step"] == 3  # readable
+  assert not (workdir / "metrics.json").exists()
+
+
+def test_a_file_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+  path = tmp_path / "metrics.json"
+  files.write_json(path, {"step": 1})
+
+  def full_disk(fd, mode):
+    os.close(fd)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fdopen", full_disk)
+  with pytest.raises(OSError, match=f"cannot write {re.escape(str(path))}: No space left"):
+    files.write_json(path, {"step": 2})
+  monkeypatch.undo()
+  assert json.loads(path.read_text()) == {"step": 1}
+  assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary file left
+
+
+# ---- 4. config values out of range: exit 2, one line naming the field and value ------------
+
+
+@pytest.mark.parametrize(
+  "flag, message",
+  [
+    ("batch_size=0", "batch_size=0: must be an integer >= 1"),
+    ("batch_size=-8", "batch_size=-8: must be an integer >= 1"),
+    ("eval_batch_size=-4", "eval_batch_size=-4: must be an integer >= 1"),
+    ("num_train_steps=0", "num_train_steps=0: must be an integer >= 1"),
+    ("warmup_steps=-1", "warmup_steps=-1: must be an integer >= 0"),
+    ("grad_accum_steps=0", "grad_accum_steps=0: must be an integer >= 1"),
+    ("keep_checkpoints=0", "keep_checkpoints=0: must be an integer >= 1"),
+    ("log_every_steps=-1", "log_every_steps=-1: must be an integer >= 0"),
+    ("eval_every_steps=-10", "eval_every_steps=-10: must be an integer >= 0"),
+    ("checkpoint_every_steps=-5", "checkpoint_every_steps=-5: must be an integer >= 0"),
+    ("max_seq_length=0", "max_seq_length=0: must be an integer >= 8"),
+    ("max_eval_examples=0", "max_eval_examples=0: must be an integer >= 1"),
+    ("learning_rate=0", "learning_rate=0.0: must be a finite number > 0"),
+    ("learning_rate=-0.001", "learning_rate=-0.001: must be a finite number > 0"),
+    ("learning_rate=nan", "learning_rate=nan: must be a finite number > 0"),
+    ("weight_decay=-0.1", "weight_decay=-0.1: must be a finite number >= 0"),
+    ("num_epochs=0", "num_epochs=0.0: must be > 0"),
+    ("warmup_fraction=1.5", "warmup_fraction=1.5: must be in [0, 1]"),
+    (
+      "best_metric=mcc",
+      "best_metric='mcc' is not a metric task 'sst2' reports; choose one of accuracy.",
+    ),  # fmt: skip
+  ],
+)
+def test_a_config_value_out_of_range_is_one_line_and_exit_2(
+  flag, message, tmp_path, capsys, monkeypatch
+):
+  flag_values = command.flag_values("finetune")  # as `python -m albert_jax.finetune`, anew:
+  main = command.main_of(finetune.run, flag_values, "finetune")  # an override flag parses once
+
+  argv = ["finetune", f"--config={SST2}", f"--config.{flag}", f"--workdir={tmp_path / 'run'}"]
+  monkeypatch.setattr(sys, "argv", argv)  # where config flags look for --config's overrides
+  with pytest.raises(SystemExit) as exited:
+    cli.run(main, flag_values)
+  err = capsys.readouterr().err
+  assert exited.value.code == EXIT_USER_ERROR, err
+  assert err == f"error: {message.rstrip('.')}.\n"
+  assert not (tmp_path / "run").exists()  # refused before any work
+
+
+# ---- 5. the training data changed between a checkpoint and its resumption ------------------
+
+
+def test_resuming_on_changed_training_data_is_refused_or_restarts_the_epoch(
+  tmp_path, xla_cache, monkeypatch
+):
+  train = tmp_path / "train.tsv"
+  lines = (ROOT / "albert_jax/assets/samples/sst2_sample/train.tsv").read_text().splitlines()
+  train.write_text("\n".join(lines) + "\n")
+  config = config_of({**TINY, "num_train_steps": 6, "train_file": str(train)})
+  workdir = tmp_path / "run"
+
+  class Killed(Exception):
+    pass
+
+  def die_after_step_4(self, steps=1):
+    if self._bar.n + steps == 4:  # after checkpoint 3
+      raise Killed
+    self._bar.update(steps)
+
+  monkeypatch.setattr(loop.Reporter, "advance", die_after_step_4)
+  with pytest.raises(Killed):
+    finetune.run(config, str(workdir))
+  monkeypatch.undo()
+  flipped = [lines[0]] + [f"{t}\t{1 - int(y)}" for t, y in (x.split("\t") for x in lines[1:])]
+  train.write_text("\n".join(flipped) + "\n")  # same size, other labels
+  with pytest.raises(UserError, match=r"The training data changed since the checkpoint was saved "
+                     r"\(64 examples, sha256 .* --config.allow_data_change=True"):  # fmt: skip
+    finetune.run(config, str(workdir))
+
+  train.write_text("\n".join(flipped[:20]) + "\n")  # fewer examples than the saved position
+  config.allow_data_change = True
+  metrics = finetune.run(config, str(workdir))
+  assert metrics["step"] == 6
+  with open(workdir / "checkpoints" / "6" / "data" / "metadata") as f:
+    position = json.load(f)
+  assert position["data"]["examples"] == 19
+  # 3 steps of 8 on the old data reached (epoch 0, index 24); the new data restarts epoch 0:
+  # 3 more steps of 8 = 24 examples = one epoch of 19 + 5.
+  assert (position["epoch"], position["index"]) == (1, 5)
+
+
+# ---- 6. checksums: a changed byte in a converted model is an error naming the file -----------
+
+
+def test_a_flipped_byte_in_a_converted_model_is_an_error_naming_the_file(
+  small_vocab_model, tmp_path
+):
+  out = tmp_path / "out"
+  shutil.copytree(small_vocab_model / "out", out)
+  meta = json.loads((out / "albert_jax.json").read_text())
+  assert set(meta["checksums"]) >= {"config.json", "spiece.model"}
+  arrays = [name for name in meta["checksums"] if name.startswith("params/")]
+  biggest = max(arrays, key=lambda name: (out / name).stat().st_size)  # the array data
+  from_pretrained(out)  # intact: loads
+  data = bytearray((out / biggest).read_bytes())
+  data[len(data) // 2] ^= 0x01  # one bit of one weight
+  (out / biggest).write_bytes(bytes(data))
+  with pytest.raises(UserError, match=rf"{re.escape(str(out / biggest))} does not match its "
+                     r"checksum in .*albert_jax.json: the file is damaged"):  # fmt: skip
+    from_pretrained(out)
