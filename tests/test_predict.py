@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from albert_jax import export, from_pretrained, pipeline, predict
+from albert_jax import AlbertTokenizer, export, from_pretrained, pipeline, predict
 from albert_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,3 +251,71 @@ def test_command_line_exit_code_and_stdin(run, tmp_path):
   )
   assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and done.stdout == ""
   assert not (tmp_path / "o.jsonl").exists()
+
+
+# ---- question answering: the SQuAD sample, the same way ----------------------------------------
+
+QUESTIONS = [
+  {
+    "question": "Where did Charles Babbage live?",
+    "context": "Charles Babbage lived in London with his friend near 1,000 old trees",
+  },
+  {"question": "What is my name?", "context": "My name is Wolfgang and I live in Berlin"},
+]
+
+
+@pytest.fixture(scope="module")
+def squad_run(tmp_path_factory):
+  """`python -m albert_jax.finetune` on the SQuAD sample (a smaller model, one epoch)."""
+  workdir = tmp_path_factory.mktemp("squad") / "run"
+  flags = [f"--config.model_overrides.{k}={v}" for k, v in SMALL_RUN.items()]
+  flags += ["--config.num_epochs=1.0", "--config.mesh.shape.data=1", "--config.log_every_steps=1"]
+  done = cli(
+    "albert_jax.finetune",
+    "--config=configs/finetune/squad_sample.py",
+    *flags,
+    f"--workdir={workdir}",
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir
+
+
+def test_question_answering_journey(squad_run, tmp_path):
+  import transformers
+
+  from tests.test_pipelines import _hf_answer
+
+  meta = json.loads((squad_run / "export" / "albert_jax.json").read_text())
+  assert meta["head"] == "question_answering" and meta["task"] == "squad_v1"
+  assert "f1" in meta["metrics"]["validation"]
+  inputs = tmp_path / "q.jsonl"
+  inputs.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+  out = tmp_path / "a.jsonl"
+  args = [
+    "p",
+    "--model",
+    str(squad_run / "export"),
+    "--task",
+    "question-answering",
+    "--input",
+    str(inputs),
+    "--output",
+    str(out),
+    "--noprogress",
+  ]
+  assert predict.main(args) == 0
+  ours = [json.loads(line) for line in out.read_text().splitlines()]
+  assert export.main(["e", "--checkpoint", str(squad_run), "--output", str(tmp_path / "hf")]) == 0
+  ref = transformers.AlbertForQuestionAnswering.from_pretrained(str(tmp_path / "hf")).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+  for q, a in zip(QUESTIONS, ours, strict=True):
+    assert AlbertTokenizer().tokenize(q["context"]) == tokenizer.tokenize(q["context"])
+    want = _hf_answer(ref, tokenizer, q["question"], q["context"], max_answer_len=15)
+    assert (a["start"], a["end"], a["answer"]) == (want["start"], want["end"], want["answer"])
+    assert a["score"] == pytest.approx(want["score"], abs=1e-4)
+  # a question that leaves no room for the context: an error naming it, no output file
+  inputs.write_text(json.dumps({"question": "why " * 200, "context": "short."}) + "\n")
+  out.unlink()
+  with pytest.raises(UserError, match=r"Question 0 .* leaves no room for the context"):
+    predict.main(args)
+  assert not out.exists()
