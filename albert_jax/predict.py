@@ -4,8 +4,9 @@
         --input sentences.txt --output predictions.jsonl
 
 --input: JSONL (one object a line, the pipeline's fields: `text` [+ `text_pair`] for
-text-classification, `question` + `context` for question-answering, `text` for fill-mask and
-feature-extraction), TSV or CSV with a header row naming those fields (by the file's
+text-classification, `question` + `context` for question-answering, `text` for
+token-classification, fill-mask and feature-extraction, `question` + `choices` (a list) [+
+`context`] for multiple-choice), TSV or CSV with a header row naming those fields (by the file's
 extension), or plain text, one text a line. `-` reads stdin / writes stdout. The output holds
 one JSON line per input, in input order; a file appears only once complete. Inputs are sorted
 by length and batched at a few bucket lengths (one compilation each); a progress bar goes to
@@ -32,6 +33,8 @@ from albert_jax.pipelines import PIPELINES, pipeline
 FIELDS = {
   "text-classification": (("text",), ("text_pair",)),
   "question-answering": (("question", "context"), ()),
+  "token-classification": (("text",), ()),
+  "multiple-choice": (("question", "choices"), ("context",)),  # choices: a JSON list
   "fill-mask": (("text",), ()),
   "feature-extraction": (("text",), ()),
 }
@@ -71,6 +74,13 @@ flags.DEFINE_integer("max_seq_len", None, "question-answering: window length.", 
 flags.DEFINE_integer(
   "max_question_len", None, "question-answering: question pieces kept.", flag_values=FLAGS
 )
+flags.DEFINE_enum(
+  "aggregation_strategy",
+  None,
+  ["none", "simple", "first", "average", "max"],
+  "token-classification: grouping of pieces into entities.",
+  flag_values=FLAGS,
+)
 flags.DEFINE_bool(
   "handle_impossible_answer", None, "question-answering: allow no answer.", flag_values=FLAGS
 )
@@ -87,6 +97,7 @@ _OPTIONS = (
   "max_seq_len",
   "max_question_len",
   "handle_impossible_answer",
+  "aggregation_strategy",
 )
 
 
@@ -118,7 +129,7 @@ def pipeline_inputs(task: str, path: str, records: list[tuple[int, dict[str, Any
   required, optional = FIELDS[task]
   inputs = []
   for n, record in records:
-    missing = [k for k in required if not isinstance(record.get(k), str) or not record[k]]
+    missing = [k for k in required if not _given(k, record.get(k))]
     if missing:
       raise UserError(
         f"{path}:{n}: no {', '.join(repr(k) for k in missing)} field for task {task} "
@@ -127,6 +138,12 @@ def pipeline_inputs(task: str, path: str, records: list[tuple[int, dict[str, Any
     item = {k: record[k] for k in (*required, *optional) if record.get(k)}
     inputs.append(item["text"] if set(item) == {"text"} else item)
   return inputs
+
+
+def _given(key: str, value: Any) -> bool:
+  if key == "choices":
+    return isinstance(value, list) and bool(value)
+  return isinstance(value, str) and bool(value)
 
 
 def _top_k(value: str | None) -> dict[str, Any]:

@@ -417,3 +417,32 @@ def test_multiple_choice_matches_transformers_logits(tmp_path, tagger):
     assert result["label"] == int(want.argmax())
   with pytest.raises(UserError, match="needs a model with head 'multiple_choice'"):
     pipeline("multiple-choice", model=tagger[1])
+
+
+def test_predict_token_classification_file(tagger, tmp_path):
+  from albert_jax import predict
+
+  texts = ["My name is Wolfgang and I live in Berlin.", "Charles Babbage lived in London."]
+  (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  args = [
+    "p",
+    "--model",
+    str(tagger[1]),
+    "--task",
+    "token-classification",
+    "--input",
+    str(tmp_path / "in.jsonl"),
+    "--output",
+    str(tmp_path / "out.jsonl"),
+    "--aggregation_strategy",
+    "simple",
+    "--noprogress",
+  ]
+  assert predict.main(args) == 0
+  got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+  want = pipeline("token-classification", model=tagger[1], aggregation_strategy="simple")(texts)
+  assert [[{k: v for k, v in e.items() if k != "score"} for e in r] for r in got] == [
+    [{k: v for k, v in e.items() if k != "score"} for e in r] for r in want
+  ]
+  with pytest.raises(UserError, match="--top_k does not apply to task token-classification"):
+    predict.main([*args, "--top_k", "3"])

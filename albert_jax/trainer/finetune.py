@@ -52,6 +52,8 @@ _TARGETS = ("label", "labels", "start_positions", "end_positions")
 _FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length", "label_all_tokens")
 _POSTPROCESS_KEYS = ("n_best_size", "max_answer_length", "null_score_diff_threshold")
 EXPORTS = ("best", "final", "none")
+# `export` decides only what is written at the end: a run made before it existed resumes.
+_RESUMABLE_CHANGES = (*config_lib.RESUMABLE_CHANGES, "export")
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -144,7 +146,9 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     raise UserError(f"export={config.export!r}: choose one of {', '.join(EXPORTS)}.")
   if config.num_train_steps is not None and config.warmup_steps is not None:
     config_lib.check_steps(config.num_train_steps, config.warmup_steps)
-  mesh, rules = config_lib.check(config, workdir, eval_batch_size=_eval_batch_size(config))
+  mesh, rules = config_lib.check(
+    config, workdir, eval_batch_size=_eval_batch_size(config), resumable=_RESUMABLE_CHANGES
+  )
   return task, mesh, rules
 
 
