@@ -446,3 +446,20 @@ def test_predict_token_classification_file(tagger, tmp_path):
   ]
   with pytest.raises(UserError, match="--top_k does not apply to task token-classification"):
     predict.main([*args, "--top_k", "3"])
+
+
+def test_regression_head_returns_the_raw_score_as_transformers(tmp_path):
+  import transformers
+
+  ref, ours_dir, hf_dir = _convert_and_export(
+    tmp_path, "sequence_classification", seed=6, num_labels=1
+  )
+  texts = ["a gripping film", "dull and far too long"]
+  got = pipeline("text-classification", model=ours_dir)(texts)
+  want = transformers.pipeline("text-classification", model=str(hf_dir), device="cpu")(texts)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+  with torch.no_grad():
+    logits = ref(**tokenizer(texts, padding=True, return_tensors="pt")).logits[:, 0].numpy()
+  assert [g["label"] for g in got] == [w["label"] for w in want] == ["LABEL_0"] * 2
+  np.testing.assert_allclose([g["score"] for g in got], logits, atol=TOL)
+  np.testing.assert_allclose([w["score"] for w in want], logits, atol=TOL)

@@ -70,6 +70,8 @@ class QuestionAnsweringPipeline:
       raise UserError(f"Unknown question-answering options {sorted(unknown)}.")
     o = {**self.options, **options}
     items, single = base.as_list(inputs, lambda x: isinstance(x, dict))
+    if not items:
+      return []
     examples = [_example(i, item) for i, item in enumerate(items)]
     arrays, meta = self.featurize(examples, o)
     lengths = arrays["attention_mask"].sum(-1)
