@@ -10,6 +10,7 @@ from albert_jax.heads import (
   AlbertForTokenClassification,
 )
 from albert_jax.model import AlbertModel, AlbertModelOutput
+from albert_jax.pipelines import pipeline
 from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
@@ -26,4 +27,5 @@ __all__ = [
   "AlbertTokenizer",
   "Pretrained",
   "from_pretrained",
+  "pipeline",
 ]

@@ -17,11 +17,13 @@ ALBERT). Text becomes pieces the way Google's ALBERT code and HF's slow (Sentenc
 Sequences are `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`, token types 0 up to the first `[SEP]`
 and 1 after it. Truncation follows HF (tokenizers' rules, see `_longest_first`), padding is on
 the right with `<pad>` (id 0), token type 0 and attention mask 0. `decode` joins the pieces as
-HF's Metaspace decoder does.
+HF's Metaspace decoder does. `tokenize_with_offsets` also gives each piece's characters in the
+original text (for answer spans and entities cut out of the text as written).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import json
 import os
@@ -257,6 +259,11 @@ class AlbertTokenizer:
     if not piece.startswith(SPIECE_UNDERLINE) and head[0].startswith(SPIECE_UNDERLINE):
       head = head[1:] if head[0] == SPIECE_UNDERLINE else [head[0][1:], *head[1:]]
     return [*head, ","]
+
+  def tokenize_with_offsets(self, text: str) -> tuple[list[str], np.ndarray]:
+    """The pieces of `text` and each one's (start, end) characters in `text` [T, 2]; see the
+    module function `tokenize_with_offsets`."""
+    return tokenize_with_offsets(self, text)
 
   def _ids(self, text: str) -> list[int]:
     return self.convert_tokens_to_ids(self.tokenize(text))
@@ -571,3 +578,99 @@ def _id_list(ids: Any) -> list[int]:
   if array.size and not np.issubdtype(array.dtype, np.integer):
     raise ValueError(f"token ids must be integers, got dtype {array.dtype}")
   return [int(i) for i in array.reshape(-1)]
+
+
+# ---- offsets: pieces -> characters of the original text ----------------------------------
+
+
+def normalize_with_map(
+  text: str, *, lower: bool = True, strip_accents: bool = True
+) -> tuple[str, list[int]]:
+  """ALBERT's text preprocessing of `text`, and for each output character its source index."""
+  chars: list[tuple[str, int]] = []
+  space_at = None  # where the pending run of whitespace began
+  for i, c in enumerate(text):
+    if c.isspace():
+      space_at = i if space_at is None else space_at
+      continue
+    if space_at is not None and chars:
+      chars.append((" ", space_at))
+    space_at = None
+    chars.append((c, i))
+  for pair in ("``", "''"):  # str.replace order and semantics: left to right, no overlaps
+    merged, k = [], 0
+    while k < len(chars):
+      if k + 1 < len(chars) and chars[k][0] + chars[k + 1][0] == pair:
+        merged.append(('"', chars[k][1]))
+        k += 2
+      else:
+        merged.append(chars[k])
+        k += 1
+    chars = merged
+  if strip_accents:
+    chars = [
+      (d, i)
+      for c, i in chars
+      for d in unicodedata.normalize("NFKD", c)
+      if not unicodedata.combining(d)
+    ]
+  if lower:
+    lowered = [(d, i) for c, i in chars for d in c.lower()]
+    whole = "".join(c for c, _ in chars).lower()  # as one string: a word-final Σ becomes ς
+    chars = [(d, i) for d, (_, i) in zip(whole, lowered, strict=True)]
+  return "".join(c for c, _ in chars), [i for _, i in chars]
+
+
+def tokenize_with_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.ndarray]:
+  """`tokenizer.tokenize(context)` and each piece's (start, end) characters in `context` [T, 2].
+
+  `context[start:end]` is the original text a piece came from, through whitespace collapse,
+  quote replacement, accent stripping and lowercasing (`normalize_with_map`) and
+  SentencePiece's own normalization (aligned by `_align`); characters normalization dropped
+  belong to the piece before them. A piece of only `▁` gets (-1, -1).
+  """
+  pieces = tokenizer.tokenize(context)
+  norm, source = normalize_with_map(
+    context,
+    lower=getattr(tokenizer, "do_lower_case", True),
+    strip_accents=not getattr(tokenizer, "keep_accents", False),
+  )
+  joined = "".join(pieces).replace(SPIECE_UNDERLINE, " ")
+  to_norm = _align(joined, norm)  # joined char -> (start, end) in norm, or None
+  covered = np.zeros(len(context) + 1, bool)
+  for span in to_norm:
+    if span is not None:
+      covered[[source[j] for j in range(*span)]] = True
+  offsets = np.full((len(pieces), 2), -1, np.int32)
+  position = 0
+  for k, piece in enumerate(pieces):
+    spans = [
+      to_norm[position + c]
+      for c, char in enumerate(piece.replace(SPIECE_UNDERLINE, " "))
+      if char != " " and to_norm[position + c] is not None
+    ]
+    position += len(piece)
+    if not spans:
+      continue
+    start = source[min(s for s, _ in spans)]
+    end = source[max(e for _, e in spans) - 1] + 1
+    while end < len(context) and not covered[end] and not context[end].isspace():
+      end += 1  # characters that normalization dropped belong to the piece before them
+    offsets[k] = start, end
+  return pieces, offsets
+
+
+def _align(joined: str, norm: str) -> list[tuple[int, int] | None]:
+  """For each character of `joined`, the span of `norm` it stands for (None: nothing)."""
+  lead = len(joined) - len(joined.lstrip(" "))
+  if joined[lead:] == norm:  # the common case: only SentencePiece's leading ▁ added
+    return [None] * lead + [(j, j + 1) for j in range(len(norm))]
+  spans: list[tuple[int, int] | None] = [None] * len(joined)
+  matcher = difflib.SequenceMatcher(None, joined, norm, autojunk=False)
+  for op, i1, i2, j1, j2 in matcher.get_opcodes():
+    for i in range(i1, i2):
+      if op == "equal":
+        spans[i] = (j1 + i - i1, j1 + i - i1 + 1)
+      elif op == "replace":
+        spans[i] = (j1, j2)
+  return spans

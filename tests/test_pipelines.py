@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from albert_jax import convert, fill_mask, from_pretrained
+from albert_jax import AlbertTokenizer, convert, fill_mask, from_pretrained, pipeline
 from albert_jax.data import batching
 from albert_jax.errors import UserError
 from albert_jax.features import extract_features, load_features
@@ -211,3 +211,256 @@ def test_features_need_a_pooler_for_pooled_output(tmp_path):
   model = from_pretrained(tmp_path / "hf", head="base", add_pooling_layer=False, strict=True)
   feats = extract_features(model, ["hello"], progress=False)
   assert feats.last_hidden_state[0].shape == (3, SMALL["hidden_size"])
+
+
+# ---- task pipelines (albert_jax.pipelines) against transformers ----------------------------------
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+F32 = 1e-5  # probabilities from float32 logits of two implementations
+TRICKY_TEXTS = [
+  "Café  Müller’s “quoted” text, naïve résumé — 1,000,000 digits.",
+  "ΟΔΟΣ  straße\tﬁne cafe\u0301 ``old'' quotes, 3,5 and 12,",
+  "  leading and trailing spaces  ",
+]
+
+
+def _convert_and_export(root, head, seed, **config):
+  """A random HF model of `head` -> save_pretrained -> convert CLI -> export CLI."""
+  from albert_jax import export
+
+  ref = hf_model(head, seed=seed, **TINY, **config)
+  with torch.no_grad():  # peaked outputs, so labels are far from ties
+    for name, p in ref.named_parameters():
+      if name.startswith(("classifier", "qa_outputs")):
+        p.mul_(20.0)
+    if head == "token_classification":  # centred on the mean hidden state: varied tags
+      ids = torch.randint(
+        5, TINY["vocab_size"], (4, 32), generator=torch.Generator().manual_seed(0)
+      )
+      mean_H = ref.albert(ids).last_hidden_state.mean((0, 1))
+      ref.classifier.bias.copy_(-ref.classifier.weight @ mean_H)
+  ref.save_pretrained(root / "hf")
+  convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "ours")])
+  export.main(["e", "--checkpoint", str(root / "ours"), "--output", str(root / "hfx")])
+  return ref, root / "ours", root / "hfx"
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory):
+  return _convert_and_export(
+    tmp_path_factory.mktemp("tc"),
+    "token_classification",
+    seed=3,
+    num_labels=len(TAGS),
+    id2label=dict(enumerate(TAGS)),
+    label2id={t: i for i, t in enumerate(TAGS)},
+  )
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+def test_token_classification_matches_transformers(tagger, strategy):
+  import transformers
+
+  _, ours_dir, hf_dir = tagger
+  texts = [
+    "My name is Wolfgang and I live in Berlin, near 1,000 trees.",
+    "Charles Babbage lived in London with his friend.",
+  ]
+  hf = transformers.pipeline(
+    "token-classification", model=str(hf_dir), aggregation_strategy=strategy, device="cpu"
+  )
+  ours = pipeline("token-classification", model=ours_dir, aggregation_strategy=strategy)
+  tok = ours.model.tokenizer
+  for text in texts:  # texts on which the two tokenizers agree
+    assert tok.tokenize(text) == hf.tokenizer.tokenize(text)
+  got, want = ours(texts), hf(texts)
+  assert sum(map(len, want)) > 2  # a few entities, not an empty comparison
+  for a, b in zip(got, want, strict=True):
+    assert [{k: v for k, v in e.items() if k != "score"} for e in a] == [
+      {k: (int(v) if k == "index" else v) for k, v in e.items() if k != "score"} for e in b
+    ]
+    np.testing.assert_allclose([e["score"] for e in a], [e["score"] for e in b], atol=F32)
+
+
+def test_offsets_are_the_original_spans(tagger):
+  tok = AlbertTokenizer()
+  tag = pipeline("token-classification", model=tagger[1], ignore_labels=[])
+  seen_unknown = False
+  for text in TRICKY_TEXTS:
+    pieces, offsets = tok.tokenize_with_offsets(text)
+    assert pieces == tok.tokenize(text)
+    entities = tag(text)
+    unknown = [tok.convert_tokens_to_ids(p) == tok.unk_token_id for p in pieces]
+    seen_unknown |= any(unknown)  # an unknown piece shows its original text, as in HF
+    assert [e["word"] for e in entities] == [
+      text[s:e] if unk else p for p, (s, e), unk in zip(pieces, offsets, unknown, strict=True)
+    ]
+    for piece, (start, end), e in zip(pieces, offsets, entities, strict=True):
+      if piece == "▁":  # no characters of its own: an empty span where the next piece starts
+        assert start == -1 and e["start"] == e["end"]
+        continue
+      assert (e["start"], e["end"]) == (start, end)
+      assert tok._preprocess(text[start:end]) == piece.lstrip("▁"), (piece, text[start:end])
+      assert not text[start].isspace() and not text[end - 1].isspace()
+  assert seen_unknown
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+  return _convert_and_export(tmp_path_factory.mktemp("qa"), "question_answering", seed=4)
+
+
+def _hf_answer(ref, tokenizer, question, context, max_answer_len=15):
+  """transformers' model and tokenizer: the best span by p(start) p(end) over the context
+  pieces ([CLS] in the softmax, not an answer), widened to the tokenizer's words."""
+  enc = tokenizer(question, context, return_offsets_mapping=True, return_token_type_ids=True)
+  with torch.no_grad():
+    out = ref(
+      torch.tensor([enc["input_ids"]]), token_type_ids=torch.tensor([enc["token_type_ids"]])
+    )
+  seq = enc.sequence_ids()
+  allowed = np.array([s == 1 for s in seq])
+  allowed[0] = True
+  probs = []
+  for logits in (out.start_logits[0].numpy(), out.end_logits[0].numpy()):
+    x = np.where(allowed, logits.astype(np.float64), -10000.0)
+    e = np.exp(x - x.max())
+    probs.append(e / e.sum())
+  best = max(
+    (probs[0][s] * probs[1][e], s, e)
+    for s in range(len(seq))
+    for e in range(s, min(s + max_answer_len, len(seq)))
+    if seq[s] == 1 and seq[e] == 1
+  )
+  score, s, e = best
+  start = enc.word_to_chars(enc.token_to_word(s), sequence_index=1)[0]
+  end = enc.word_to_chars(enc.token_to_word(e), sequence_index=1)[1]
+  return {"score": float(score), "start": start, "end": end, "answer": context[start:end]}
+
+
+def test_question_answering_matches_transformers(reader):
+  """(On contexts without punctuation next to words: transformers' fast ALBERT tokenizer counts
+  a `.` after a word as a word of its own, where we widen answers to whitespace-separated
+  words.)"""
+  import transformers
+
+  ref, ours_dir, hf_dir = reader
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+  questions = [
+    {
+      "question": "Where did Charles Babbage live?",
+      "context": "Charles Babbage lived in London with his friend near 1,000 old trees",
+    },
+    {"question": "What is my name?", "context": "My name is Wolfgang and I live in Berlin"},
+  ]
+  answer = pipeline("question-answering", model=ours_dir)
+  got = answer(questions)
+  for q, a in zip(questions, got, strict=True):
+    want = _hf_answer(ref, tokenizer, q["question"], q["context"])
+    assert {k: a[k] for k in ("start", "end", "answer")} == {
+      k: want[k] for k in ("start", "end", "answer")
+    }
+    assert a["score"] == pytest.approx(want["score"], abs=1e-4)
+    assert q["context"][a["start"] : a["end"]] == a["answer"]
+  # several answers, ranked; the no-answer candidate when asked for
+  top = answer(questions[0], top_k=3, handle_impossible_answer=True)
+  assert len(top) == 3 and [t["score"] for t in top] == sorted(
+    (t["score"] for t in top), reverse=True
+  )
+  best = top[0] if top[0]["answer"] else top[1]  # (the no-answer candidate may rank first)
+  assert (best["start"], best["end"]) == (got[0]["start"], got[0]["end"])
+  assert best["score"] == pytest.approx(got[0]["score"], abs=F32)
+  assert "" in [t["answer"] for t in answer(questions[0], top_k=40, handle_impossible_answer=True)]
+
+
+def test_question_answering_long_context_in_windows(reader):
+  context = " ".join(
+    f"Sentence {i} says that Berlin, Café Müller, is near tree {i}." for i in range(40)
+  )
+  answer = pipeline("question-answering", model=reader[1], max_seq_len=64, doc_stride=16)
+  arrays, _ = answer.featurize(
+    [{"id": "0", "question": "Where?", "context": context, "answers": [], "is_impossible": False}],
+    answer.options,
+  )
+  assert len(arrays["input_ids"]) > 5  # many windows
+  results = answer({"question": "Where is the tree?", "context": context}, top_k=5)
+  assert len(results) == 5
+  for r in results:
+    assert context[r["start"] : r["end"]] == r["answer"] and r["answer"].strip()
+  with pytest.raises(UserError, match="leaves no room for the context"):
+    answer({"question": "why " * 80, "context": context})
+
+
+def test_multiple_choice_matches_transformers_logits(tmp_path, tagger):
+  import transformers
+
+  ref, ours_dir, hf_dir = _convert_and_export(tmp_path, "multiple_choice", seed=5)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+  items = [
+    {"question": "The sky is", "choices": ["blue.", "a large green fish in the sea.", "red"]},
+    {"context": "Paris is in France.", "question": "Paris is in", "choices": ["France", "Peru"]},
+  ]
+  choose = pipeline("multiple-choice", model=ours_dir)
+  got = choose(items)
+  for item, result in zip(items, got, strict=True):
+    first = " ".join(t for t in (item.get("context"), item["question"]) if t)
+    enc = tokenizer(
+      [first] * len(item["choices"]),
+      item["choices"],
+      padding=True,
+      return_tensors="pt",
+      return_token_type_ids=True,
+    )
+    with torch.no_grad():
+      logits = ref(**{k: v[None] for k, v in enc.items()}).logits[0].numpy()
+    want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(result["scores"], want, atol=F32)
+    assert result["label"] == int(want.argmax())
+  with pytest.raises(UserError, match="needs a model with head 'multiple_choice'"):
+    pipeline("multiple-choice", model=tagger[1])
+
+
+def test_predict_token_classification_file(tagger, tmp_path):
+  from albert_jax import predict
+
+  texts = ["My name is Wolfgang and I live in Berlin.", "Charles Babbage lived in London."]
+  (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  args = [
+    "p",
+    "--model",
+    str(tagger[1]),
+    "--task",
+    "token-classification",
+    "--input",
+    str(tmp_path / "in.jsonl"),
+    "--output",
+    str(tmp_path / "out.jsonl"),
+    "--aggregation_strategy",
+    "simple",
+    "--noprogress",
+  ]
+  assert predict.main(args) == 0
+  got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+  want = pipeline("token-classification", model=tagger[1], aggregation_strategy="simple")(texts)
+  assert [[{k: v for k, v in e.items() if k != "score"} for e in r] for r in got] == [
+    [{k: v for k, v in e.items() if k != "score"} for e in r] for r in want
+  ]
+  with pytest.raises(UserError, match="--top_k does not apply to task token-classification"):
+    predict.main([*args, "--top_k", "3"])
+
+
+def test_regression_head_returns_the_raw_score_as_transformers(tmp_path):
+  import transformers
+
+  ref, ours_dir, hf_dir = _convert_and_export(
+    tmp_path, "sequence_classification", seed=6, num_labels=1
+  )
+  texts = ["a gripping film", "dull and far too long"]
+  got = pipeline("text-classification", model=ours_dir)(texts)
+  want = transformers.pipeline("text-classification", model=str(hf_dir), device="cpu")(texts)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+  with torch.no_grad():
+    logits = ref(**tokenizer(texts, padding=True, return_tensors="pt")).logits[:, 0].numpy()
+  assert [g["label"] for g in got] == [w["label"] for w in want] == ["LABEL_0"] * 2
+  np.testing.assert_allclose([g["score"] for g in got], logits, atol=TOL)
+  np.testing.assert_allclose([w["score"] for w in want], logits, atol=TOL)

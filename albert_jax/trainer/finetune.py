@@ -13,6 +13,9 @@ workdir:
   predictions/         prediction files of the final model, per eval split
   metrics.json         the final eval metrics
   buckets.json         the sequence lengths batches are cut to (`config.batching="bucket"`)
+  export/              the best evaluated (`export=best`, else the final) model, in the layout
+                       `python -m albert_jax.convert` writes, with the task's head, labels and
+                       the metrics of its step (`albert_jax.trainer.export.write`)
 Rerunning the same command resumes from the latest checkpoint, at the same step and data
 position, and ends with the same parameters and metrics as an uninterrupted run.
 
@@ -43,7 +46,7 @@ import numpy as np
 
 from albert_jax import distributed, sharding
 from albert_jax import metrics as metrics_lib
-from albert_jax.checkpoint import Checkpoints
+from albert_jax.checkpoint import Checkpoints, abstract_state
 from albert_jax.config import PRESETS, AlbertConfig
 from albert_jax.data import batching, ner, tasks
 from albert_jax.errors import UserError
@@ -51,7 +54,7 @@ from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
 from albert_jax.tokenizer import AlbertTokenizer, check_token_ids
 from albert_jax.trainer import config as config_lib
-from albert_jax.trainer import loop
+from albert_jax.trainer import export, loop
 from albert_jax.trainer.order import (
   DataPosition,
   data_fingerprint,
@@ -74,6 +77,9 @@ _SEQUENCE_OUTPUTS = {
   "token_classification": ("logits",),
 }
 _PADDED_SCORE = -1e9
+EXPORTS = ("best", "final", "none")
+# `export` decides only what is written at the end: a run made before it existed resumes.
+_RESUMABLE_CHANGES = (*config_lib.RESUMABLE_CHANGES, "export")
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -112,6 +118,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.batching = "bucket"  # or "max_length": every row padded to max_seq_length (module doc)
   c.max_buckets = 8  # "bucket": at most this many sequence lengths (compiled shapes)
   c.bucket_multiple = 8  # "bucket": each length a multiple of this
+  c.export = "best"  # into WORKDIR/export: "best" (evaluated) step, "final" step or "none"
   return c
 
 
@@ -216,6 +223,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     )
   if config.warmup_steps is None and config.warmup_fraction is None:
     raise UserError("Set warmup_steps or warmup_fraction.")
+  if config.get("export", "best") not in EXPORTS:
+    raise UserError(f"export={config.export!r}: choose one of {', '.join(EXPORTS)}.")
   if config.num_train_steps is not None and config.warmup_steps is not None:
     config_lib.check_steps(config.num_train_steps, config.warmup_steps)
   if config.batching not in BATCHING:
@@ -225,6 +234,9 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
       f"max_buckets={config.max_buckets} and bucket_multiple={config.bucket_multiple} must be >= 1."
     )
   mesh, rules = config_lib.check(config, workdir, eval_batch_size=_eval_batch_size(config))
+  mesh, rules = config_lib.check(
+    config, workdir, eval_batch_size=_eval_batch_size(config), resumable=_RESUMABLE_CHANGES
+  )
   return task, mesh, rules
 
 
@@ -524,4 +536,42 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       finish=finish,
       batch_stats=stats.read,
     )
+    if result.finished is not None and config.get("export", "best") != "none":
+      _export(config, workdir, task, tokenizer, module.config, ckpts, result, eval_sets)
   return result.finished
+
+
+def task_metadata(task) -> dict[str, Any]:
+  """What albert_jax.json records of a fine-tuning task: its name, labels and their names."""
+  num_labels = task.num_labels if has_num_labels(task.head) else None
+  names = task.label_names if num_labels and len(task.label_names) == num_labels else ()
+  return {
+    "task": task.name,
+    "num_labels": num_labels,
+    "id2label": {str(i): name for i, name in enumerate(names)} or None,
+  }
+
+
+def _export(config, workdir, task, tokenizer, albert, ckpts, result, eval_sets) -> None:
+  """Writes WORKDIR/export: the best evaluated step's model (`export=best`), else the final."""
+  ckpts.wait_until_finished()
+  state, step = result.state, result.step
+  metrics = {s.split: result.finished[s.split] for s in eval_sets}
+  best = ckpts.best_step()
+  if config.export == "best" and best is not None and best != step:
+    state, _ = ckpts.restore(abstract_state(state), best=True)
+    step, metrics = best, {eval_sets[0].split: ckpts.best_metrics()}
+  export.write(
+    os.path.join(workdir, "export"),
+    state,
+    albert,
+    tokenizer,
+    {
+      "source": os.path.abspath(workdir),
+      "source_format": "albert_jax.finetune",
+      "tokenizer": "bundled" if config.from_scratch else "source",
+      "step": step,
+      "metrics": metrics,
+      **task_metadata(task),
+    },
+  )

@@ -121,6 +121,15 @@ def read_json(path: Path) -> dict[str, Any]:
     raise UserError(f"{path} is not valid JSON ({e}); fix it or download it again.") from None
 
 
+def hf_config(config: AlbertConfig, meta: Mapping[str, Any]) -> dict[str, Any]:
+  """config.json: the ALBERT config, with the label names as HF writes them if there are any."""
+  d = config.to_hf_dict()
+  if id2label := meta.get("id2label"):
+    d["id2label"] = {str(k): v for k, v in id2label.items()}
+    d["label2id"] = {v: int(k) for k, v in id2label.items()}
+  return d
+
+
 def write_converted(directory: str | os.PathLike, converted: Converted) -> None:
   """Writes `converted` into the existing, empty `directory` (see the module docstring)."""
   import orbax.checkpoint as ocp
@@ -128,7 +137,7 @@ def write_converted(directory: str | os.PathLike, converted: Converted) -> None:
   directory = Path(directory)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory.absolute() / PARAMS_DIR, converted.params)
-  converted.config.to_json_file(directory / HF_CONFIG_FILE)
+  files.write_json(directory / HF_CONFIG_FILE, hf_config(converted.config, converted.metadata))
   converted.tokenizer.save_pretrained(directory)
   checksums = {name: files.sha256(directory / name) for name in _data_files(directory)}
   files.write_json(directory / METADATA_FILE, {**converted.metadata, "checksums": checksums})

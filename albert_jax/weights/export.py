@@ -45,6 +45,8 @@ def hf_config_dict(model: Pretrained) -> dict[str, Any]:
       stored = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
     d["id2label"] = {str(k): v for k, v in stored.items()}
     d["label2id"] = {v: int(k) for k, v in stored.items()}
+    if model.num_labels == 1 and model.head == "sequence_classification":
+      d["problem_type"] = "regression"  # HF's pipeline then returns the raw score, as ours
   return d
 
 

@@ -7,7 +7,8 @@
 
 `name_or_dir` is a converted directory (`python -m albert_jax.convert`, `save_params`),
 anything the converter reads (an HF model directory, a TF checkpoint directory or prefix, a
-`.tar.gz`), or an HF hub name, which is converted once into `$ALBERT_JAX_CACHE/<name>` (default
+`.tar.gz`), a training workdir or checkpoint step directory (`albert_jax.weights.runs`), or an
+HF hub name, which is converted once into `$ALBERT_JAX_CACHE/<name>` (default
 `~/.cache/albert_jax/<name>`) and loaded from there afterwards.
 
 The head asked for may differ from the stored one. Parameters are matched by their place in the
@@ -40,7 +41,7 @@ from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
 from albert_jax.heads import abstract_params, create_module, init_params
 from albert_jax.tokenizer import AlbertTokenizer
-from albert_jax.weights import converted, sources
+from albert_jax.weights import converted, runs, sources
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,10 @@ def from_pretrained(
     path = _cached_conversion(str(name_or_dir))
   if converted.is_converted(path):
     source = _ConvertedDir(path)
+  elif converted.is_converted(path / runs.EXPORT_DIR):  # a workdir: the model it exported
+    source = _ConvertedDir(path / runs.EXPORT_DIR)
+  elif runs.is_run(path):  # a training workdir or step directory (runs without export/)
+    source = runs.RunCheckpoint(path)
   else:
     source = _InMemory(sources.load_source(path))
   return _assemble(
@@ -243,7 +248,7 @@ def _shardings_for(target: Params, shardings: Any) -> dict[Path_, jax.sharding.S
 
 
 def _assemble(
-  source: _ConvertedDir | _InMemory,
+  source: _ConvertedDir | _InMemory | runs.RunCheckpoint,
   name: str,
   head: str | None,
   num_labels: int | None,

@@ -1,0 +1,42 @@
+"""Task pipelines with HF transformers' task names, arguments and output fields.
+
+    classify = albert_jax.pipeline("text-classification", model="WORKDIR/export")
+    classify(["a gripping film", "dull"])  # [{"label": "positive", "score": ...}, ...]
+
+`pipeline(task, model=DIR_or_Pretrained, **options)`; `model` is anything
+`albert_jax.from_pretrained` loads (a converted or exported directory, a fine-tuning workdir)
+or a loaded `Pretrained`. Every pipeline takes one input or a list of them, and `batch_size`,
+`dtype` ("float32", "bfloat16") and `progress` options. One module per task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from albert_jax.errors import UserError
+from albert_jax.pipelines.extraction import FeatureExtractionPipeline, FillMaskPipeline
+from albert_jax.pipelines.multiple_choice import MultipleChoicePipeline
+from albert_jax.pipelines.question_answering import QuestionAnsweringPipeline
+from albert_jax.pipelines.text_classification import TextClassificationPipeline
+from albert_jax.pipelines.token_classification import TokenClassificationPipeline
+
+PIPELINES = {
+  p.task: p
+  for p in (
+    TextClassificationPipeline,
+    QuestionAnsweringPipeline,
+    TokenClassificationPipeline,
+    MultipleChoicePipeline,
+    FillMaskPipeline,
+    FeatureExtractionPipeline,
+  )
+}
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+
+
+def pipeline(task: str, model: Any, **options: Any):
+  """The pipeline for `task` (an HF task name) over `model`; see the module docstring."""
+  task = ALIASES.get(task, task)
+  if task not in PIPELINES:
+    raise UserError(f"Unknown pipeline task {task!r}; choose one of {', '.join(PIPELINES)}.")
+  return PIPELINES[task](model, **options)

@@ -1,0 +1,126 @@
+"""What every task pipeline shares: loading the model with the head the task needs, and running
+it over encoded rows in length-sorted batches, each padded to one of a few bucket lengths (one
+compilation per bucket; `albert_jax.data.batching`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from albert_jax.data import batching
+from albert_jax.errors import UserError
+from albert_jax.weights.pretrained import Pretrained, from_pretrained
+
+# input_ids, optional token_type_ids and attention_mask (default: all 1): [L], or [C, L] with
+# the choices of a multiple-choice question padded to the longest of them
+Row = Mapping[str, Sequence[int]]
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def load(model: Pretrained | str | os.PathLike, head: str, task: str, dtype: str | None):
+  """`model` (loaded, or a directory or hub name to load), checked to have `head`."""
+  if not isinstance(model, Pretrained):
+    options = {} if dtype is None else {"dtype": dtype_of(dtype)}
+    model = from_pretrained(model, **options)
+  if model.head != head:
+    raise UserError(
+      f"The {task!r} pipeline needs a model with head {head!r}; this one has head "
+      f"{model.head!r}. Use a model fine-tuned for {task}."
+    )
+  return model
+
+
+def dtype_of(name: str):
+  if name not in DTYPES:
+    raise UserError(f"dtype={name!r}: choose one of {', '.join(DTYPES)}.")
+  return DTYPES[name]
+
+
+def label_names(model: Pretrained) -> list[str]:
+  """The stored label names by id (`id2label`), else HF's `LABEL_<i>`."""
+  n = model.num_labels or 0
+  stored = model.metadata.get("id2label") or {}
+  return [stored.get(str(i), f"LABEL_{i}") for i in range(n)]
+
+
+class Runner:
+  """Runs a model over encoded rows: `runner(rows) -> [per-row outputs]`.
+
+  `outputs(model_output) -> {name: [B, ...] array}` picks the fields a pipeline needs; each
+  row's arrays come back float32 with the batch axis dropped (sequence axes stay padded to the
+  batch's bucket; cut them with the row's own length).
+  """
+
+  def __init__(
+    self,
+    model: Pretrained,
+    outputs: Callable[[Any], dict[str, jax.Array]],
+    *,
+    batch_size: int = 32,
+    max_buckets: int = 4,
+    progress: bool = False,
+  ):
+    if batch_size < 1:
+      raise UserError(f"batch_size={batch_size} must be >= 1.")
+    self.model, self.batch_size, self.max_buckets, self.progress = (
+      model,
+      batch_size,
+      max_buckets,
+      progress,
+    )
+
+    @jax.jit
+    def run(params, ids, mask, types):
+      out = model.module.apply({"params": params}, ids, mask, types)
+      return {k: v.astype(jnp.float32) for k, v in outputs(out).items()}
+
+    self._run = run
+
+  def __call__(self, rows: Sequence[Row]) -> list[dict[str, np.ndarray]]:
+    if not rows:
+      return []
+    limit = self.model.config.max_position_embeddings
+    lengths = np.array([np.shape(r["input_ids"])[-1] for r in rows])
+    if lengths.max() > limit:
+      i = int(lengths.argmax())
+      raise UserError(f"Input {i} is {lengths[i]} tokens long; the model takes at most {limit}.")
+    buckets = batching.choose_buckets(lengths, self.max_buckets, max_length=limit)
+    batch = min(self.batch_size, 1 << (len(rows) - 1).bit_length())
+    results: list[dict[str, np.ndarray] | None] = [None] * len(rows)
+    plan = batching.length_sorted_batches(lengths, batch, buckets)
+    with tqdm(total=len(rows), unit="input", disable=not self.progress) as bar:
+      for b in plan:
+        ids, mask, types = _pad([rows[i] for i in b.indices], b.length)
+        out = jax.device_get(self._run(self.model.params, ids, mask, types))
+        for k, i in enumerate(b.indices[b.weights > 0]):
+          results[i] = {name: value[k] for name, value in out.items()}
+        bar.update(int((b.weights > 0).sum()))
+    return results
+
+
+def _pad(rows: Sequence[Row], length: int) -> tuple[np.ndarray, ...]:
+  """input_ids (pad 0), attention_mask, token_type_ids: [B, (C,) length] int32."""
+  shape = (len(rows), *np.shape(rows[0]["input_ids"])[:-1], length)
+  ids, mask, types = (np.zeros(shape, np.int32) for _ in range(3))
+  for b, row in enumerate(rows):
+    n = np.shape(row["input_ids"])[-1]
+    ids[b, ..., :n] = row["input_ids"]
+    mask[b, ..., :n] = row.get("attention_mask", 1)
+    types[b, ..., :n] = row.get("token_type_ids", 0)
+  return ids, mask, types
+
+
+def as_list(inputs: Any, single: Callable[[Any], bool]) -> tuple[list[Any], bool]:
+  """(inputs as a list, whether one input was given)."""
+  if single(inputs):
+    return [inputs], True
+  if isinstance(inputs, (list, tuple)):
+    return list(inputs), False
+  raise UserError(f"Pipeline input {str(inputs)[:80]!r} is neither one input nor a list of them.")

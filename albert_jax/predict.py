@@ -1,0 +1,202 @@
+"""`python -m albert_jax.predict`: a task pipeline over a file, one JSON result a line.
+
+    python -m albert_jax.predict --model WORKDIR/export --task text-classification \
+        --input sentences.txt --output predictions.jsonl
+
+--input: JSONL (one object a line, the pipeline's fields: `text` [+ `text_pair`] for
+text-classification, `question` + `context` for question-answering, `text` for
+token-classification, fill-mask and feature-extraction, `question` + `choices` (a list) [+
+`context`] for multiple-choice), TSV or CSV with a header row naming those fields (by the file's
+extension), or plain text, one text a line. `-` reads stdin / writes stdout. The output holds
+one JSON line per input, in input order; a file appears only once complete. Inputs are sorted
+by length and batched at a few bucket lengths (one compilation each); a progress bar goes to
+stderr. The pipeline options are flags (`--top_k`, `--function_to_apply`, `--doc_stride`, ...;
+see `albert_jax.pipelines`). The library call is `albert_jax.pipeline(task, model=DIR)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from absl import flags
+
+from albert_jax import cli, files
+from albert_jax.errors import UserError
+from albert_jax.pipelines import PIPELINES, pipeline
+
+# The fields an input record needs, and the optional ones, per task.
+FIELDS = {
+  "text-classification": (("text",), ("text_pair",)),
+  "question-answering": (("question", "context"), ()),
+  "token-classification": (("text",), ()),
+  "multiple-choice": (("question", "choices"), ("context",)),  # choices: a JSON list
+  "fill-mask": (("text",), ()),
+  "feature-extraction": (("text",), ()),
+}
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+  "model",
+  None,
+  "Fine-tuned model directory (WORKDIR/export, a workdir, "
+  "or anything albert_jax.from_pretrained loads).",
+  flag_values=FLAGS,
+)
+flags.DEFINE_enum("task", None, list(FIELDS), "The pipeline.", flag_values=FLAGS)
+flags.DEFINE_string(
+  "input", None, "JSONL, TSV/CSV with a header, or text; - for stdin.", flag_values=FLAGS
+)
+flags.DEFINE_string("output", "-", "JSONL file to write; - for stdout.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 32, "Inputs per batch.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.", flag_values=FLAGS)
+flags.DEFINE_string(
+  "top_k", None, "Results per input; 'none' = all labels (text-classification).", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+  "function_to_apply",
+  None,
+  ["softmax", "sigmoid", "none"],
+  "text-classification: scores from logits.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+  "doc_stride", None, "question-answering: window overlap, in pieces.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  "max_answer_len", None, "question-answering: longest answer, in pieces.", flag_values=FLAGS
+)
+flags.DEFINE_integer("max_seq_len", None, "question-answering: window length.", flag_values=FLAGS)
+flags.DEFINE_integer(
+  "max_question_len", None, "question-answering: question pieces kept.", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+  "aggregation_strategy",
+  None,
+  ["none", "simple", "first", "average", "max"],
+  "token-classification: grouping of pieces into entities.",
+  flag_values=FLAGS,
+)
+flags.DEFINE_bool(
+  "handle_impossible_answer", None, "question-answering: allow no answer.", flag_values=FLAGS
+)
+flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.", flag_values=FLAGS)
+
+_USAGE = (
+  "python -m albert_jax.predict --model DIR --task TASK --input FILE [--output FILE] "
+  "[--top_k K] [--dtype bfloat16] ..."
+)
+_OPTIONS = (
+  "function_to_apply",
+  "doc_stride",
+  "max_answer_len",
+  "max_seq_len",
+  "max_question_len",
+  "handle_impossible_answer",
+  "aggregation_strategy",
+)
+
+
+def read_records(path: str, text: str) -> list[tuple[int, dict[str, Any]]]:
+  """(line number, record) for each input of `text`, read from `path` (named in errors)."""
+  lower = path.lower()
+  if lower.endswith((".tsv", ".csv")):
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if lower.endswith(".tsv") else ",")
+    return [(reader.line_num, dict(row)) for row in reader]
+  lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+  if lower.endswith((".jsonl", ".json")) or (lines and lines[0][1].lstrip().startswith("{")):
+    records = []
+    for n, line in lines:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{n}: not a JSON object ({e}).") from None
+      if not isinstance(record, dict):
+        raise UserError(f"{path}:{n}: expected a JSON object, got {line[:60]!r}.")
+      records.append((n, record))
+    return records
+  return [(n, {"text": line}) for n, line in lines]
+
+
+def pipeline_inputs(task: str, path: str, records: list[tuple[int, dict[str, Any]]]) -> list[Any]:
+  """The records as the pipeline's inputs; a missing field is an error naming its line."""
+  if not records:
+    raise UserError(f"{path} holds no inputs.")
+  required, optional = FIELDS[task]
+  inputs = []
+  for n, record in records:
+    missing = [k for k in required if not _given(k, record.get(k))]
+    if missing:
+      raise UserError(
+        f"{path}:{n}: no {', '.join(repr(k) for k in missing)} field for task {task} "
+        f"(got fields {sorted(record)})."
+      )
+    item = {k: record[k] for k in (*required, *optional) if record.get(k)}
+    inputs.append(item["text"] if set(item) == {"text"} else item)
+  return inputs
+
+
+def _given(key: str, value: Any) -> bool:
+  if key == "choices":
+    return isinstance(value, list) and bool(value)
+  return isinstance(value, str) and bool(value)
+
+
+def _top_k(value: str | None) -> dict[str, Any]:
+  if value is None:
+    return {}
+  if value.lower() == "none":
+    return {"top_k": None}
+  try:
+    return {"top_k": int(value)}
+  except ValueError:
+    raise UserError(f"--top_k={value!r}: give a number or 'none'.") from None
+
+
+def main(argv: Sequence[str]) -> int:
+  """`python -m albert_jax.predict`; see the module docstring."""
+  rest = cli.parse(FLAGS, argv, _USAGE)
+  if rest or None in (FLAGS.model, FLAGS.task, FLAGS.input):
+    raise UserError(f"Pass --model, --task and --input (extra arguments: {rest}).\n{_USAGE}")
+  if FLAGS.input == "-":
+    text = sys.stdin.read()
+  else:
+    with open(FLAGS.input, encoding="utf-8") as f:
+      text = f.read()
+  inputs = pipeline_inputs(FLAGS.task, FLAGS.input, read_records(FLAGS.input, text))
+  options = {k: FLAGS[k].value for k in _OPTIONS if FLAGS[k].value is not None}
+  options.update(_top_k(FLAGS.top_k))
+  run = pipeline(
+    FLAGS.task,
+    FLAGS.model,
+    batch_size=FLAGS.batch_size,
+    dtype=FLAGS.dtype,
+    progress=FLAGS.progress,
+    **_constructor(FLAGS.task, options),
+  )
+  results = run(inputs)
+  lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+  if FLAGS.output == "-":
+    sys.stdout.write(lines)
+  else:
+    files.write_text(FLAGS.output, lines)
+  return 0
+
+
+def _constructor(task: str, options: dict[str, Any]) -> dict[str, Any]:
+  """The options the task's pipeline takes; another task's option is an error."""
+  import inspect
+
+  accepted = set(inspect.signature(PIPELINES[task].__init__).parameters)
+  wrong = sorted(set(options) - accepted)
+  if wrong:
+    raise UserError(f"--{wrong[0]} does not apply to task {task}.")
+  return options
+
+
+if __name__ == "__main__":
+  cli.run(main, FLAGS)
