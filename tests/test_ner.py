@@ -296,6 +296,7 @@ LEARN_FLAGS = dict(
   eval_every_steps=1,  # step 1's model is the initial one: the warm-up's first rate is 0
   checkpoint_every_steps=10,
   log_every_steps=10,
+  batching="max_length",  # the killed-run test below checks positions counted in examples
 )
 
 
