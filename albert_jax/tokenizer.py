@@ -15,15 +15,15 @@ ALBERT). Text becomes pieces the way Google's ALBERT code and HF's slow (Sentenc
    comma becomes its own piece (`▁1990` `,`).
 
 Sequences are `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`, token types 0 up to the first `[SEP]`
-and 1 after it. Truncation follows HF (tokenizers' rules, see `_longest_first`), padding is on
-the right with `<pad>` (id 0), token type 0 and attention mask 0. `decode` joins the pieces as
-HF's Metaspace decoder does. `tokenize_with_offsets` also gives each piece's characters in the
-original text (for answer spans and entities cut out of the text as written).
+and 1 after it. Truncation follows HF (tokenizers' rules, see `albert_jax.encoding`), padding
+is on the right with `<pad>` (id 0), token type 0 and attention mask 0. `decode` joins the
+pieces as HF's Metaspace decoder does. `tokenize_with_offsets` also gives each piece's
+characters in the original text (`albert_jax.offsets`: for answer spans and entities cut out of
+the text as written).
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import json
 import os
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from albert_jax import encoding, offsets
 from albert_jax.errors import UserError
 
 SPIECE_UNDERLINE = "▁"
@@ -44,27 +45,6 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 MODEL_FILE_NAMES = ("spiece.model", "30k-clean.model")  # HF's name, then Google's
 CONFIG_FILE_NAME = "tokenizer_config.json"
 CONFIG_KEYS = ("do_lower_case", "keep_accents", "model_max_length")
-
-# What each accepted `padding` / `truncation` value means (None: do not pad / truncate).
-_PADDING = {
-  False: None,
-  None: None,
-  "do_not_pad": None,
-  True: "longest",
-  "longest": "longest",
-  "max_length": "max_length",
-}
-_TRUNCATION = {
-  False: None,
-  None: None,
-  "do_not_truncate": None,
-  True: "longest_first",
-  "longest_first": "longest_first",
-  "only_first": "only_first",
-  "only_second": "only_second",
-}
-
-Example = tuple[str, str | None]
 
 
 def bundled_model_path() -> Path:
@@ -231,7 +211,7 @@ class AlbertTokenizer:
 
   def tokenize(self, text: str) -> list[str]:
     """The pieces of `text`, without `[CLS]`/`[SEP]` added."""
-    _check_text(text)
+    encoding.check_text(text)
     tokens: list[str] = []
     for chunk in self._special_re.split(text):
       tokens.extend([chunk] if chunk in self._special_ids else self._pieces(chunk))
@@ -262,8 +242,8 @@ class AlbertTokenizer:
 
   def tokenize_with_offsets(self, text: str) -> tuple[list[str], np.ndarray]:
     """The pieces of `text` and each one's (start, end) characters in `text` [T, 2]; see the
-    module function `tokenize_with_offsets`."""
-    return tokenize_with_offsets(self, text)
+    function `albert_jax.offsets.tokenize_with_offsets`."""
+    return offsets.tokenize_with_offsets(self, text)
 
   def _ids(self, text: str) -> list[int]:
     return self.convert_tokens_to_ids(self.tokenize(text))
@@ -310,7 +290,7 @@ class AlbertTokenizer:
     padding: bool | str = False,
   ) -> list[int]:
     """The input ids of one text (or pair); options as in `__call__`."""
-    _check_text(text)
+    encoding.check_text(text)
     encoded = self(
       text,
       text_pair,
@@ -342,19 +322,19 @@ class AlbertTokenizer:
     return_tensors: None for lists (unbatched for a single text), 'np' for int32 arrays of
     shape (batch, length).
     """
-    padding_mode = _strategy("padding", padding, _PADDING)
-    truncation_mode = _strategy("truncation", truncation, _TRUNCATION)
+    padding_mode = encoding.strategy("padding", padding, encoding.PADDING)
+    truncation_mode = encoding.strategy("truncation", truncation, encoding.TRUNCATION)
     if return_tensors not in (None, "np"):
       raise ValueError(f"return_tensors={return_tensors!r} is not supported; use None or 'np'")
-    examples, batched = _examples(text, text_pair)
+    examples, batched = encoding.examples(text, text_pair)
     length = self._max_length(max_length)
     self._check_truncation(truncation_mode, length, examples, add_special_tokens)
     rows = [
       self._encode_example(a, b, add_special_tokens, truncation_mode, length) for a, b in examples
     ]
-    columns = _pad(rows, padding_mode, length, self.pad_token_id)
+    columns = encoding.pad(rows, padding_mode, length, self.pad_token_id)
     if return_tensors == "np":
-      return _to_numpy(columns)
+      return encoding.to_numpy(columns)
     return columns if batched else {name: value[0] for name, value in columns.items()}
 
   def _max_length(self, max_length: int | None) -> int:
@@ -367,7 +347,7 @@ class AlbertTokenizer:
     return int(max_length)
 
   def _check_truncation(
-    self, mode: str | None, length: int, examples: list[Example], add_special_tokens: bool
+    self, mode: str | None, length: int, examples: list[encoding.Example], add_special_tokens: bool
   ) -> None:
     if mode is None:
       return
@@ -391,7 +371,7 @@ class AlbertTokenizer:
     ids_a, ids_b = self._ids(a), None if b is None else self._ids(b)
     if truncation is not None:
       budget = length - (self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0)
-      ids_a, ids_b = _truncate(ids_a, ids_b, budget, truncation)
+      ids_a, ids_b = encoding.truncate(ids_a, ids_b, budget, truncation)
     if add_special_tokens:
       ids = self.build_inputs_with_special_tokens(ids_a, ids_b)
       return ids, self.create_token_type_ids_from_sequences(ids_a, ids_b)
@@ -460,117 +440,6 @@ def _read_config(path: Path) -> dict[str, Any]:
   return {key: config[key] for key in CONFIG_KEYS if key in config}
 
 
-def _check_text(text: object) -> None:
-  if not isinstance(text, str):
-    raise TypeError(f"expected a str, got {type(text).__name__}: {text!r:.80}")
-
-
-def _strategy(kind: str, value: object, table: dict[object, str | None]) -> str | None:
-  if isinstance(value, (bool, str, type(None))) and value in table:
-    return table[value]
-  choices = ", ".join(repr(key) for key in table)
-  raise ValueError(f"unknown {kind} strategy {value!r}; use one of {choices}")
-
-
-def _examples(text: Any, text_pair: Any) -> tuple[list[Example], bool]:
-  """The (text, pair) examples of a call's input, and whether it was a batch."""
-  if isinstance(text, str):
-    if text_pair is not None:
-      _check_text(text_pair)
-    return [(text, text_pair)], False
-  if not isinstance(text, (list, tuple)):
-    raise TypeError(f"text must be a str or a list of them, got {type(text).__name__}")
-  if text_pair is None:
-    return [_example(item) for item in text], True
-  if isinstance(text_pair, str) or len(text_pair) != len(text):
-    raise ValueError(
-      f"a batch of {len(text)} texts needs text_pair as a list of {len(text)} strings, got "
-      f"{text_pair!r:.80}"
-    )
-  return [_example((a, b)) for a, b in zip(text, text_pair, strict=True)], True
-
-
-def _example(item: Any) -> Example:
-  if isinstance(item, str):
-    return item, None
-  if isinstance(item, (list, tuple)) and len(item) == 2:
-    _check_text(item[0])
-    _check_text(item[1])
-    return item[0], item[1]
-  raise TypeError(f"a batch item must be a str or a (text, pair) tuple, got {item!r:.80}")
-
-
-def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
-  """Lengths that fit `budget`, cutting the longer sequence first (HF tokenizers' rule).
-
-  If cutting the longer one down to the shorter is not enough, both get budget // 2 and the
-  one that was longer (the second, if they were equal) keeps the odd token.
-  """
-  short, long = sorted((n_a, n_b))
-  long = short if short > budget else max(short, budget - short)
-  if short + long > budget:
-    short, long = budget // 2, budget // 2 + budget % 2
-  return (long, short) if n_a > n_b else (short, long)
-
-
-def _truncate(
-  ids_a: list[int], ids_b: list[int] | None, budget: int, mode: str
-) -> tuple[list[int], list[int] | None]:
-  """Cuts tokens off the right so that the content fits `budget` tokens."""
-  if ids_b is None:
-    return ids_a[:budget], None
-  excess = len(ids_a) + len(ids_b) - budget
-  if excess <= 0:
-    return ids_a, ids_b
-  if budget == 0:  # as HF: nothing of either sequence is left, whatever the strategy
-    return [], []
-  if mode == "longest_first":
-    n_a, n_b = _longest_first(len(ids_a), len(ids_b), budget)
-    return ids_a[:n_a], ids_b[:n_b]
-  target = ids_a if mode == "only_first" else ids_b
-  if len(target) <= excess:
-    which = "first" if mode == "only_first" else "second"
-    raise ValueError(
-      f"truncation={mode!r} cannot fit the pair into {budget} content tokens: the {which} "
-      f"sequence has {len(target)} tokens, {excess} would have to go; use a larger max_length "
-      "or truncation='longest_first'"
-    )
-  kept = target[: len(target) - excess]
-  return (kept, ids_b) if mode == "only_first" else (ids_a, kept)
-
-
-def _pad(
-  rows: list[tuple[list[int], list[int]]], mode: str | None, max_length: int, pad_id: int
-) -> dict[str, list[list[int]]]:
-  """The output columns, each row padded on the right as `mode` says."""
-  longest = max((len(ids) for ids, _ in rows), default=0)
-  target = {"longest": longest, "max_length": max_length}.get(mode or "", 0)
-  columns: dict[str, list[list[int]]] = {
-    "input_ids": [],
-    "token_type_ids": [],
-    "attention_mask": [],
-  }
-  for ids, types in rows:
-    extra = max(target - len(ids), 0)
-    columns["input_ids"].append(ids + [pad_id] * extra)
-    columns["token_type_ids"].append(types + [0] * extra)
-    columns["attention_mask"].append([1] * len(ids) + [0] * extra)
-  return columns
-
-
-def _to_numpy(columns: dict[str, list[list[int]]]) -> dict[str, np.ndarray]:
-  lengths = sorted({len(row) for row in columns["input_ids"]})
-  if len(lengths) > 1:
-    raise ValueError(
-      f"return_tensors='np' needs rows of one length, got lengths {lengths}; pass padding=True "
-      "or padding='max_length'"
-    )
-  width = lengths[0] if lengths else 0
-  return {
-    name: np.array(rows, dtype=np.int32).reshape(len(rows), width) for name, rows in columns.items()
-  }
-
-
 def _id_list(ids: Any) -> list[int]:
   array = np.asarray(ids)
   if array.ndim > 1:
@@ -578,99 +447,3 @@ def _id_list(ids: Any) -> list[int]:
   if array.size and not np.issubdtype(array.dtype, np.integer):
     raise ValueError(f"token ids must be integers, got dtype {array.dtype}")
   return [int(i) for i in array.reshape(-1)]
-
-
-# ---- offsets: pieces -> characters of the original text ----------------------------------
-
-
-def normalize_with_map(
-  text: str, *, lower: bool = True, strip_accents: bool = True
-) -> tuple[str, list[int]]:
-  """ALBERT's text preprocessing of `text`, and for each output character its source index."""
-  chars: list[tuple[str, int]] = []
-  space_at = None  # where the pending run of whitespace began
-  for i, c in enumerate(text):
-    if c.isspace():
-      space_at = i if space_at is None else space_at
-      continue
-    if space_at is not None and chars:
-      chars.append((" ", space_at))
-    space_at = None
-    chars.append((c, i))
-  for pair in ("``", "''"):  # str.replace order and semantics: left to right, no overlaps
-    merged, k = [], 0
-    while k < len(chars):
-      if k + 1 < len(chars) and chars[k][0] + chars[k + 1][0] == pair:
-        merged.append(('"', chars[k][1]))
-        k += 2
-      else:
-        merged.append(chars[k])
-        k += 1
-    chars = merged
-  if strip_accents:
-    chars = [
-      (d, i)
-      for c, i in chars
-      for d in unicodedata.normalize("NFKD", c)
-      if not unicodedata.combining(d)
-    ]
-  if lower:
-    lowered = [(d, i) for c, i in chars for d in c.lower()]
-    whole = "".join(c for c, _ in chars).lower()  # as one string: a word-final Σ becomes ς
-    chars = [(d, i) for d, (_, i) in zip(whole, lowered, strict=True)]
-  return "".join(c for c, _ in chars), [i for _, i in chars]
-
-
-def tokenize_with_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.ndarray]:
-  """`tokenizer.tokenize(context)` and each piece's (start, end) characters in `context` [T, 2].
-
-  `context[start:end]` is the original text a piece came from, through whitespace collapse,
-  quote replacement, accent stripping and lowercasing (`normalize_with_map`) and
-  SentencePiece's own normalization (aligned by `_align`); characters normalization dropped
-  belong to the piece before them. A piece of only `▁` gets (-1, -1).
-  """
-  pieces = tokenizer.tokenize(context)
-  norm, source = normalize_with_map(
-    context,
-    lower=getattr(tokenizer, "do_lower_case", True),
-    strip_accents=not getattr(tokenizer, "keep_accents", False),
-  )
-  joined = "".join(pieces).replace(SPIECE_UNDERLINE, " ")
-  to_norm = _align(joined, norm)  # joined char -> (start, end) in norm, or None
-  covered = np.zeros(len(context) + 1, bool)
-  for span in to_norm:
-    if span is not None:
-      covered[[source[j] for j in range(*span)]] = True
-  offsets = np.full((len(pieces), 2), -1, np.int32)
-  position = 0
-  for k, piece in enumerate(pieces):
-    spans = [
-      to_norm[position + c]
-      for c, char in enumerate(piece.replace(SPIECE_UNDERLINE, " "))
-      if char != " " and to_norm[position + c] is not None
-    ]
-    position += len(piece)
-    if not spans:
-      continue
-    start = source[min(s for s, _ in spans)]
-    end = source[max(e for _, e in spans) - 1] + 1
-    while end < len(context) and not covered[end] and not context[end].isspace():
-      end += 1  # characters that normalization dropped belong to the piece before them
-    offsets[k] = start, end
-  return pieces, offsets
-
-
-def _align(joined: str, norm: str) -> list[tuple[int, int] | None]:
-  """For each character of `joined`, the span of `norm` it stands for (None: nothing)."""
-  lead = len(joined) - len(joined.lstrip(" "))
-  if joined[lead:] == norm:  # the common case: only SentencePiece's leading ▁ added
-    return [None] * lead + [(j, j + 1) for j in range(len(norm))]
-  spans: list[tuple[int, int] | None] = [None] * len(joined)
-  matcher = difflib.SequenceMatcher(None, joined, norm, autojunk=False)
-  for op, i1, i2, j1, j2 in matcher.get_opcodes():
-    for i in range(i1, i2):
-      if op == "equal":
-        spans[i] = (j1 + i - i1, j1 + i - i1 + 1)
-      elif op == "replace":
-        spans[i] = (j1, j2)
-  return spans

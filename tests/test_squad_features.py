@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from albert_jax import metrics
 from albert_jax.data import squad, tasks
+from albert_jax.offsets import normalize_with_map
 from albert_jax.tokenizer import AlbertTokenizer
 
 TRICKY = (
@@ -48,11 +49,15 @@ def _example(context, question, answer=None, qid="q", occurrence=0):
 # ---- offsets ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("keep_accents", [False, True])
-def test_normalize_with_map_matches_the_tokenizer(keep_accents):
-  tok = AlbertTokenizer(keep_accents=keep_accents)
+@pytest.mark.parametrize(
+  "keep_accents,replace_quotes", [(False, True), (True, True), (False, False)]
+)
+def test_normalize_with_map_matches_the_tokenizer(keep_accents, replace_quotes):
+  tok = AlbertTokenizer(keep_accents=keep_accents, replace_quotes=replace_quotes)
   for text in (TRICKY, "  lead and trail  ", "a ``` b '''' c", "Ǆ İstanbul ﬀ"):
-    norm, source = squad.normalize_with_map(text, strip_accents=not keep_accents)
+    norm, source = normalize_with_map(
+      text, strip_accents=not keep_accents, replace_quotes=replace_quotes
+    )
     assert norm == tok._preprocess(text)
     assert len(source) == len(norm) and source == sorted(source)
     for c, i in zip(norm, source, strict=True):  # each character comes from its source

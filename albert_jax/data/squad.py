@@ -12,7 +12,7 @@ shorter side (`token_is_max_context`; ties go to the earlier window). Training l
 answer's first and last piece inside the window, or `[CLS]` (0, 0) when the answer is not
 wholly in the window or the question has no answer (v2).
 
-Offsets (`albert_jax.tokenizer.tokenize_with_offsets`). Pieces are mapped back to character
+Offsets (`albert_jax.offsets.tokenize_with_offsets`). Pieces are mapped back to character
 spans of the *original* context, so a predicted span is cut out of the context exactly as
 written (accents, spacing, quotes kept):
 1. `normalize_with_map` repeats the tokenizer's text preprocessing (strip and collapse
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from albert_jax import metrics as metrics_lib
-from albert_jax.tokenizer import normalize_with_map, tokenize_with_offsets  # noqa: F401
+from albert_jax.offsets import tokenize_with_offsets
 
 SPIECE_UNDERLINE = "▁"
 DOC_STRIDE = 128
@@ -107,7 +107,7 @@ def _answers(answers: Any, where: str) -> list[dict[str, Any]]:
 
 def context_pieces(tokenizer: Any, context: str) -> tuple[list[int], np.ndarray]:
   """The context's piece ids and each piece's (start, end) characters in `context` [T, 2]
-  (`albert_jax.tokenizer.tokenize_with_offsets`)."""
+  (`albert_jax.offsets.tokenize_with_offsets`)."""
   pieces, offsets = tokenize_with_offsets(tokenizer, context)
   return list(tokenizer.convert_tokens_to_ids(pieces)), offsets
 

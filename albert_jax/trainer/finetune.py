@@ -27,17 +27,15 @@ longer one), a pure function of the data and the config; a resumed run checks th
 (`config.json`) and recomputes them, and refuses to go on if they differ from buckets.json
 (the data changed). With buckets the data position's `index` counts the micro-batches of its
 epoch already used (with "max_length", the examples). Every process computes the same plan
-from the same global arrays, so all agree on each batch's bucket.
+from the same global arrays, so all agree on each batch's bucket. The batches are
+`albert_jax.trainer.batches`, evaluation `albert_jax.trainer.evaluation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -55,28 +53,23 @@ from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
 from albert_jax.tokenizer import AlbertTokenizer, check_token_ids
 from albert_jax.trainer import config as config_lib
 from albert_jax.trainer import export, loop
-from albert_jax.trainer.order import (
-  DataPosition,
-  data_fingerprint,
-  resume_position,
-  shuffled_batches,
+from albert_jax.trainer.batches import (
+  TARGETS,
+  BatchStats,
+  choose_buckets,
+  gather,
+  record_buckets,
+  train_batches,
 )
+from albert_jax.trainer.evaluation import EvalSet, evaluate
+from albert_jax.trainer.order import data_fingerprint, resume_position
 from albert_jax.trainer.state import initial_state
 from albert_jax.weights.pretrained import from_pretrained
 
 placeholder = ml_collections.config_dict.placeholder
-_TARGETS = ("label", "labels", "start_positions", "end_positions")
 # Task options a config may carry, and which data function takes them.
 _FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length", "label_all_tokens")
-_POSTPROCESS_KEYS = ("n_best_size", "max_answer_length", "null_score_diff_threshold")
 BATCHING = ("bucket", "max_length")  # `config.batching`
-# Model outputs with a sequence axis (axis 1), per head: padded back to max_seq_length after a
-# bucketed evaluation with a score no padded position can win.
-_SEQUENCE_OUTPUTS = {
-  "question_answering": ("start_logits", "end_logits"),
-  "token_classification": ("logits",),
-}
-_PADDED_SCORE = -1e9
 EXPORTS = ("best", "final", "none")
 # `export` decides only what is written at the end: a run made before it existed resumes.
 _RESUMABLE_CHANGES = (*config_lib.RESUMABLE_CHANGES, "export")
@@ -269,13 +262,6 @@ def _load_model(config: ml_collections.ConfigDict, task):
 # ---- data ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class EvalSet:
-  split: str
-  examples: list
-  features: Any  # tasks.Features
-
-
 def _featurize(config, task, examples, tokenizer, max_positions: int, training: bool = False):
   kwargs = {k: config[k] for k in _FEATURIZE_KEYS if k in config}
   if task.head == "question_answering":
@@ -303,145 +289,6 @@ def _load_data(config, task, tokenizer, max_positions: int):
   return train, eval_sets
 
 
-def _gather(arrays: Mapping[str, np.ndarray], keys, idx: np.ndarray) -> dict[str, np.ndarray]:
-  return {k: arrays[k][idx] for k in keys if k in arrays}
-
-
-# ---- evaluation ----------------------------------------------------------------------------
-
-
-def _predict_all(predict_fn, state, arrays, batch_size: int, put) -> dict[str, np.ndarray]:
-  """Every row's outputs, each row padded to the full length (the last batch repeats a row)."""
-  n = len(arrays["input_ids"])
-  outputs: dict[str, list[np.ndarray]] = {}
-  for start in range(0, n, batch_size):
-    idx = np.minimum(np.arange(start, start + batch_size), n - 1)  # pad: repeat the last row
-    out = predict_fn(state, put(_gather(arrays, MODEL_INPUTS, idx)))
-    for f in dataclasses.fields(out):
-      if (value := getattr(out, f.name)) is not None:  # research outputs are None when off
-        outputs.setdefault(f.name, []).append(np.asarray(value, np.float32))
-  return {k: np.concatenate(v)[:n] for k, v in outputs.items()}
-
-
-def _predict_bucketed(
-  predict_fn, state, arrays, batch_size: int, put, buckets, head: str
-) -> dict[str, np.ndarray]:
-  """Every row's outputs from length-sorted batches cut to their buckets, put back in row
-  order; outputs with a sequence axis are padded back to the arrays' length with a score no
-  padded position can win."""
-  n, length = arrays["input_ids"].shape[0], arrays["input_ids"].shape[-1]
-  lengths = batching.row_lengths(arrays["attention_mask"])
-  merged: dict[str, np.ndarray] = {}
-  for batch in batching.length_sorted_batches(lengths, batch_size, buckets):
-    out = predict_fn(state, put(batching.take(arrays, batch, MODEL_INPUTS)))
-    real = batch.weights > 0
-    rows = batch.indices[real]
-    for f in dataclasses.fields(out):
-      if (value := getattr(out, f.name)) is None:  # research outputs are None when off
-        continue
-      value = np.asarray(value, np.float32)[real]
-      if f.name in _SEQUENCE_OUTPUTS.get(head, ()):
-        pad = [(0, 0)] * value.ndim
-        pad[1] = (0, length - value.shape[1])
-        value = np.pad(value, pad, constant_values=_PADDED_SCORE)
-      if f.name not in merged:
-        merged[f.name] = np.zeros((n, *value.shape[1:]), np.float32)
-      merged[f.name][rows] = value
-  return merged
-
-
-def evaluate(
-  predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, config, buckets=None
-):
-  """(predictions, metrics) of `state` on one eval split; `put` shards a host batch;
-  `buckets` the sequence lengths to cut batches to (None: every row at full length)."""
-  arrays = eval_set.features.arrays
-  if buckets is None:
-    merged = _predict_all(predict_fn, state, arrays, batch_size, put)
-  else:
-    merged = _predict_bucketed(predict_fn, state, arrays, batch_size, put, buckets, task.head)
-  kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
-  predictions, metrics = tasks.postprocess(
-    task, eval_set.examples, eval_set.features, merged, **kwargs
-  )
-  return predictions, {k: float(v) for k, v in metrics.items()}
-
-
-def choose_buckets(config, train_arrays, eval_sets: list[EvalSet]) -> tuple[int, ...] | None:
-  """The bucket lengths of a `batching="bucket"` run, from every split's feature lengths
-  (None for "max_length")."""
-  if config.batching == "max_length":
-    return None
-  masks = [
-    train_arrays["attention_mask"],
-    *(e.features.arrays["attention_mask"] for e in eval_sets),
-  ]
-  lengths = np.concatenate([batching.row_lengths(m) for m in masks])
-  return batching.choose_buckets(
-    lengths, config.max_buckets, config.bucket_multiple, max_length=config.max_seq_length
-  )
-
-
-def _record_buckets(workdir: str, buckets: tuple[int, ...] | None) -> None:
-  """Writes buckets.json, or checks a resumed run's buckets against it."""
-  if buckets is None:
-    return
-  path = os.path.join(workdir, "buckets.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = tuple(json.load(f)["buckets"])
-    if saved != buckets:
-      raise UserError(
-        f"Workdir {workdir} was trained with bucket lengths {list(saved)}, but this data gives "
-        f"{list(buckets)}: the training or eval data changed. Resume with the same data, or "
-        "pass another --workdir."
-      )
-    return
-  write_json(path, {"buckets": list(buckets)}, main_only=True)
-
-
-class BatchStats:
-  """What the training batches computed: the padding share since the last `read`, and the
-  distinct sequence lengths (compiled train-step shapes) so far."""
-
-  def __init__(self, lengths: np.ndarray):
-    self._lengths = lengths
-    self._computed = self._real = 0.0
-    self._shapes: set[int] = set()
-
-  def add(self, indices: np.ndarray, length: int, weights: np.ndarray | None = None) -> None:
-    """A batch of rows `indices` computed at `length` positions; weight-0 rows are padding."""
-    real = self._lengths[indices]
-    self._computed += length * len(indices)
-    self._real += float(np.sum(real if weights is None else real * weights))
-    self._shapes.add(length)
-
-  def read(self) -> dict[str, float]:
-    padding = 1.0 - self._real / self._computed if self._computed else 0.0
-    self._computed = self._real = 0.0
-    return {"padding_fraction": padding, "compiled_shapes": float(len(self._shapes))}
-
-
-def _train_batches(config, arrays, micro: int, position: DataPosition, buckets, put, stats):
-  """Endless (sharded micro-batch, data position after it as JSON) from `position` on:
-  shuffled full-length batches (`buckets` None), or bucketed ones whose position counts the
-  micro-batches of the epoch."""
-  keys = MODEL_INPUTS + _TARGETS
-  if buckets is None:
-    length = arrays["input_ids"].shape[-1]
-    for idx, after in shuffled_batches(len(arrays["input_ids"]), micro, config.seed, position):
-      stats.add(idx, length)
-      yield put(_gather(arrays, keys, idx)), after.to_json()
-    return
-  lengths = batching.row_lengths(arrays["attention_mask"])
-  stream = batching.bucketed_batches(
-    lengths, micro, config.seed, buckets, position.epoch, position.index
-  )
-  for batch, epoch, index in stream:
-    stats.add(batch.indices, batch.length, batch.weights)
-    yield put(batching.take(arrays, batch, keys)), DataPosition(epoch, index).to_json()
-
-
 # ---- the run -------------------------------------------------------------------------------
 
 
@@ -459,12 +306,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   for what, arrays in [("train", train_arrays)] + [(s.split, s.features.arrays) for s in eval_sets]:
     check_token_ids(arrays["input_ids"], module.config.vocab_size, f"the {what} data")
   config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
-  _record_buckets(workdir, buckets)
+  record_buckets(workdir, buckets)
   num_train = len(train_arrays["input_ids"])
   total, warmup = train_steps(config, num_train)
   schedule, tx = config_lib.make_optimizer(config, total, warmup)
   seed = jax.random.key(config.seed)
-  sample = _gather(train_arrays, MODEL_INPUTS, np.arange(1))
+  sample = gather(train_arrays, MODEL_INPUTS, np.arange(1))
 
   # Every process builds the same global batches; each passes on the rows its devices hold.
   def put(batch):
@@ -509,7 +356,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       load_params=None if params is None else lambda _: params,
     )
     params = None  # the state holds the weights now
-    fingerprint = data_fingerprint(_gather(train_arrays, MODEL_INPUTS + _TARGETS, slice(None)))
+    fingerprint = data_fingerprint(gather(train_arrays, MODEL_INPUTS + TARGETS, slice(None)))
     position = resume_position(saved, fingerprint, config.allow_data_change)
     train_fn = sharding.jit_train_step(sharding.shardings_of(state), mesh, rules)
     predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
@@ -518,7 +365,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stats = BatchStats(batching.row_lengths(train_arrays["attention_mask"]))
     batches = (  # each position also records the data's fingerprint (checked on resume)
       (batch, {**after, "data": fingerprint})
-      for batch, after in _train_batches(config, train_arrays, micro, position, buckets, put, stats)
+      for batch, after in train_batches(config, train_arrays, micro, position, buckets, put, stats)
     )
     result = loop.run(
       config,
