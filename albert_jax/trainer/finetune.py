@@ -115,6 +115,33 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   return c
 
 
+# The offline samples' model: small enough for a laptop CPU, the released vocabulary.
+SAMPLE_MODEL = {
+  "hidden_size": 128,
+  "num_hidden_layers": 4,  # sharing one block
+  "num_attention_heads": 4,
+  "intermediate_size": 512,
+  "embedding_size": 64,
+}
+
+
+def sample_config(task: str, max_seq_length: int, max_positions: int) -> ml_collections.ConfigDict:
+  """`base_config(task)` for a bundled sample (`tasks.sample_files`): its train and eval files,
+  and `SAMPLE_MODEL` (albert-base-v2's architecture at that size) trained from random weights,
+  at from-scratch rates (1e-3, batch 32); nothing is downloaded."""
+  config = base_config(task)
+  files = tasks.sample_files(task)
+  config.train_file = files.pop("train")
+  (config.eval_file,) = files.values()
+  config.model = "albert-base-v2"  # the architecture, trained from random weights ...
+  config.from_scratch = True  # ... with these overrides
+  config.model_overrides.update(SAMPLE_MODEL, max_position_embeddings=max_positions)
+  config.max_seq_length = max_seq_length
+  config.learning_rate = 1e-3  # from scratch: much higher than fine-tuning's 1e-5
+  config.batch_size = 32
+  return config
+
+
 def _eval_batch_size(config: ml_collections.ConfigDict) -> int:
   return config.eval_batch_size or config.batch_size
 

@@ -10,29 +10,14 @@ nothing is downloaded; prints the dev entity F1 (`f1`, `f1_PER`, ...) and token 
 
 import ml_collections
 
-from albert_jax.data.tasks import sample_files
-from albert_jax.trainer.finetune import base_config
+from albert_jax.trainer.finetune import sample_config
 
 
 def get_config():
-  config = base_config("conll2003")
-  files = sample_files("conll2003")
-  config.train_file = files["train"]
-  config.eval_file = files["dev"]
+  config = sample_config("conll2003", max_seq_length=32, max_positions=64)
   config.label_names = ml_collections.config_dict.placeholder(str)  # e.g. "O,B-GENE,I-GENE"
   config.label_all_tokens = False  # True: a word's later pieces carry its (I-) tag too
   config.doc_stride = ml_collections.config_dict.placeholder(int)  # None: half a window
-  config.model = "albert-base-v2"  # the architecture, trained from random weights ...
-  config.from_scratch = True  # ... with these overrides (no download)
-  config.model_overrides.hidden_size = 128
-  config.model_overrides.num_hidden_layers = 4
-  config.model_overrides.num_attention_heads = 4
-  config.model_overrides.intermediate_size = 512
-  config.model_overrides.embedding_size = 64
-  config.model_overrides.max_position_embeddings = 64
-  config.max_seq_length = 32
-  config.learning_rate = 1e-3  # from scratch: much higher than fine-tuning's
-  config.batch_size = 32
   config.num_train_steps = 200
   config.warmup_steps = 20
   config.best_metric = "f1"

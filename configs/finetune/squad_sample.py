@@ -8,24 +8,11 @@ metrics, predictions.json) in a few minutes on a CPU; 40 questions teach a model
 little, so expect low dev scores.
 """
 
-from albert_jax.data.tasks import sample_files
-from albert_jax.trainer.finetune import base_config
+from albert_jax.trainer.finetune import sample_config
 
 
 def get_config():
-  config = base_config("squad_v1")
-  files = sample_files("squad_v1")
-  config.train_file = files["train"]
-  config.eval_file = files["validation"]
-  config.model = "albert-base-v2"  # the architecture, trained from random weights ...
-  config.from_scratch = True  # ... with these overrides (no download)
-  config.model_overrides.hidden_size = 128
-  config.model_overrides.num_hidden_layers = 4
-  config.model_overrides.num_attention_heads = 4
-  config.model_overrides.intermediate_size = 512
-  config.model_overrides.embedding_size = 64
-  config.model_overrides.max_position_embeddings = 128
-  config.max_seq_length = 128
+  config = sample_config("squad_v1", max_seq_length=128, max_positions=128)
   config.doc_stride = 64
   config.max_query_length = 32
   config.n_best_size = 20
@@ -34,7 +21,6 @@ def get_config():
   # takes up to ~3x larger steps for its first thousand steps, and the SST-2 demo stayed at
   # chance; the sample recipes use optax's AdamW.
   config.adam_bias_correction = True
-  config.learning_rate = 1e-3
   config.batch_size = 16
   config.num_epochs = 20.0
   config.warmup_fraction = 0.1
