@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def tiny_hf_model(tmp_path_factory):
   return directory
 
 
-def execute(name: str, parameters: dict, workdir: Path) -> tuple[nbformat.NotebookNode, float]:
-  """Runs notebooks/NAME.ipynb in `workdir` with `parameters` injected; (notebook, seconds)."""
+def execute(name: str, parameters: dict, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
+  """Runs notebooks/NAME.ipynb in `workdir` with `parameters` injected, in a `python3` kernel
+  of this interpreter."""
+  # This environment's kernel specs first (a user's `python3` spec could name another Python);
+  # jupyter_client runs the spec's `python` as sys.executable.
+  monkeypatch.setenv("JUPYTER_PATH", os.path.join(sys.prefix, "share", "jupyter"))
   nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
   (at,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
   injected = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
@@ -67,17 +72,21 @@ def execute(name: str, parameters: dict, workdir: Path) -> tuple[nbformat.Notebo
   client.execute(env=env)
   seconds = time.perf_counter() - start
   print(f"\n{name}.ipynb executed in {seconds:.1f} s")
-  return nb, seconds
+  assert f"Python {sys.executable}\n" in stream_text(nb)  # the install cell says which
+  return nb
 
 
 def outputs(nb) -> list:
   return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
 
 
+def stream_text(nb) -> str:
+  return "".join(o.get("text", "") for o in outputs(nb) if o.output_type == "stream")
+
+
 def result(nb) -> dict:
   """The JSON the notebook printed after PREFIX (exactly one such line)."""
-  text = "".join(o.get("text", "") for o in outputs(nb) if o.output_type == "stream")
-  (line,) = [x for x in text.splitlines() if x.startswith(PREFIX)]
+  (line,) = [x for x in stream_text(nb).splitlines() if x.startswith(PREFIX)]
   return json.loads(line[len(PREFIX) :])
 
 
@@ -89,9 +98,9 @@ def finite(x) -> bool:
   return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def test_finetune_notebook_runs_offline(tiny_hf_model, tmp_path):
+def test_finetune_notebook_runs_offline(tiny_hf_model, tmp_path, monkeypatch):
   steps = 4
-  nb, _ = execute(
+  nb = execute(
     "finetune",
     dict(
       MODEL=str(tiny_hf_model),
@@ -106,6 +115,7 @@ def test_finetune_notebook_runs_offline(tiny_hf_model, tmp_path):
       TENSORBOARD=False,
     ),
     tmp_path,
+    monkeypatch,
   )
   r = result(nb)
   assert r["runtime"]["platform"] == "cpu" and r["runtime"]["dtype"] == "float32"
@@ -131,8 +141,8 @@ def test_finetune_notebook_runs_offline(tiny_hf_model, tmp_path):
   assert r["hf_labels"] == [p["label"] for p in r["predictions"]]
 
 
-def test_research_notebook_runs_offline(tiny_hf_model, tmp_path):
-  nb, _ = execute(
+def test_research_notebook_runs_offline(tiny_hf_model, tmp_path, monkeypatch):
+  nb = execute(
     "research",
     dict(
       MODEL=str(tiny_hf_model),
@@ -142,6 +152,7 @@ def test_research_notebook_runs_offline(tiny_hf_model, tmp_path):
       INSTALL=False,
     ),
     tmp_path,
+    monkeypatch,
   )
   r = result(nb)
   layers, heads = TINY["num_hidden_layers"], TINY["num_attention_heads"]
