@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -121,10 +122,13 @@ def test_finetune_notebook_runs_offline(tiny_hf_model, tmp_path, monkeypatch):
   assert r["runtime"]["platform"] == "cpu" and r["runtime"]["dtype"] == "float32"
   assert r["runtime"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
   assert r["steps"] == steps and finite(r["final_train_loss"])
-  accuracy = r["dev_metrics"]["accuracy"]
+  assert r["dev_metrics"]["step"] == steps
+  accuracy = r["dev_metrics"]["validation"]["accuracy"]
   assert finite(accuracy) and 0 <= accuracy <= 1
-  assert sorted(map(int, r["eval_curve"])) == [2, 4]  # every EVAL_EVERY steps, and the last
-  assert all(finite(v) for v in r["eval_curve"].values())
+  curve = r["eval_curves"]["eval_validation/accuracy"]
+  assert sorted(map(int, curve)) == [2, 4]  # every EVAL_EVERY steps, and the last
+  assert np.float32(curve["4"]) == np.float32(accuracy)  # TensorBoard keeps float32
+  assert finite(curve["2"])
   # The plot: saved as a PNG file and shown in the notebook.
   assert Path(r["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert images(nb) >= 1
