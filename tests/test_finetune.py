@@ -309,6 +309,29 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
   assert os.listdir(workdir) == ["config.json"]
 
 
+def test_a_run_from_before_the_new_fields_resumes_with_their_old_behaviour(tmp_path):
+  """A config.json written before adam_bias_correction, lr_schedule and batching existed
+  stands for optax's AdamW, HF's schedule and padding to max_seq_length: today's defaults are
+  refused naming those values, and the old behaviour's values resume. (Checked by hand: a run
+  of the code before these fields, killed at step 20 and resumed by this code with
+  --config.lr_schedule=hf --config.batching=max_length, ended with the uninterrupted old run's
+  parameters bit for bit.)"""
+  workdir = str(tmp_path / "old")
+  os.makedirs(workdir)
+  old = json.loads(tiny("sst2_sample", adam_bias_correction=True).to_json())
+  for field in config_lib.ADDED_FIELDS:
+    del old[field]
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(old, f)
+  today = tiny("sst2_sample", adam_bias_correction=True)
+  with pytest.raises(
+    ValueError, match=r"batching: 'max_length' -> 'bucket'; lr_schedule: 'hf' -> 'google'\)"
+  ):
+    finetune.check_config(today, workdir)
+  old_behaviour = dict(adam_bias_correction=True, lr_schedule="hf", batching="max_length")
+  finetune.check_config(tiny("sst2_sample", **old_behaviour), workdir)  # no error
+
+
 # ---- learning, through the command line, and resuming -----------------------------------------
 
 

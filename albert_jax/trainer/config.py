@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
@@ -36,6 +36,16 @@ RESUMABLE_CHANGES = (
   "mesh",
   "allow_data_change",
 )
+# Fields added after runs were made, each with the value that reproduces such a run (a
+# config.json without it): before them, AdamW was optax's (bias-corrected) with the warm-up +
+# linear decay HF uses, and fine-tuning padded every row to max_seq_length.
+ADDED_FIELDS = {
+  "adam_bias_correction": True,
+  "lr_schedule": "hf",
+  "batching": "max_length",
+  "max_buckets": 8,
+  "bucket_multiple": 8,
+}
 LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
 OPTIMIZERS = ("adamw", "lamb")
 
@@ -203,16 +213,22 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_resumable(
-  config: ml_collections.ConfigDict, workdir: str, resumable: Iterable[str]
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  resumable: Iterable[str],
+  added: Mapping[str, Any] = ADDED_FIELDS,
 ) -> None:
   """Refuses a workdir whose saved config.json differs from `config` outside `resumable`
-  (top-level fields a resumed run may change, e.g. how often it logs)."""
+  (top-level fields a resumed run may change, e.g. how often it logs). A field in `added` that
+  the saved config lacks (a run from before the field existed) is read as the value given
+  there, the behaviour such runs had."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   with open(path) as f:
     saved = _flat(json.load(f))
   current = _flat(json.loads(config.to_json()))
+  saved = {**{k: v for k, v in added.items() if k in current}, **saved}
   allowed = set(resumable)
   changed = sorted(
     k

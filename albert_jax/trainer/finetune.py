@@ -253,7 +253,6 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     raise UserError(
       f"max_buckets={config.max_buckets} and bucket_multiple={config.bucket_multiple} must be >= 1."
     )
-  mesh, rules = config_lib.check(config, workdir, eval_batch_size=_eval_batch_size(config))
   mesh, rules = config_lib.check(
     config, workdir, eval_batch_size=_eval_batch_size(config), resumable=_RESUMABLE_CHANGES
   )
