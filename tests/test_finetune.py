@@ -319,7 +319,7 @@ def test_a_run_from_before_the_new_fields_resumes_with_their_old_behaviour(tmp_p
   workdir = str(tmp_path / "old")
   os.makedirs(workdir)
   old = json.loads(tiny("sst2_sample", adam_bias_correction=True).to_json())
-  for field in config_lib.ADDED_FIELDS:
+  for field in config_lib.old_values(old):
     del old[field]
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(old, f)

@@ -36,16 +36,6 @@ RESUMABLE_CHANGES = (
   "mesh",
   "allow_data_change",
 )
-# Fields added after runs were made, each with the value that reproduces such a run (a
-# config.json without it): before them, AdamW was optax's (bias-corrected) with the warm-up +
-# linear decay HF uses, and fine-tuning padded every row to max_seq_length.
-ADDED_FIELDS = {
-  "adam_bias_correction": True,
-  "lr_schedule": "hf",
-  "batching": "max_length",
-  "max_buckets": 8,
-  "bucket_multiple": 8,
-}
 LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
 OPTIMIZERS = ("adamw", "lamb")
 
@@ -212,23 +202,31 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def old_values(saved: Mapping[str, Any]) -> dict[str, Any]:
+  """Fields added after runs were made, with the values that reproduce a run saved (as
+  `saved`) before they existed: AdamW was
+  optax's (bias-corrected) and LAMB Google's (none), the schedule HF's warm-up + linear decay,
+  and fine-tuning padded every row to max_seq_length (bucket sizes then do not matter)."""
+  adamw = str(saved.get("optimizer", "adamw")).strip().lower() == "adamw"
+  values = dict(adam_bias_correction=adamw, lr_schedule="hf", batching="max_length")
+  return {**values, "max_buckets": 8, "bucket_multiple": 8}
+
+
 def check_resumable(
   config: ml_collections.ConfigDict,
   workdir: str,
   resumable: Iterable[str],
-  added: Mapping[str, Any] = ADDED_FIELDS,
 ) -> None:
   """Refuses a workdir whose saved config.json differs from `config` outside `resumable`
-  (top-level fields a resumed run may change, e.g. how often it logs). A field in `added` that
-  the saved config lacks (a run from before the field existed) is read as the value given
-  there, the behaviour such runs had."""
+  (top-level fields a resumed run may change, e.g. how often it logs). An `old_values` field
+  the saved config lacks (a run from before it existed) is read as that function says."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   with open(path) as f:
     saved = _flat(json.load(f))
   current = _flat(json.loads(config.to_json()))
-  saved = {**{k: v for k, v in added.items() if k in current}, **saved}
+  saved = {**{k: v for k, v in old_values(saved).items() if k in current}, **saved}
   allowed = set(resumable)
   changed = sorted(
     k
