@@ -473,3 +473,50 @@ def test_a_flipped_byte_in_a_converted_model_is_an_error_naming_the_file(
   with pytest.raises(UserError, match=rf"{re.escape(str(out / biggest))} does not match its "
                      r"checksum in .*albert_jax.json: the file is damaged"):  # fmt: skip
     from_pretrained(out)
+
+
+def test_a_flipped_byte_in_a_train_state_checkpoint_stops_the_resume_naming_it(
+  tmp_path, xla_cache, monkeypatch
+):
+  overrides = {**TINY, "num_train_steps": 9}
+  workdir, env = tmp_path / "run", environment(xla_cache)
+
+  class Killed(Exception):
+    pass
+
+  def die_at_step_7(self, steps=1):  # checkpoints 3 and 6 are written
+    if self._bar.n + steps == 7:
+      raise Killed
+    self._bar.update(steps)
+
+  monkeypatch.setattr(loop.Reporter, "advance", die_at_step_7)
+  with pytest.raises(Killed):
+    finetune.run(config_of(overrides), str(workdir))
+  monkeypatch.undo()
+  step_6 = workdir / "checkpoints" / "6"
+  recorded = json.loads((step_6 / "checksums.json").read_text())
+  biggest = max(recorded, key=lambda name: (step_6 / name).stat().st_size)
+  assert biggest.startswith("state/")
+  data = bytearray((step_6 / biggest).read_bytes())
+  data[len(data) // 2] ^= 0x01
+  (step_6 / biggest).write_bytes(bytes(data))
+
+  command = finetune_command(workdir, overrides)
+  run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert run.returncode == EXIT_USER_ERROR, run.stderr[-3000:]
+  assert run.stderr.endswith(
+    f"error: {step_6 / biggest} does not match its checksum in {step_6 / 'checksums.json'}: "
+    f"the file is damaged or was changed. Checkpoint 6 is damaged. Delete {step_6} to resume "
+    "from checkpoint 3 (the one before it), or start a new run in another --workdir.\n"
+  ), run.stderr[-3000:]
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["3", "6"]
+  assert not (workdir / "metrics.json").exists()
+
+  shutil.rmtree(step_6)  # as the message says: the run resumes from 3 and ends as a straight one
+  done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  straight = finetune.run(config_of(overrides), str(tmp_path / "straight"))
+  assert json.loads(done.stdout) == straight
+  a, b = final_state(workdir, 9), final_state(tmp_path / "straight", 9)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)  # bit for bit
