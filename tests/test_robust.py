@@ -520,3 +520,35 @@ def test_a_flipped_byte_in_a_train_state_checkpoint_stops_the_resume_naming_it(
   a, b = final_state(workdir, 9), final_state(tmp_path / "straight", 9)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)  # bit for bit
+
+
+# ---- 7. messages: what features did to the texts --------------------------------------------
+
+
+def test_features_says_when_it_truncates_or_lowers_max_length(tmp_path, capsys):
+  from albert_jax.features import main as features_main  # noqa: PLC0415
+  from tests.reference import hf_model  # noqa: PLC0415
+
+  # the bundled tokenizer's 30000 ids; 16 positions: a text of 20 words is cut
+  hf_model("masked_lm", **{**SMALL_VOCAB, "vocab_size": 30000, "max_position_embeddings": 16})\
+    .save_pretrained(tmp_path / "hf")  # fmt: skip
+  texts = ["a short text", " ".join(["word"] * 20), "another short one", " ".join(["x"] * 30)]
+  (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+  argv = ["x", "--model", str(tmp_path / "hf"), "--input", str(tmp_path / "texts.txt"),
+          "--output", str(tmp_path / "f.npz")]  # fmt: skip
+  capsys.readouterr()
+
+  def notices() -> list[str]:  # stderr's lines but the progress bar's
+    return [line for line in capsys.readouterr().err.splitlines() if "max_length" in line]
+
+  assert features_main([*argv, "--max_length", "100"]) == 0
+  assert notices() == [
+    "features: max_length 100 is more than the model's max_position_embeddings 16; using 16.",
+    "features: 2 of 4 texts are longer than max_length 16 tokens and were truncated to it "
+    "(the first: text 2).",
+  ]
+  assert features_main([*argv, "--max_length", "8", "--overwrite"]) == 0
+  assert notices() == [
+    "features: 2 of 4 texts are longer than max_length 8 tokens and were truncated to it "
+    "(the first: text 2).",
+  ]  # "another short one" is 5 tokens with [CLS] and [SEP]
