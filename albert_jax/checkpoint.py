@@ -12,6 +12,12 @@ A save that fails in the background (a full disk) is reported as an `OSError` na
 checkpoint, the directory and the checkpoint still intact, at the next `check()` (the train
 loop calls it every step), save, wait or close.
 
+Once a save is known to be complete (at the next `check()`, save, wait or close), the sha256 of
+every file of its step directory is recorded in `<step>/checksums.json` (`albert_jax.checksums`);
+`restore` verifies them first, so a damaged file is a UserError naming it. A checkpoint without
+that file (written by an older version, or a run killed between the save and the record) is
+restored unchecked.
+
 Restoring needs a target: `abstract_state(state)` (or `jax.eval_shape` of the function that
 builds the state). The arrays are placed by `target_shardings` (a TrainState of shardings, or
 one sharding for all), else by the target's own shardings, else on the first device -- so a run
@@ -24,11 +30,13 @@ import contextlib
 import errno
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from albert_jax import checksums
 from albert_jax.train import TrainState
 
 Json = dict[str, Any]
@@ -66,6 +74,22 @@ def _with_shardings(target: Any, shardings: Any) -> Any:
   )
 
 
+def _step_directory(manager: ocp.CheckpointManager, step: int) -> Path:
+  return Path(manager.directory) / str(step)
+
+
+def _verify(manager: ocp.CheckpointManager, step: int) -> None:
+  """Raises a UserError naming a file of checkpoint `step` that does not match its checksum."""
+  earlier = [s for s in manager.all_steps() if s < step]
+  directory = _step_directory(manager, step)
+  remedy = (
+    f"Delete {directory} to resume from checkpoint {max(earlier)} (the one before it)"
+    if earlier
+    else f"Delete {directory} to start the run again from step 0"
+  ) + ", or start a new run in another --workdir."
+  checksums.verify_recorded(directory, f"Checkpoint {step} is damaged. {remedy}")
+
+
 class Checkpoints:
   """Latest-N and best-by-metric checkpoints of one run (Orbax `CheckpointManager`s).
 
@@ -94,6 +118,7 @@ class Checkpoints:
       raise ValueError("best_directory needs best_metric, the eval metric that ranks checkpoints.")
     self.best_metric, self.best_mode = best_metric, best_mode
     self._saving: dict[int, int] = {}  # id(manager) -> the step it saves (or saved last)
+    self._unrecorded: dict[int, int] = {}  # id(manager) -> a saved step without checksums yet
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self._latest = ocp.CheckpointManager(
       os.fspath(directory), options=options, item_names=("state", "data")
@@ -125,8 +150,15 @@ class Checkpoints:
     """Raises the error of a background save that failed (see `_reported`); else returns."""
     for manager in filter(None, (self._latest, self._best)):
       if not manager.is_saving_in_progress():
-        with self._reported(manager):
-          manager.wait_until_finished()  # returns at once, or raises the save's error
+        self._finish(manager)  # returns at once, or raises the save's error
+
+  def _finish(self, manager: ocp.CheckpointManager) -> None:
+    """Waits for `manager`'s save; records the checksums of the step it completed."""
+    with self._reported(manager):
+      manager.wait_until_finished()
+    step = self._unrecorded.pop(id(manager), None)
+    if step is not None and (directory := _step_directory(manager, step)).is_dir():
+      checksums.write(directory, main_only=True)
 
   @property
   def directory(self) -> str:
@@ -137,7 +169,8 @@ class Checkpoints:
 
   def save(self, step: int, state: TrainState, data_position: Mapping[str, Any]) -> None:
     """Saves `state` and the data position as checkpoint `step` (asynchronously)."""
-    with self._reported(self._latest):  # the previous save's error, or this one's
+    self._finish(self._latest)  # the previous save's error, and its checksums
+    with self._reported(self._latest):
       self._latest.save(
         step,
         args=ocp.args.Composite(
@@ -145,7 +178,7 @@ class Checkpoints:
         ),
         force=True,
       )
-    self._saving[id(self._latest)] = step
+    self._saving[id(self._latest)] = self._unrecorded[id(self._latest)] = step
 
   def best_metrics(self) -> Json | None:
     """The metrics of the best checkpoint so far (None if there is none)."""
@@ -169,6 +202,7 @@ class Checkpoints:
     value = float(metrics[self.best_metric])
     if best is not None and not _BETTER[self.best_mode](value, float(best[self.best_metric])):
       return False
+    self._finish(self._best)
     with self._reported(self._best):
       self._best.save(
         step,
@@ -179,7 +213,7 @@ class Checkpoints:
         ),
         force=True,
       )
-    self._saving[id(self._best)] = step
+    self._saving[id(self._best)] = self._unrecorded[id(self._best)] = step
     return True
 
   # ---- restoring -----------------------------------------------------------------------------
@@ -210,6 +244,8 @@ class Checkpoints:
     step = manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {manager.directory} to restore.")
+    self._finish(manager)  # a save of this step in flight: complete and record it first
+    _verify(manager, step)
     arrays = _with_shardings(_arrays(target), target_shardings)
     restored = manager.restore(
       step,
@@ -219,8 +255,7 @@ class Checkpoints:
 
   def wait_until_finished(self) -> None:
     for manager in filter(None, (self._latest, self._best)):
-      with self._reported(manager):
-        manager.wait_until_finished()
+      self._finish(manager)
 
   def close(self) -> None:
     try:

@@ -13,15 +13,18 @@ to the smallest of at most 8 lengths chosen from the texts' own lengths
   input_ids          int32 [T]       the token of each row
   pooler_output      float32 [N, H]  tanh(dense(h_[CLS])) per text; only with --pooled
 
-`load_features(path)` gives the per-text arrays back. The file is written next to its final
-name and renamed when complete.
+Truncated texts, and a `--max_length` lowered to the model's `max_position_embeddings`, are
+reported on stderr (one line each). `load_features(path)` gives the per-text arrays back. The
+file is written next to its final name and renamed when complete.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,8 +79,12 @@ def extract_features(
   max_length: int | None = None,
   pooled: bool = False,
   progress: bool = True,
+  notify: Callable[[str], None] | None = None,
 ) -> Features:
-  """Runs `model` (head `base`) over `texts`; see the module docstring."""
+  """Runs `model` (head `base`) over `texts`; see the module docstring. `notify` gets one line
+  when texts are truncated or `max_length` is lowered to the model's limit (default: a logged
+  warning)."""
+  notify = notify or logging.getLogger(__name__).warning
   if model.head != "base":
     raise UserError(
       f"extract_features needs the encoder (head 'base'), got head "
@@ -91,8 +98,22 @@ def extract_features(
       "random); use a checkpoint with one, or leave pooled out."
     )
   limit = model.config.max_position_embeddings
+  if max_length is not None and max_length > limit:
+    notify(
+      f"features: max_length {max_length} is more than the model's max_position_embeddings "
+      f"{limit}; using {limit}."
+    )
   max_length = min(max_length or limit, limit)
   encoded = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+  full = [i for i, ids in enumerate(encoded) if len(ids) == max_length]  # perhaps cut
+  if full:
+    longer = model.tokenizer([texts[i] for i in full], truncation=True, max_length=max_length + 1)
+    cut = [i for i, ids in zip(full, longer["input_ids"], strict=True) if len(ids) > max_length]
+    if cut:
+      notify(
+        f"features: {len(cut)} of {len(texts)} texts are longer than max_length {max_length} "
+        f"tokens and were truncated to it (the first: text {cut[0] + 1})."
+      )
   check_token_ids(encoded, model.config.vocab_size, "features")
 
   @jax.jit
@@ -187,7 +208,12 @@ def main(argv: Sequence[str]) -> int:
   texts = Path(FLAGS.input).read_text(encoding="utf-8").splitlines()
   model = from_pretrained(FLAGS.model, head="base", strict=True, add_pooling_layer=FLAGS.pooled)
   features = extract_features(
-    model, texts, batch_size=FLAGS.batch_size, max_length=FLAGS.max_length, pooled=FLAGS.pooled
+    model,
+    texts,
+    batch_size=FLAGS.batch_size,
+    max_length=FLAGS.max_length,
+    pooled=FLAGS.pooled,
+    notify=lambda line: print(line, file=sys.stderr),  # stdout carries the result only
   )
   save_features(FLAGS.output, features, FLAGS.overwrite)
   tokens = sum(len(ids) for ids in features.input_ids)

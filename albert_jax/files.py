@@ -74,8 +74,12 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
   """
   path = Path(path)
   refuse_existing(path, overwrite)
-  if path.parent.exists() and not path.parent.is_dir():
-    raise UserError(f"Cannot write {path}: {path.parent} is a file, not a directory.")
+  in_the_way = next(p for p in path.absolute().parents if p.exists())  # the nearest that exists
+  if not in_the_way.is_dir():
+    raise UserError(
+      f"Cannot write {path}: {in_the_way} is a file, not a directory; move it away or choose "
+      "another output."
+    )
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-", dir=path.parent))
   try:

@@ -1,6 +1,7 @@
 """Orbax checkpoints: round trip of train state + data position, other meshes, best-by-metric."""
 
 import functools
+import json
 import math
 import os
 
@@ -13,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from albert_jax import optim
 from albert_jax.checkpoint import Checkpoints, abstract_state
+from albert_jax.errors import UserError
 from albert_jax.train import TrainState
 
 HEAD = "sequence_classification"
@@ -167,3 +169,32 @@ def test_errors(tmp_path):
     Checkpoints(tmp_path / "x", best_directory=tmp_path / "y")
   with pytest.raises(ValueError, match="best_mode"):
     Checkpoints(tmp_path / "x", best_directory=tmp_path / "y", best_metric="a", best_mode="up")
+
+
+def test_a_damaged_checkpoint_file_is_an_error_naming_it(tmp_path):
+  state = _state()
+  with Checkpoints(tmp_path / "ckpt", keep=3) as ckpts:
+    for step in (1, 2):
+      ckpts.save(step, state.replace(step=state.step + step), {"epoch": 0, "index": step})
+  step_2 = tmp_path / "ckpt" / "2"
+  recorded = json.loads((step_2 / "checksums.json").read_text())
+  assert any(name.startswith("state/") for name in recorded) and "data/metadata" in recorded
+  biggest = max(recorded, key=lambda name: (step_2 / name).stat().st_size)
+  data = bytearray((step_2 / biggest).read_bytes())
+  data[len(data) // 2] ^= 0x01
+  (step_2 / biggest).write_bytes(bytes(data))
+
+  fresh = Checkpoints(tmp_path / "ckpt", keep=3)
+  with pytest.raises(UserError) as raised:
+    fresh.restore(abstract_state(state))
+  assert str(raised.value) == (
+    f"{step_2 / biggest} does not match its checksum in {step_2 / 'checksums.json'}: the file is "
+    f"damaged or was changed. Checkpoint 2 is damaged. Delete {step_2} to resume from "
+    "checkpoint 1 (the one before it), or start a new run in another --workdir."
+  )
+  restored, data = fresh.restore(abstract_state(state), step=1)  # the others are intact
+  _assert_same(restored, state.replace(step=state.step + 1))
+  (step_2 / "checksums.json").unlink()  # as an older version wrote it: restored unchecked
+  restored, data = fresh.restore(abstract_state(state))
+  assert data == {"epoch": 0, "index": 2}
+  fresh.close()

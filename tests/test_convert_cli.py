@@ -357,3 +357,15 @@ def test_damaged_converted_directory(tmp_path, hf_dir):
       path.write_bytes(path.read_bytes()[:100])
   with pytest.raises(ValueError, match=r"params/\S+ does not match its checksum .* damaged"):
     from_pretrained(out)  # named by the checksums albert_jax.json records
+
+
+def test_a_file_in_the_way_of_the_output_is_named(tmp_path, hf_dir):
+  (tmp_path / "file").write_text("in the way")
+  for output in (tmp_path / "file" / "out", tmp_path / "file" / "deeper" / "out"):
+    with pytest.raises(UserError) as raised:
+      convert.main(["c", "--source", str(hf_dir), "--output", str(output)])
+    assert str(raised.value) == (
+      f"Cannot write {output}: {tmp_path / 'file'} is a file, not a directory; move it away "
+      "or choose another output."
+    )
+  assert (tmp_path / "file").read_text() == "in the way"

@@ -3,6 +3,7 @@ no missing keys and the same outputs."""
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -20,9 +21,10 @@ from tests.test_model import SMALL, TOL
 NUM_LABELS = {"sequence_classification": 3, "token_classification": 4}
 
 
-def random_params(head, seed=0):
+def random_params(head, seed=0, **config):
   """Random values for every leaf (numpy: no compilation), LayerNorm scales around 1."""
-  module = create_module(AlbertConfig(**SMALL), head, NUM_LABELS.get(head), scan_layers=False)
+  config = AlbertConfig(**{**SMALL, **config})
+  module = create_module(config, head, NUM_LABELS.get(head), scan_layers=False)
   rng = np.random.RandomState(seed)
   params = jax.tree_util.tree_map_with_path(
     lambda path, leaf: (rng.normal(0, 0.1, leaf.shape) + (path[-1].key == "scale")).astype(
@@ -51,6 +53,7 @@ def test_export_round_trip_through_transformers(head, tmp_path, capsys):
   )
   assert HF_CLASSES[head] in capsys.readouterr().out
   assert sorted(os.listdir(tmp_path / "hf")) == [
+    "checksums.json",
     "config.json",
     "model.safetensors",
     "spiece.model",
@@ -118,3 +121,28 @@ def test_export_of_converted_hf_checkpoint_matches_the_original_file(tmp_path):
   for name, value in original.items():
     np.testing.assert_array_equal(exported[name], value, err_msg=name)
   assert from_pretrained(tmp_path / "hf").head == "pretraining"  # and it converts back
+
+
+def test_a_flipped_byte_in_an_export_is_an_error_naming_the_file(tmp_path):
+  # 30000 ids: the bundled tokenizer that travels with the export fits the model
+  module, params = random_params("masked_lm", vocab_size=30000)
+  save_params(tmp_path / "ours", params, module.config, "masked_lm")
+  export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+  recorded = json.loads((tmp_path / "hf" / "checksums.json").read_text())
+  assert sorted(recorded) == ["config.json", "model.safetensors", "spiece.model",
+                              "tokenizer_config.json"]  # fmt: skip
+  from_pretrained(tmp_path / "hf")  # intact: loads
+  weights = tmp_path / "hf" / "model.safetensors"
+  data = bytearray(weights.read_bytes())
+  data[len(data) // 2] ^= 0x01  # one bit of one weight (the header is at the start)
+  weights.write_bytes(bytes(data))
+  message = (
+    rf"{re.escape(str(weights))} does not match its checksum in "
+    rf"{re.escape(str(tmp_path / 'hf' / 'checksums.json'))}: the file is damaged or was "
+    r"changed. Export \(or download\) the model again."
+  )
+  with pytest.raises(UserError, match=message):
+    from_pretrained(tmp_path / "hf")
+  with pytest.raises(UserError, match=message):
+    convert.main(["c", "--source", str(tmp_path / "hf"), "--output", str(tmp_path / "back")])
+  assert not (tmp_path / "back").exists()

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import random
 import shutil
+import subprocess
+import sys
 import time
 
 import jax
@@ -40,6 +43,7 @@ from albert_jax.trainer.order import DataPosition
 from configs.pretrain import tiny
 from tests.test_pretraining_data import make_sentence, make_tokenizer, write_corpus
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_SEQ_LENGTH = 64
 MAX_PREDICTIONS = 10  # round(64 * 0.15) = 10: no padding wasted on the 30k-wide MLM softmax
 NUM_SHARDS = 4
@@ -490,9 +494,52 @@ def test_resume_after_preemption_repeats_the_run(data_dir: str, tmp_path) -> Non
       "index": 6 * 2 * 8,
       "rows": 8,
       "steps_per_epoch": positions[0]["steps_per_epoch"],
+      "data": data_lib.fingerprint(read_manifest(data_dir), [0, 1, 2]),  # the training files
     }
   )
   # A rerun with a different recipe in the same workdir is refused before any work.
   config.learning_rate = 2e-3
   with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.002"):
     pretrain.run(config, resumed)
+
+
+def test_resuming_on_changed_data_is_refused_or_restarts_the_epoch(data_dir, tmp_path) -> None:
+  data = tmp_path / "data"
+  shutil.copytree(data_dir, data)
+  overrides = dict(num_train_steps=4, warmup_steps=1, checkpoint_every_steps=2,
+                   eval_every_steps=0, eval_batches=1, log_every_steps=2)  # fmt: skip
+  config = tiny_config(str(data), **overrides)
+  workdir = tmp_path / "run"
+  pretrain.run(config, str(workdir), stop_at_step=2)
+  # The data is regenerated with one file less (its training files: 3 -> 2, the last held out).
+  manifest = json.loads((data / "manifest.json").read_text())
+  dropped = manifest["files"].pop(1)
+  (data / dropped["path"]).unlink()
+  manifest["num_instances"] -= dropped["num_instances"]
+  (data / "manifest.json").write_text(json.dumps(manifest))
+  before = data_lib.fingerprint(read_manifest(data_dir), [0, 1, 2])
+  now = data_lib.fingerprint(manifest, [0, 1])
+
+  flags = [f"--config.{k}={v}" for k, v in {**overrides, "train_data": data,
+           "max_predictions_per_seq": MAX_PREDICTIONS}.items()]  # fmt: skip
+  tiny_file = ROOT / "configs" / "pretrain" / "tiny.py"
+  command = [sys.executable, "-m", "albert_jax.pretrain", f"--config={tiny_file}", *flags,
+             f"--workdir={workdir}"]  # fmt: skip
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+  run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert run.stderr.endswith(
+    f"error: The training data changed since the checkpoint was saved ({before['examples']} "
+    f"examples, sha256 {before['sha256'][:12]}... then; {now['examples']}, "
+    f"{now['sha256'][:12]}... now). Restore the data, or pass "
+    "--config.allow_data_change=True to continue on the new data from the start of epoch 0, or "
+    "start a new run in another --workdir.\n"
+  ), run.stderr[-3000:]
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+  config.allow_data_change = True
+  assert pretrain.run(config, str(workdir))["step"] == 4
+  with open(workdir / "checkpoints" / "4" / "data" / "metadata") as f:
+    position = json.load(f)
+  assert position["data"] == now
+  assert (position["epoch"], position["index"]) == (0, 2 * 16)  # epoch 0 again, from its start

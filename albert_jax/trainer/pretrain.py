@@ -19,6 +19,8 @@ pretraining), MLM/SOP evaluation, metrics.jsonl and the export; the rest is the 
 Rerunning the same command resumes from the latest checkpoint at the same step and data
 position; the steps after that checkpoint are trained again and their metrics.jsonl lines
 replaced, so an interrupted run ends with the same parameters and metrics as an uninterrupted one.
+The data position records the training files' fingerprint (`data.pretraining.fingerprint`):
+resuming on other data is refused, or with `allow_data_change` restarts the saved epoch.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from albert_jax.heads import create_module
 from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
 from albert_jax.trainer import config as config_lib
 from albert_jax.trainer import export, loop
-from albert_jax.trainer.order import DataPosition
+from albert_jax.trainer.order import DataPosition, resume_position
 from albert_jax.trainer.state import initial_state
 from albert_jax.weights import converted
 from albert_jax.weights.pretrained import from_pretrained
@@ -152,6 +154,7 @@ class Inputs:
   eval: data_lib.Shards | None  # None: no eval data
   eval_num_batches: int  # batches per eval, the same on every process
   eval_rows: int  # rows of each global eval batch this process loads
+  fingerprint: dict[str, Any]  # of all processes' training files, saved with the data position
 
 
 def _data_share(global_rows: int, mesh, rules) -> tuple[int, int]:
@@ -209,8 +212,9 @@ def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh, r
     eval_manifest = data_lib.read_manifest(config.eval_data)
     data_lib.check_vocabulary(eval_manifest, config.eval_data, vocab_file)
     eval_dir, eval_ids = config.eval_data, list(range(len(eval_manifest["files"])))
+  fingerprint = data_lib.fingerprint(manifest, train_ids)
   if not eval_ids:
-    return Inputs(train_batches, None, 0, 0)
+    return Inputs(train_batches, None, 0, 0, fingerprint)
   eval_index, eval_count = _data_share(_eval_batch_size(config), mesh, rules)
   eval_rows = _eval_batch_size(config) // eval_count
   eval_shards = data_lib.open_shards(
@@ -219,7 +223,7 @@ def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh, r
   num_batches = data_lib.eval_num_batches(eval_shards.manifest, eval_ids, eval_count, eval_rows)
   if config.eval_batches:
     num_batches = min(num_batches, config.eval_batches)
-  return Inputs(train_batches, eval_shards, num_batches, eval_rows)
+  return Inputs(train_batches, eval_shards, num_batches, eval_rows, fingerprint)
 
 
 def _sample_batch(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, np.ndarray]:
@@ -412,8 +416,10 @@ def run(
       prog.module, prog.tx, HEAD, sample, mesh, rules, ckpts, init_rng=init_rng, load_params=load
     )
     if saved is not None:
-      _check_position(saved, inputs)
-      inputs.train.seek(DataPosition.from_json(saved))
+      position = resume_position(saved, inputs.fingerprint, config.allow_data_change)
+      if position == DataPosition.from_json(saved):  # the same data
+        _check_position(saved, inputs)
+      inputs.train.seek(position)
     step = int(state.step) // config.grad_accum_steps
     metrics_file = MetricsFile(
       os.path.join(workdir, "metrics.jsonl"), step, enabled=distributed.is_main_process()
@@ -449,6 +455,7 @@ def _position(inputs: Inputs) -> dict[str, Any]:
     **train_batches.position.to_json(),
     "rows": train_batches.batch_size,
     "steps_per_epoch": train_batches.steps_per_epoch,
+    "data": inputs.fingerprint,
   }
 
 

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from albert_jax import files
+from albert_jax import checksums, files
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
 from albert_jax.heads import abstract_params, create_module, head_spec
@@ -139,29 +139,16 @@ def write_converted(directory: str | os.PathLike, converted: Converted) -> None:
     checkpointer.save(directory.absolute() / PARAMS_DIR, converted.params)
   files.write_json(directory / HF_CONFIG_FILE, hf_config(converted.config, converted.metadata))
   converted.tokenizer.save_pretrained(directory)
-  checksums = {name: files.sha256(directory / name) for name in _data_files(directory)}
-  files.write_json(directory / METADATA_FILE, {**converted.metadata, "checksums": checksums})
-
-
-def _data_files(directory: Path) -> list[str]:
-  """Every file under `directory` but the metadata file, as sorted relative paths."""
-  found = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-  return sorted(name for name in found if name != METADATA_FILE)
+  sums = checksums.of_files(directory, exclude=(METADATA_FILE,))
+  files.write_json(directory / METADATA_FILE, {**converted.metadata, "checksums": sums})
 
 
 def verify_checksums(directory: str | os.PathLike, meta: Mapping[str, Any]) -> None:
   """Raises a UserError naming the first file of `directory` whose sha256 is not the one
   albert_jax.json records (directories written before checksums were recorded pass)."""
-  directory = Path(directory)
-  for name, want in sorted((meta.get("checksums") or {}).items()):
-    path = directory / name
-    if not path.is_file():
-      raise UserError(f"{path} is missing from the converted model; convert or copy it again.")
-    if files.sha256(path) != want:
-      raise UserError(
-        f"{path} does not match its checksum in {directory / METADATA_FILE}: the file is "
-        "damaged or was changed. Convert (or copy) the model again."
-      )
+  recorded_in = str(Path(directory) / METADATA_FILE)
+  remedy = "Convert (or copy) the model again."
+  checksums.verify(directory, meta.get("checksums") or {}, recorded_in, remedy)
 
 
 def save_params(

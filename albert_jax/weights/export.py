@@ -11,6 +11,8 @@ or unexpected keys:
                       tied to the word embeddings and `predictions.bias` in HF and left out,
                       as HF's own save does (safetensors refuses shared tensors)
   spiece.model        the SentencePiece model (+ tokenizer_config.json)
+  checksums.json      the sha256 of every other file (`albert_jax.checksums`); albert_jax
+                      verifies them when it reads the directory (HF ignores the file)
 
 The directory is written next to `output` and renamed into place when complete.
 """
@@ -23,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from albert_jax import files
+from albert_jax import checksums, files
 from albert_jax.heads import HEADS
 from albert_jax.weights import hf
 from albert_jax.weights.converted import HF_CONFIG_FILE
@@ -70,4 +72,5 @@ def export(
     files.write_json(tmp / HF_CONFIG_FILE, hf_config_dict(model))
     save_file(state, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
     model.tokenizer.save_pretrained(tmp)
+    checksums.write(tmp)  # verified when albert_jax reads the directory back
   return model

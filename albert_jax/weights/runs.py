@@ -7,7 +7,8 @@ A workdir gives its best step (`best/`), else its latest (`checkpoints/`). What 
 are comes from the run config (`WORKDIR/config.json`): fine-tuning's task names the head and
 labels, and the model is its preset with `model_overrides` (from_scratch) or the one it started
 from; pretraining's is `albert_jax.trainer.pretrain.model_config`. The parameters are the
-`params` of the checkpoint's train state, restored by Orbax without the optimizer state.
+`params` of the checkpoint's train state, restored by Orbax without the optimizer state, once
+the step's files match the checksums the run recorded (`albert_jax.checkpoint`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import ml_collections
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from albert_jax import checksums
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
 from albert_jax.tokenizer import AlbertTokenizer
@@ -60,6 +62,9 @@ class RunCheckpoint:
 
   def __init__(self, path: Path):
     self.step_dir = step_directory(path)
+    checksums.verify_recorded(
+      self.step_dir, f"The checkpoint {self.step_dir} is damaged; load another step directory."
+    )
     workdir = self.step_dir.parent.parent
     run = ml_collections.ConfigDict(converted.read_json(workdir / RUN_CONFIG))
     if "task" in run:

@@ -5,7 +5,8 @@ a TF checkpoint directory or prefix (`albert_config.json`, `model.ckpt-best.*`,
 `30k-clean.model`; TF-Hub `module/` names too), a `.tar.gz` of either, or an HF hub name
 (`albert-large-v2`), downloaded into the hub's usual cache. `load_source` reads any of them
 into a `Converted`; `convert` writes that as a converted directory
-(`albert_jax.weights.converted`).
+(`albert_jax.weights.converted`). An HF directory that `albert_jax.export` wrote records the
+sha256 of its files (`checksums.json`); they are verified before the weights are read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from albert_jax import files
+from albert_jax import checksums, files
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
 from albert_jax.heads import head_spec
@@ -183,6 +184,7 @@ def _load_local(
       f"{path} is already converted; load it with albert_jax.from_pretrained({str(path)!r})."
     )
   if is_hf_model_dir(path):
+    checksums.verify_recorded(path, "Export (or download) the model again.")
     hf_config = read_json(path / HF_CONFIG_FILE)
     config = config or AlbertConfig.from_dict(hf_config)
     state = load_hf_state_dict(path)

@@ -59,6 +59,7 @@ from albert_jax.data.pretraining.pipeline import (
 from albert_jax.data.pretraining.reader import (
   Shards,
   check_vocabulary,
+  fingerprint,
   open_shards,
   original_input_ids,
   process_files,
@@ -77,6 +78,7 @@ from albert_jax.data.pretraining.records import (
 from albert_jax.data.pretraining.writer import create_pretraining_data
 
 __all__ = [
+  "fingerprint",
   "BATCH_KEYS",
   "FEATURE_NAMES",
   "FORMATS",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,16 @@ def read_manifest(directory: str) -> dict[str, Any]:
   if not manifest.get("files") or not manifest.get("num_instances"):
     raise PretrainingDataError(f"{directory!r} holds no examples (its manifest lists none)")
   return manifest
+
+
+def fingerprint(manifest: dict[str, Any], file_ids: Sequence[int]) -> dict[str, Any]:
+  """{"examples", "sha256"} of the files `file_ids` as the manifest records them (each file's
+  name, instance count and sha256, which the writer computed from its bytes): saved with the
+  data position, so a resumed run knows whether its data is the same (`trainer.order`)."""
+  entries = [manifest["files"][i] for i in file_ids]
+  listed = [(e["path"], int(e["num_instances"]), e.get("sha256")) for e in entries]
+  digest = hashlib.sha256(json.dumps(listed).encode())
+  return {"examples": sum(n for _, n, _ in listed), "sha256": digest.hexdigest()}
 
 
 @functools.cache
