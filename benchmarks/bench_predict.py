@@ -127,6 +127,30 @@ def interleaved(runs: dict, reps: int) -> dict[str, float]:
   return {name: statistics.median(t) for name, t in times.items()}
 
 
+def per_token(ours, model, batch: int, length: int, reps: int) -> tuple[float, float]:
+  """Tokens/s of one forward pass of each framework at the same shape [batch, length] (full
+  rows), interleaved: the frameworks' own speed, without padding or batching choices."""
+  import jax
+  import torch
+
+  ids = np.random.default_rng(0).integers(5, 1000, (batch, length)).astype(np.int32)
+  ones, zeros = np.ones_like(ids), np.zeros_like(ids)
+  params = ours.model.params
+  jax.block_until_ready(ours.runner._run(params, ids, ones, zeros))  # compile
+  pt = {k: torch.as_tensor(v).long() for k, v in (("input_ids", ids), ("attention_mask", ones))}
+  with torch.no_grad():
+    model(**pt)
+    times = {"jax": [], "torch": []}
+    for _ in range(reps):
+      start = time.perf_counter()
+      jax.block_until_ready(ours.runner._run(params, ids, ones, zeros))
+      times["jax"].append(time.perf_counter() - start)
+      start = time.perf_counter()
+      model(**pt)
+      times["torch"].append(time.perf_counter() - start)
+  return tuple(batch * length / statistics.median(times[k]) for k in ("jax", "torch"))
+
+
 def report(title: str, count: int, unit: str, results: dict[str, float]) -> None:
   ours = results["albert_jax"]
   better = min(v for k, v in results.items() if k != "albert_jax")
@@ -194,6 +218,12 @@ def main() -> None:
           "transformers pipeline (batch_size=32)": lambda: theirs(texts, batch_size=32),
         }
         report(task, args.n, "sentences", interleaved(runs, args.reps))
+        for length in (32, 128):
+          j, t = per_token(ours, theirs.model, 32, length, max(args.reps, 2))
+          print(
+            f"  one forward pass at [32, {length}]: JAX {j:.0f}, PyTorch {t:.0f} tokens/s; "
+            f"per-token JAX / PyTorch x{j / t:.2f}"
+          )
       else:
         items = questions(args.n_qa)
         model = transformers.AlbertForQuestionAnswering.from_pretrained(root / "hfx").eval()
