@@ -169,6 +169,7 @@ def main() -> None:
   parser.add_argument("--n", type=int, default=300, help="sentences (text classification)")
   parser.add_argument("--n_qa", type=int, default=200, help="question / context pairs")
   parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=32, help="albert_jax's batch size")
   parser.add_argument("--tasks", default="text-classification,question-answering")
   args = parser.parse_args()
 
@@ -184,7 +185,8 @@ def main() -> None:
   print(
     f"size {args.size}: hidden {hidden}, {layers} layers, FFN {ffn}; torch "
     f"{torch.__version__} ({torch.get_num_threads()} threads), transformers "
-    f"{transformers.__version__}; median of {args.reps}, interleaved"
+    f"{transformers.__version__}; median of {args.reps}, interleaved; albert_jax batch "
+    f"{args.batch}"
   )
   tasks = args.tasks.split(",")
   with tempfile.TemporaryDirectory() as tmp:
@@ -206,7 +208,7 @@ def main() -> None:
       cls(config).eval().save_pretrained(root / "hf")
       convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "ours")])
       export.main(["e", "--checkpoint", str(root / "ours"), "--output", str(root / "hfx")])
-      ours = pipeline(task, model=str(root / "ours"), batch_size=32)
+      ours = pipeline(task, model=str(root / "ours"), batch_size=args.batch)
       if task == "text-classification":
         texts = sentences(args.n)
         theirs = transformers.pipeline(task, model=str(root / "hfx"), device="cpu")
