@@ -20,6 +20,7 @@ is printed apart); examples/s counts real examples (filler rows excluded).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -47,107 +48,168 @@ def arrays_for(lengths: np.ndarray, max_len: int, vocab: int, seed: int = 0) -> 
   }
 
 
-def _timed(fn, batches) -> list[float]:
-  times = []
-  for batch in batches:
-    t0 = time.perf_counter()
-    fn(batch)
-    times.append(time.perf_counter() - t0)
-  return times
+def machine() -> str:
+  """The CPU model (/proc/cpuinfo), the cores this process may use and the load average."""
+  name = "unknown"
+  try:
+    for line in open("/proc/cpuinfo", encoding="utf-8"):
+      if line.startswith("model name"):
+        name = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+  return f"CPU {name}, {len(os.sched_getaffinity(0))} cores; load average {load}"
 
 
-def jax_runs(args, config, lengths: np.ndarray) -> dict:
-  import jax
-  import optax
-
-  from albert_jax import train
-  from albert_jax.data import batching
-  from albert_jax.heads import create_module, init_params
-  from albert_jax.model import TRAIN_REMAT_POLICY
-
-  module = create_module(
-    config, "sequence_classification", num_labels=2, remat_policy=TRAIN_REMAT_POLICY
-  )
-  params = init_params(module, jax.random.key(0))
-  state = train.create_train_state(module, params, optax.adamw(1e-5), "sequence_classification")
-  step = jax.jit(train.train_step, donate_argnums=(0,))
-  rng = jax.random.key(1)
-  arrays = arrays_for(lengths, args.max_seq_length, config.vocab_size)
-  keys = ("input_ids", "attention_mask", "token_type_ids", "label")
-  holder = {"state": state}
-
-  def run(batch):
-    holder["state"], metrics = step(holder["state"], batch, rng)
-    jax.block_until_ready(metrics["loss"])
-
-  buckets = batching.choose_buckets(lengths, args.max_buckets, 8, args.max_seq_length)
-  plan = batching.epoch_plan(lengths, args.batch, seed=0, epoch=0, buckets=buckets)
-  shapes = sorted({b.length for b in plan})
+def timed(fn, batch) -> float:
   t0 = time.perf_counter()
-  for length in shapes:  # compile every shape the plan uses once
-    run(batching.take(arrays, next(b for b in plan if b.length == length), keys))
-  compile_s = time.perf_counter() - t0
-  timed = plan[: args.steps]
-  times = _timed(run, [batching.take(arrays, b, keys) for b in timed])
-  real = sum(float(b.weights.sum()) for b in timed)
-  computed = sum(b.length * len(b.indices) for b in timed)
-  bucket_eps = real / sum(times)
-
-  full = batching.Batch(plan[0].indices, args.max_seq_length, plan[0].weights)
-  padded = batching.take(arrays, full, keys)
-  run(padded)  # compile
-  padded_times = _timed(run, [padded] * args.padded_steps)
-  padded_eps = args.batch / statistics.median(padded_times)
-  return {
-    "buckets": buckets,
-    "compiled_shapes": len(shapes),
-    "padding_fraction": batching.padding_fraction(plan, lengths),
-    "bucket_examples_per_s": bucket_eps,
-    "padded_examples_per_s": padded_eps,
-    "bucket_tokens_per_s": computed / sum(times),
-    "compile_s": compile_s,
-    "plan": timed,
-  }
+  fn(batch)
+  return time.perf_counter() - t0
 
 
-def torch_run(args, config, lengths: np.ndarray) -> dict:
-  """HF PyTorch with dynamic padding: random batches, each padded to its longest row."""
-  import torch
-  import transformers
+class JaxSteps:
+  """AdamW sequence-classification train steps (f32, jitted, the fine-tuning CLI's remat)."""
 
-  torch.manual_seed(0)
-  hf = transformers.AlbertConfig(**{**config.to_dict(), "num_labels": 2})
-  model = transformers.AlbertForSequenceClassification(hf).train()
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-  arrays = arrays_for(lengths, args.max_seq_length, config.vocab_size)
-  order = np.random.default_rng(0).permutation(len(lengths))
-  batches = []
-  for start in range(0, args.batch * (args.steps + 1), args.batch):
-    rows = order[start : start + args.batch]
-    n = int(lengths[rows].max())
-    batches.append(
-      {k: torch.as_tensor(v[rows][..., :n] if v.ndim > 1 else v[rows]) for k, v in arrays.items()}
+  def __init__(self, config):
+    import jax
+    import optax
+
+    from albert_jax import train
+    from albert_jax.heads import create_module, init_params
+    from albert_jax.model import TRAIN_REMAT_POLICY
+
+    module = create_module(
+      config, "sequence_classification", num_labels=2, remat_policy=TRAIN_REMAT_POLICY
     )
+    params = init_params(module, jax.random.key(0))
+    self.state = train.create_train_state(
+      module, params, optax.adamw(1e-5), "sequence_classification"
+    )
+    self.step = jax.jit(train.train_step, donate_argnums=(0,))
+    self.rng = jax.random.key(1)
 
-  def run(batch):
-    out = model(
-      input_ids=batch["input_ids"].long(),
-      attention_mask=batch["attention_mask"],
-      token_type_ids=batch["token_type_ids"].long(),
-      labels=batch["label"].long(),
+  def __call__(self, batch: dict) -> None:
+    import jax
+
+    self.state, metrics = self.step(self.state, batch, self.rng)
+    jax.block_until_ready((self.state, metrics))
+
+
+class TorchSteps:
+  """HF transformers' PyTorch AlbertForSequenceClassification, AdamW train steps (eager, f32,
+  no anomaly detection, the default attention implementation)."""
+
+  def __init__(self, config):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    hf = transformers.AlbertConfig(**{**config.to_dict(), "num_labels": 2})
+    self.model = transformers.AlbertForSequenceClassification(hf).train()
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+    self.torch = torch
+
+  def __call__(self, batch: dict) -> None:
+    t = self.torch
+    out = self.model(
+      input_ids=t.as_tensor(batch["input_ids"]).long(),
+      attention_mask=t.as_tensor(batch["attention_mask"]),
+      token_type_ids=t.as_tensor(batch["token_type_ids"]).long(),
+      labels=t.as_tensor(batch["label"]).long(),
     )
     out.loss.backward()
-    opt.step()
-    opt.zero_grad()
+    self.opt.step()
+    self.opt.zero_grad()
 
-  run(batches[0])  # warm-up
-  times = _timed(run, batches[1:])
-  computed = sum(int(b["input_ids"].numel()) for b in batches[1:])
-  return {
-    "examples_per_s": args.batch * len(times) / sum(times),
-    "tokens_per_s": computed / sum(times),
-    "padding_fraction": 1 - sum(int(b["attention_mask"].sum()) for b in batches[1:]) / computed,
+
+def dynamic(arrays: dict, rows: np.ndarray, lengths: np.ndarray) -> dict:
+  """HF's DataCollatorWithPadding: `rows` padded to their longest row."""
+  n = int(lengths[rows].max())
+  return {k: v[rows][..., :n] if v.ndim > 1 else v[rows] for k, v in arrays.items()}
+
+
+def full_rows(arrays: dict, batch: int, length: int, keys) -> dict:
+  """`batch` rows of exactly `length` real tokens: the fixed shape both frameworks run."""
+  from albert_jax.data import batching
+
+  rows = {**arrays, "attention_mask": np.ones_like(arrays["attention_mask"])}
+  rows["input_ids"] = arrays["input_ids"] % 1000 + 5
+  return batching.take(rows, batching.Batch(np.arange(batch), length, np.ones(batch)), keys)
+
+
+def run_distribution(args, config, lengths: np.ndarray, jax_steps, torch_steps) -> dict:
+  """Bucketed steps (and, with torch, HF dynamic padding on the same rows) interleaved ABAB;
+  the per-token speed of both frameworks at the same fixed shapes, interleaved; then a few
+  steps padded to max_seq_length."""
+  from albert_jax.data import batching
+
+  arrays = arrays_for(lengths, args.max_seq_length, config.vocab_size)
+  keys = ("input_ids", "attention_mask", "token_type_ids", "label")
+  buckets = batching.choose_buckets(lengths, args.max_buckets, 8, args.max_seq_length)
+  plan = batching.epoch_plan(lengths, args.batch, seed=0, epoch=0, buckets=buckets)
+  timed_plan = plan[: args.steps]
+  used = sorted({b.length for b in timed_plan})
+  t0 = time.perf_counter()
+  for length in used:  # compile the shapes the timed steps use, once each
+    jax_steps(batching.take(arrays, next(b for b in plan if b.length == length), keys))
+  compile_s = time.perf_counter() - t0
+  order = np.random.default_rng(0).permutation(len(lengths))
+  random_rows = [order[i * args.batch : (i + 1) * args.batch] for i in range(args.steps)]
+  if torch_steps:  # warm-up: the longest batch of each kind
+    torch_steps(dynamic(arrays, max(random_rows, key=lambda r: lengths[r].max()), lengths))
+  t = {"bucket": [], "grouped": [], "random": []}
+  computed = {"bucket": 0, "grouped": 0, "random": 0}
+  for b, rows in zip(timed_plan, random_rows, strict=True):  # A B A B ...
+    t["bucket"].append(timed(jax_steps, batching.take(arrays, b, keys)))
+    computed["bucket"] += b.length * len(b.indices)
+    if torch_steps:
+      real = b.indices[b.weights > 0]  # the same rows, each batch padded to its longest
+      grouped = dynamic(arrays, real, lengths)
+      t["grouped"].append(timed(torch_steps, grouped))
+      computed["grouped"] += grouped["input_ids"].size
+      rand = dynamic(arrays, rows, lengths)  # HF's default: random batches, dynamic padding
+      t["random"].append(timed(torch_steps, rand))
+      computed["random"] += rand["input_ids"].size
+  real_rows = sum(float(b.weights.sum()) for b in timed_plan)
+  bucket_rows = np.concatenate([b.indices[b.weights > 0] for b in timed_plan])
+  real_tokens = {
+    "bucket": int(lengths[bucket_rows].sum()),
+    "grouped": int(lengths[bucket_rows].sum()),
+    "random": int(lengths[np.concatenate(random_rows)].sum()),
   }
+  result = {
+    "buckets": buckets,
+    "epoch_shapes": len({b.length for b in plan}),
+    "padding_fraction": batching.padding_fraction(plan, lengths),
+    "compile_s": compile_s,
+    "used": used,
+    "examples_per_s": {
+      "bucket": real_rows / sum(t["bucket"]),
+      "grouped": real_rows / sum(t["grouped"]) if t["grouped"] else None,
+      "random": args.batch * args.steps / sum(t["random"]) if t["random"] else None,
+    },
+    "padding": {k: 1 - real_tokens[k] / computed[k] for k in computed if computed[k]},
+  }
+  if torch_steps:  # per-token speed at the same shapes: the two most used bucket lengths
+    shapes = sorted(used, key=lambda n: -sum(b.length == n for b in timed_plan))[:2]
+    per_shape = {}
+    for length in sorted(shapes):
+      batch = full_rows(arrays, args.batch, length, keys)
+      torch_steps(batch)  # warm-up at this shape
+      pair = {"jax": [], "torch": []}
+      for _ in range(args.shape_reps):  # A B A B
+        pair["jax"].append(timed(jax_steps, batch))
+        pair["torch"].append(timed(torch_steps, batch))
+      tokens = args.batch * length
+      per_shape[length] = {k: tokens / statistics.median(v) for k, v in pair.items()}
+    result["per_shape"] = per_shape
+  full = batching.Batch(plan[0].indices, args.max_seq_length, plan[0].weights)
+  padded = batching.take(arrays, full, keys)
+  jax_steps(padded)  # compile
+  padded_times = [timed(jax_steps, padded) for _ in range(args.padded_steps)]
+  result["padded_examples_per_s"] = args.batch / statistics.median(padded_times)
+  return result
 
 
 def main() -> None:
@@ -165,6 +227,7 @@ def main() -> None:
   parser.add_argument("--max_buckets", type=int, default=8)
   parser.add_argument("--only", choices=sorted(DISTRIBUTIONS), default=None)
   parser.add_argument("--torch", action="store_true", help="also HF PyTorch, dynamic padding")
+  parser.add_argument("--shape_reps", type=int, default=2, help="per-token pairs at each shape")
   args = parser.parse_args()
 
   from albert_jax.config import AlbertConfig
@@ -181,33 +244,61 @@ def main() -> None:
   )
   import jax
 
+  print(f"start: {machine()}")
   print(
     f"model: hidden {args.hidden}, {args.layers} layers, {args.heads} heads, FFN "
     f"{args.intermediate}, embeddings {args.embedding}; f32, batch {args.batch}, "
-    f"{jax.devices()[0].platform}"
+    f"{jax.devices()[0].platform}; {args.steps} bucketed steps, {args.padded_steps} steps "
+    f"padded to {args.max_seq_length}"
   )
+  jax_steps = JaxSteps(config)
+  torch_steps = None
+  if args.torch:
+    # PyTorch's OpenMP threads busy-wait between ops by default; in a process whose XLA thread
+    # pool also holds the cores they spin against each other (on 2 busy cores PyTorch's steps
+    # took 20-40x longer after a JAX step than alone). Passive waiting removes that artefact.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores XLA's thread pool uses
+    torch_steps = TorchSteps(config)
+    print(
+      f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+      f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+    )
   for name in [args.only] if args.only else sorted(DISTRIBUTIONS):
     lengths = synthetic_lengths(name, args.examples)
-    r = jax_runs(args, config, lengths)
-    ratio = r["bucket_examples_per_s"] / r["padded_examples_per_s"]
+    r = run_distribution(args, config, lengths, jax_steps, torch_steps)
+    eps = r["examples_per_s"]
     print(
       f"{name}: mean length {lengths.mean():.1f}; buckets {list(r['buckets'])}; "
-      f"compiled shapes {r['compiled_shapes']}; padding fraction {r['padding_fraction']:.1%} "
-      f"(max_length {args.max_seq_length}: {1 - lengths.mean() / args.max_seq_length:.1%})"
+      f"{r['epoch_shapes']} shapes in the epoch plan; padding fraction "
+      f"{r['padding_fraction']:.1%} (max_length {args.max_seq_length}: "
+      f"{1 - lengths.mean() / args.max_seq_length:.1%}); packing could gain at most "
+      f"{1 / (1 - r['padding_fraction']):.2f}x over buckets (computed / real tokens)"
     )
     print(
-      f"  examples/s: buckets {r['bucket_examples_per_s']:.1f}, padded to "
-      f"{args.max_seq_length} {r['padded_examples_per_s']:.2f}; ratio {ratio:.1f}x "
-      f"(compiling {r['compiled_shapes']} shapes: {r['compile_s']:.0f} s)"
+      f"  examples/s: buckets {eps['bucket']:.2f}, padded to {args.max_seq_length} "
+      f"{r['padded_examples_per_s']:.3f}; ratio {eps['bucket'] / r['padded_examples_per_s']:.1f}x "
+      f"(timed steps at lengths {r['used']}, compiled in {r['compile_s']:.0f} s)"
     )
-    if args.torch:
-      t = torch_run(args, config, lengths)
-      print(
-        f"  HF PyTorch, dynamic padding: {t['examples_per_s']:.1f} examples/s (padding "
-        f"{t['padding_fraction']:.1%}); buckets / PyTorch examples/s "
-        f"{r['bucket_examples_per_s'] / t['examples_per_s']:.2f}x; per computed token "
-        f"JAX / PyTorch {r['bucket_tokens_per_s'] / t['tokens_per_s']:.2f}x"
+    if torch_steps:
+      per = r["per_shape"]
+      ratios = [v["jax"] / v["torch"] for v in per.values()]
+      token_ratio = statistics.geometric_mean(ratios)
+      shapes = ", ".join(
+        f"[{args.batch}, {n}]: JAX {v['jax']:.0f}, PyTorch {v['torch']:.0f} tokens/s"
+        for n, v in per.items()
       )
+      print(f"  same shapes (full rows): {shapes}; per-token JAX / PyTorch {token_ratio:.2f}x")
+      for kind, label in (("grouped", "length-grouped"), ("random", "random")):
+        ratio = eps["bucket"] / eps[kind]
+        print(
+          f"  HF PyTorch, dynamic padding, {label} batches: {eps[kind]:.2f} examples/s "
+          f"(padding {r['padding'][kind]:.1%}; buckets {r['padding']['bucket']:.1%}); "
+          f"buckets / PyTorch {ratio:.2f}x = per-token ratio x {ratio / token_ratio:.2f}"
+        )
+  print(f"end: {machine()}")
 
 
 if __name__ == "__main__":

@@ -61,14 +61,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _finetune_in_processes(workdir: pathlib.Path) -> None:
-  """Runs the CLI as NUM_PROCESSES processes, which must all succeed."""
+def _start(workdir: pathlib.Path, overrides: dict, program: list[str], extra: dict) -> list:
+  """The finetune CLI (`program` runs it) as NUM_PROCESSES processes of one JAX system."""
   port = _free_port()
-  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
   command = [
     sys.executable,
-    "-m",
-    "albert_jax.finetune",
+    *program,
     f"--workdir={workdir}",
     f"--config={ROOT / 'configs' / 'finetune' / 'sst2_sample.py'}",
     *flags,
@@ -83,12 +82,21 @@ def _finetune_in_processes(workdir: pathlib.Path) -> None:
       ALBERT_JAX_NUM_PROCESSES=str(NUM_PROCESSES),
       ALBERT_JAX_PROCESS_ID=str(i),
       PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+      **{k: v.format(process=i) for k, v in extra.items()},
     )
     procs.append(
       subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
       )
     )
+  return procs
+
+
+def _finetune_in_processes(
+  workdir: pathlib.Path, overrides: dict = OVERRIDES, program=("-m", "albert_jax.finetune"), **extra
+) -> None:
+  """Runs the CLI as NUM_PROCESSES processes, which must all succeed."""
+  procs = _start(workdir, overrides, list(program), extra)
   outputs = []
   try:
     for p in procs:
@@ -130,3 +138,80 @@ def test_finetune_two_processes_equals_one(tmp_path):
   print(f"train state after {STEPS} steps, 2 processes vs 1: max abs diff {max(diffs):.2g}")
   assert max(diffs) <= TOL
   assert int(a["step"]) == STEPS
+
+
+# ---- kill -9 of both processes mid-run, with length buckets: the rerun ends bit for bit --------
+
+RESUME_STEPS = 6
+RESUME = {
+  **OVERRIDES,
+  "batching": "bucket",
+  "max_buckets": 3,
+  "bucket_multiple": 2,  # the sample's sentences have 8 to 14 tokens: several bucket lengths
+  "num_train_steps": RESUME_STEPS,
+  "checkpoint_every_steps": 2,
+}
+# The CLI with a pause: after its PAUSE_AFTER-th step a process marks a file and sleeps, so the
+# test kills both processes at a known point of the run (after the checkpoint of step 4 started).
+PAUSING_CLI = """
+import os, time
+from albert_jax.trainer import loop
+advance, done = loop.Reporter.advance, []
+def advance_then_pause(self, steps=1):
+  advance(self, steps)
+  done.append(steps)
+  if len(done) == int(os.environ["PAUSE_AFTER"]):
+    open(os.environ["PAUSED"], "w").close()
+    time.sleep(600)
+loop.Reporter.advance = advance_then_pause
+from albert_jax import cli, finetune
+cli.run(finetune.main, finetune.FLAGS)
+"""
+
+
+def _state_arrays(workdir: pathlib.Path, step: int) -> list:
+  return jax.tree.leaves(_restore(workdir / "checkpoints" / str(step) / "state"))
+
+
+def test_bucketed_two_process_run_killed_and_rerun_equals_uninterrupted(tmp_path):
+  """Both processes get SIGKILL mid-run; the same two-process command again resumes from the
+  last checkpoint and its data position, and ends with the uninterrupted two-process run's
+  metrics, parameters and optimizer state, bit for bit."""
+  import signal
+  import time
+
+  _finetune_in_processes(tmp_path / "straight", RESUME)
+  expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+  buckets = json.loads((tmp_path / "straight" / "buckets.json").read_text())["buckets"]
+  assert len(buckets) > 1  # the run really batched at several lengths
+
+  run = tmp_path / "run"
+  marks = [tmp_path / f"paused.{i}" for i in range(NUM_PROCESSES)]
+  extra = {"PAUSE_AFTER": "5", "PAUSED": str(tmp_path / "paused.{process}")}
+  procs = _start(run, RESUME, ["-c", PAUSING_CLI], extra)
+  try:
+    deadline = time.monotonic() + 300
+    while not all(m.exists() for m in marks):
+      dead = [p for p in procs if p.poll() is not None]
+      assert not dead, dead[0].communicate()[0][-4000:]
+      assert time.monotonic() < deadline, "the processes did not reach step 5"
+      time.sleep(0.2)
+    for p in procs:
+      os.kill(p.pid, signal.SIGKILL)
+    for p in procs:
+      p.wait(timeout=60)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert [p.returncode for p in procs] == [-signal.SIGKILL] * NUM_PROCESSES
+  assert not (run / "metrics.json").exists()
+  saved = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and max(saved) < RESUME_STEPS  # killed mid-run, after a checkpoint
+
+  _finetune_in_processes(run, RESUME)  # the same command again
+  assert json.loads((run / "metrics.json").read_text()) == expected
+  a, b = _state_arrays(run, RESUME_STEPS), _state_arrays(tmp_path / "straight", RESUME_STEPS)
+  assert len(a) == len(b)
+  for x, y in zip(a, b, strict=True):
+    np.testing.assert_array_equal(x, y)  # bit for bit

@@ -319,3 +319,112 @@ def test_question_answering_journey(squad_run, tmp_path):
   with pytest.raises(UserError, match=r"Question 0 .* leaves no room for the context"):
     predict.main(args)
   assert not out.exists()
+
+
+# ---- bf16: the same labels, scores within the error bf16's precision allows -------------------
+
+BF16_U = (
+  2.0**-8
+)  # bf16 keeps 8 significant bits: rounding to nearest moves a value by <= 2^-8 of it
+
+
+def _predict_scores(model_dir, inputs, out, dtype, function):
+  args = ["p", "--model", str(model_dir), "--task", "text-classification", "--input", str(inputs)]
+  args += ["--output", str(out), "--top_k", "none", "--function_to_apply", function]
+  assert predict.main([*args, "--dtype", dtype, "--noprogress"]) == 0
+  rows = [
+    {r["label"]: r["score"] for r in json.loads(line)} for line in out.read_text().splitlines()
+  ]
+  return np.array([[row[k] for k in sorted(row)] for row in rows])  # [inputs, labels]
+
+
+def test_predict_bfloat16_agrees_with_float32_within_bf16_precision(tmp_path):
+  """The error bound, from bf16's unit roundoff u = 2^-8:
+
+  - the pooled features h (tanh, |h_i| <= 1) come out of n bf16-rounded stages: the embeddings'
+    lookup, LayerNorm and projection; per transformer block the attention projections, the
+    probabilities, the context, the output projection, the residual + LayerNorm, the FFN's two
+    projections and its GELU, the second residual + LayerNorm (9); the pooler's dense and tanh.
+    LayerNorm brings each block's activations back to scale ~1, so each stage adds an error of
+    at most u of an O(1) value; these rounding errors are independent, and add in quadrature
+    (the usual probabilistic rounding-error model): each h_i is off by <= sqrt(n) u;
+  - a logit z_k = W_k . h + b_k sums H such independent errors: |dz_k| <= sqrt(n) u |W_k|_2,
+    plus its own rounding to bf16, u |z_k|. eps = the largest over the labels;
+  - softmax: p_i' / p_i = exp(dz_i) / sum_j p_j exp(dz_j) lies in [e^-2eps, e^2eps], so
+    |p_i' - p_i| <= (e^(2 eps) - 1) min(p_i, 1 - p_i) (the same for the other labels' sum);
+    and where the float32 logits' margin (best - second) exceeds 2 eps, the best label stays.
+  """
+  from tests.test_pipelines import _convert_and_export
+
+  ref, model_dir, _ = _convert_and_export(tmp_path, "sequence_classification", seed=7, num_labels=3)
+  texts = [f"Sentence {i}: " + "a rather long and winding " * (i % 9) + "story." for i in range(24)]
+  inputs = tmp_path / "in.txt"
+  inputs.write_text("\n".join(texts) + "\n")
+  z32, z16 = (
+    _predict_scores(model_dir, inputs, tmp_path / f"z_{d}", d, "none")
+    for d in ("float32", "bfloat16")
+  )
+  p32, p16 = (
+    _predict_scores(model_dir, inputs, tmp_path / f"p_{d}", d, "softmax")
+    for d in ("float32", "bfloat16")
+  )
+  config = from_pretrained(model_dir).config
+  blocks = config.num_hidden_layers * config.inner_group_num
+  n = 3 + 9 * blocks + 2
+  W = ref.classifier.weight.detach().numpy().astype(np.float64)  # [labels, H]
+  eps = np.sqrt(n) * BF16_U * np.linalg.norm(W, axis=1).max() + BF16_U * np.abs(z32).max(1)
+  print(f"bf16: max |dz| {np.abs(z16 - z32).max():.2g}, bound {eps.min():.2g}..{eps.max():.2g}")
+  assert np.abs(z16 - z32).max() > 0  # the option computes in bf16
+  assert np.all(np.abs(z16 - z32) <= eps[:, None])
+  bound = np.expm1(2 * eps)[:, None] * np.minimum(p32, 1 - p32)
+  assert np.all(np.abs(p16 - p32) <= bound)
+  top2 = np.sort(z32, axis=1)[:, -2:]
+  clear = top2[:, 1] - top2[:, 0] > 2 * eps
+  assert clear.mean() >= 0.5  # most inputs are far enough from a tie to compare labels
+  np.testing.assert_array_equal(p16[clear].argmax(1), p32[clear].argmax(1))
+
+
+# ---- multiple choice from a JSONL file --------------------------------------------------------
+
+CHOICE_ITEMS = [
+  {"question": "The sky is", "choices": ["blue.", "a large green fish in the sea.", "red"]},
+  {"context": "Paris is in France.", "question": "Paris is in", "choices": ["France", "Peru"]},
+  {"question": "Which is a fruit?", "choices": ["an apple", "a chair", "a rock", "a cloud"]},
+]
+
+
+def test_predict_multiple_choice_file_equals_the_pipeline_and_the_model(tmp_path):
+  import torch
+  import transformers
+
+  from tests.test_pipelines import _convert_and_export
+
+  ref, model_dir, hf_dir = _convert_and_export(tmp_path, "multiple_choice", seed=5)
+  inputs, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+  inputs.write_text("".join(json.dumps(item) + "\n" for item in CHOICE_ITEMS))
+  args = ["p", "--model", str(model_dir), "--task", "multiple-choice", "--input", str(inputs)]
+  assert predict.main([*args, "--output", str(out), "--noprogress"]) == 0
+  got = [json.loads(line) for line in out.read_text().splitlines()]
+  want = pipeline("multiple-choice", model=str(model_dir))(CHOICE_ITEMS)
+  assert [set(g) for g in got] == [{"label", "scores"}] * len(CHOICE_ITEMS)
+  assert [g["label"] for g in got] == [w["label"] for w in want]
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(g["scores"], w["scores"], atol=F32)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+  for item, g in zip(CHOICE_ITEMS, got, strict=True):  # HF's AlbertForMultipleChoice
+    first = " ".join(t for t in (item.get("context"), item["question"]) if t)
+    enc = tokenizer(
+      [first] * len(item["choices"]), item["choices"], padding=True, return_token_type_ids=True
+    )
+    with torch.no_grad():
+      logits = ref(**{k: torch.tensor(v)[None] for k, v in enc.items()}).logits[0].numpy()
+    np.testing.assert_allclose(g["scores"], np.exp(logits) / np.exp(logits).sum(), atol=F32)
+    assert g["label"] == int(logits.argmax())
+
+  bad = [CHOICE_ITEMS[0], {"question": "No choices here?", "context": "none"}]
+  inputs.write_text("".join(json.dumps(item) + "\n" for item in bad))
+  out.unlink()
+  done = cli("albert_jax.predict", *args[1:], "--output", str(out))
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "in.jsonl:2: no 'choices' field" in done.stderr and done.stdout == ""
+  assert not out.exists()
