@@ -22,6 +22,7 @@ import glob
 import importlib.util
 import logging
 import os
+import sys
 
 import jax
 import numpy as np
@@ -81,6 +82,7 @@ def initialize(
     jax.distributed.initialize()  # JAX finds the slice's workers itself (one or several)
   else:
     return
+  _stdout_for_results_only()
   logging.info(
     "Process %d of %d; %d local of %d devices.",
     jax.process_index(),
@@ -88,6 +90,19 @@ def initialize(
     jax.local_device_count(),
     jax.device_count(),
   )
+
+
+def _stdout_for_results_only() -> None:
+  """Sends the C-level stdout (fd 1) of a multi-process run to stderr and keeps Python's
+  `sys.stdout` on the command's stdout: the CPU backend's gloo prints "[Gloo] Rank i is
+  connected ..." to fd 1 whenever it sets up a communicator, and a command's stdout holds its
+  result alone."""
+  if jax.process_count() == 1:
+    return
+  sys.stdout.flush()
+  results = os.dup(1)
+  os.dup2(2, 1)
+  sys.stdout = open(results, "w", buffering=1, encoding=sys.stdout.encoding or "utf-8")
 
 
 def is_main_process() -> bool:

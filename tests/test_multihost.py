@@ -86,7 +86,7 @@ def _start(workdir: pathlib.Path, overrides: dict, program: list[str], extra: di
     )
     procs.append(
       subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
       )
     )
   return procs
@@ -94,19 +94,20 @@ def _start(workdir: pathlib.Path, overrides: dict, program: list[str], extra: di
 
 def _finetune_in_processes(
   workdir: pathlib.Path, overrides: dict = OVERRIDES, program=("-m", "albert_jax.finetune"), **extra
-) -> None:
-  """Runs the CLI as NUM_PROCESSES processes, which must all succeed."""
+) -> list[str]:
+  """Runs the CLI as NUM_PROCESSES processes, which must all succeed; their stdouts."""
   procs = _start(workdir, overrides, list(program), extra)
   outputs = []
   try:
     for p in procs:
-      outputs.append(p.communicate(timeout=300)[0])
+      outputs.append(p.communicate(timeout=300))
   finally:
     for p in procs:  # a process left waiting for a dead peer
       if p.poll() is None:
         p.kill()
-  for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
-    assert p.returncode == 0, f"process {i}:\n{out[-4000:]}"
+  for i, (p, (_, err)) in enumerate(zip(procs, outputs, strict=True)):
+    assert p.returncode == 0, f"process {i}:\n{err[-4000:]}"
+  return [out for out, _ in outputs]
 
 
 def _restore(path: pathlib.Path):
@@ -119,11 +120,14 @@ def _restore(path: pathlib.Path):
 
 
 def test_finetune_two_processes_equals_one(tmp_path):
-  _finetune_in_processes(tmp_path / "two")
+  stdouts = _finetune_in_processes(tmp_path / "two")
   one = finetune.run(_config(), str(tmp_path / "one"))
 
   two = json.loads((tmp_path / "two" / "metrics.json").read_text())
   assert two == json.loads((tmp_path / "one" / "metrics.json").read_text()) == one
+  # stdout is the result alone: process 0 prints the metrics, the others nothing (gloo's
+  # "[Gloo] Rank i is connected" goes to stderr)
+  assert json.loads(stdouts[0]) == two and stdouts[1:] == [""] * (NUM_PROCESSES - 1)
   assert two["step"] == STEPS
   state = tmp_path / "two" / "checkpoints" / str(STEPS) / "state"
   assert sorted(p.name for p in state.glob("ocdbt.process_*")) == [
@@ -193,7 +197,7 @@ def test_bucketed_two_process_run_killed_and_rerun_equals_uninterrupted(tmp_path
     deadline = time.monotonic() + 300
     while not all(m.exists() for m in marks):
       dead = [p for p in procs if p.poll() is not None]
-      assert not dead, dead[0].communicate()[0][-4000:]
+      assert not dead, dead[0].communicate()[1][-4000:]
       assert time.monotonic() < deadline, "the processes did not reach step 5"
       time.sleep(0.2)
     for p in procs:
