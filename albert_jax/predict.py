@@ -26,6 +26,7 @@ from typing import Any
 from absl import flags
 
 from albert_jax import cli, files
+from albert_jax.data import local
 from albert_jax.errors import UserError
 from albert_jax.pipelines import PIPELINES, pipeline
 
@@ -109,16 +110,7 @@ def read_records(path: str, text: str) -> list[tuple[int, dict[str, Any]]]:
     return [(reader.line_num, dict(row)) for row in reader]
   lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
   if lower.endswith((".jsonl", ".json")) or (lines and lines[0][1].lstrip().startswith("{")):
-    records = []
-    for n, line in lines:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{n}: not a JSON object ({e}).") from None
-      if not isinstance(record, dict):
-        raise UserError(f"{path}:{n}: expected a JSON object, got {line[:60]!r}.")
-      records.append((n, record))
-    return records
+    return local.json_lines(text, path)
   return [(n, {"text": line}) for n, line in lines]
 
 

@@ -70,20 +70,25 @@ def questions(n: int, seed: int = 1) -> list[dict]:
   ]
 
 
-def hf_question_answering(model, tokenizer, items: list[dict], batch_size: int) -> list[dict]:
-  """The baseline: HF windowing, the model on `batch_size` windows at a time, best spans."""
-  import torch
-
-  enc = tokenizer(
+def hf_windows(tokenizer, items: list[dict], **options):
+  """HF's windows of the (question, context) pairs: the context cut to MAX_SEQ_LEN with a
+  DOC_STRIDE overlap, as its question-answering pipeline does."""
+  return tokenizer(
     [q["question"] for q in items],
     [q["context"] for q in items],
     truncation="only_second",
     max_length=MAX_SEQ_LEN,
     stride=DOC_STRIDE,
     return_overflowing_tokens=True,
-    return_offsets_mapping=True,
-    return_token_type_ids=True,
+    **options,
   )
+
+
+def hf_question_answering(model, tokenizer, items: list[dict], batch_size: int) -> list[dict]:
+  """The baseline: HF windowing, the model on `batch_size` windows at a time, best spans."""
+  import torch
+
+  enc = hf_windows(tokenizer, items, return_offsets_mapping=True, return_token_type_ids=True)
   windows = len(enc["input_ids"])
   best: list[tuple[float, int, int]] = [(-1.0, 0, 0)] * len(items)
   for start in range(0, windows, batch_size):
@@ -172,6 +177,9 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=32, help="albert_jax's batch size")
   parser.add_argument("--tasks", default="text-classification,question-answering")
   args = parser.parse_args()
+  known = ("text-classification", "question-answering")
+  if unknown := set(args.tasks.split(",")) - set(known):
+    parser.error(f"--tasks: unknown {', '.join(sorted(unknown))}; use {','.join(known)}")
 
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see the module docstring
   import torch
@@ -230,16 +238,7 @@ def main() -> None:
         items = questions(args.n_qa)
         model = transformers.AlbertForQuestionAnswering.from_pretrained(root / "hfx").eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(root / "hfx")
-        windows = len(
-          tokenizer(
-            [q["question"] for q in items],
-            [q["context"] for q in items],
-            truncation="only_second",
-            max_length=MAX_SEQ_LEN,
-            stride=DOC_STRIDE,
-            return_overflowing_tokens=True,
-          )["input_ids"]
-        )
+        windows = len(hf_windows(tokenizer, items)["input_ids"])
         ours(items)  # compiles each bucket once
         hf_question_answering(model, tokenizer, items[:4], 32)
         runs = {

@@ -124,19 +124,24 @@ def _race_level(row: Any, path: Path) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[Row]:
-  rows: list[Row] = []
-  with io.StringIO(read_text(path)) as f:
-    for line_num, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      where = f"{path} line {line_num}"
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{where} is not valid JSON ({e.msg}); fix or remove that line") from None
-      if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
-      rows.append((where, row))
+  return [(f"{path} line {n}", row) for n, row in json_lines(read_text(path), path)]
+
+
+def json_lines(text: str, path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
+  """(line number, object) for each non-blank line of JSON Lines `text`, read from `path`
+  (named in errors, with the line)."""
+  rows = []
+  for line_num, line in enumerate(io.StringIO(text), start=1):
+    if not line.strip():
+      continue
+    where = f"{path} line {line_num}"
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{where} is not valid JSON ({e.msg}); fix or remove that line") from None
+    if not isinstance(row, dict):
+      raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
+    rows.append((line_num, row))
   return rows
 
 
