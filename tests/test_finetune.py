@@ -14,12 +14,10 @@ import struct
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
-from jax.experimental.compilation_cache import compilation_cache
 from tensorboardX.proto import event_pb2
 
 from albert_jax.data import tasks
@@ -58,23 +56,8 @@ LEARN_FLAGS = dict(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def xla_cache(tmp_path_factory):
-  """A persistent XLA cache for this module, so that runs of one model compile their steps once
-  (the resumed run reuses the command-line run's programs). Restored afterwards."""
-  options = {
-    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla_cache")),
-    "jax_persistent_cache_min_compile_time_secs": 0.0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-  }
-  saved = {name: jax.config.values[name] for name in options}
-  for name, value in options.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield options
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+# Every run of this module shares one persistent XLA cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("xla_cache")
 
 
 def load_module(file: str):
@@ -349,7 +332,7 @@ def learned(tmp_path_factory, xla_cache):
     *flags,
     f"--workdir={workdir}",
   ]
-  env = {**os.environ, **{name.upper(): str(value) for name, value in xla_cache.items()}}
+  env = {**os.environ, **xla_cache}
   done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done

@@ -21,7 +21,7 @@ from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.trainer import finetune, loop
 from tests.make_ner_sample import OUT as SAMPLE_DIR
 from tests.make_ner_sample import generate
-from tests.test_finetune import (  # noqa: F401  (xla_cache: the module's shared XLA cache)
+from tests.test_finetune import (
   ROOT,
   assert_trees_equal,
   load_config,
@@ -29,8 +29,10 @@ from tests.test_finetune import (  # noqa: F401  (xla_cache: the module's shared
   saved_state,
   tb_scalars,
   tiny,
-  xla_cache,
 )
+
+# Every run of this module shares one persistent XLA cache (conftest.py).
+pytestmark = pytest.mark.usefixtures("xla_cache")
 
 CONLL = tasks.get_task("conll2003")
 
@@ -301,7 +303,7 @@ LEARN_FLAGS = dict(
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory, xla_cache):  # noqa: F811
+def learned(tmp_path_factory, xla_cache):
   """The README's command on the NER sample, with a smaller model and a shorter run."""
   workdir = str(tmp_path_factory.mktemp("ner") / "run")
   flags = [f"--config.model_overrides.{k}={v}" for k, v in LEARN.items()]
@@ -314,7 +316,7 @@ def learned(tmp_path_factory, xla_cache):  # noqa: F811
     *flags,
     f"--workdir={workdir}",
   ]
-  env = {**os.environ, **{name.upper(): str(value) for name, value in xla_cache.items()}}
+  env = {**os.environ, **xla_cache}
   done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done

@@ -22,7 +22,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from albert_jax import cli, convert, files, from_pretrained
 from albert_jax.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
@@ -49,24 +48,6 @@ TINY = {
   "checkpoint_every_steps": 3,
   "log_every_steps": 5,
 }
-
-
-@pytest.fixture(scope="module")
-def xla_cache(tmp_path_factory):
-  """A persistent XLA cache shared with the subprocesses: each program compiles once."""
-  options = {
-    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla_cache")),
-    "jax_persistent_cache_min_compile_time_secs": 0.0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-  }
-  saved = {name: jax.config.values[name] for name in options}
-  for name, value in options.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield {name.upper(): str(value) for name, value in options.items()}
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
 
 
 def config_of(overrides: dict):
