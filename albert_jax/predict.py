@@ -9,9 +9,10 @@ token-classification, fill-mask and feature-extraction, `question` + `choices` (
 `context`] for multiple-choice), TSV or CSV with a header row naming those fields (by the file's
 extension), or plain text, one text a line. `-` reads stdin / writes stdout. The output holds
 one JSON line per input, in input order; a file appears only once complete. Inputs are sorted
-by length and batched at a few bucket lengths (one compilation each); a progress bar goes to
-stderr. The pipeline options are flags (`--top_k`, `--function_to_apply`, `--doc_stride`, ...;
-see `albert_jax.pipelines`). The library call is `albert_jax.pipeline(task, model=DIR)`.
+by length and batched at a few bucket lengths (one compilation each), each batch at most
+`--batch_size` inputs and `--max_tokens` padded positions; a progress bar goes to stderr.
+The pipeline options are flags (`--top_k`, `--function_to_apply`, `--doc_stride`, ...; see
+`albert_jax.pipelines`). The library call is `albert_jax.pipeline(task, model=DIR)`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("output", "-", "JSONL file to write; - for stdout.", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 32, "Inputs per batch.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer(
+  "max_tokens",
+  None,
+  "Padded positions per batch at most (rows x bucket length); default: 1024 on CPU, no limit "
+  "on GPU/TPU; 0: no limit (--batch_size rows whatever their length).",
+  lower_bound=0,
+  flag_values=FLAGS,
+)
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.", flag_values=FLAGS)
 flags.DEFINE_string(
   "top_k", None, "Results per input; 'none' = all labels (text-classification).", flag_values=FLAGS
@@ -157,11 +166,19 @@ def main(argv: Sequence[str]) -> int:
   if FLAGS.input == "-":
     text = sys.stdin.read()
   else:
-    with open(FLAGS.input, encoding="utf-8") as f:
-      text = f.read()
+    try:
+      with open(FLAGS.input, encoding="utf-8") as f:
+        text = f.read()
+    except (FileNotFoundError, IsADirectoryError) as e:
+      raise UserError(
+        f"--input={FLAGS.input}: {e.strerror.lower()}. Give a JSONL, TSV/CSV or text file, "
+        "or - for stdin."
+      ) from None
   inputs = pipeline_inputs(FLAGS.task, FLAGS.input, read_records(FLAGS.input, text))
   options = {k: FLAGS[k].value for k in _OPTIONS if FLAGS[k].value is not None}
   options.update(_top_k(FLAGS.top_k))
+  if FLAGS.max_tokens is not None:
+    options["max_tokens"] = FLAGS.max_tokens or None
   run = pipeline(
     FLAGS.task,
     FLAGS.model,

@@ -205,3 +205,51 @@ def test_bucketed_outputs_and_losses_equal_each_example_alone(rows, head, fields
       weights.append(valid)
     want = sum(per_example) / sum(weights)  # token classification: the mean over tokens
     assert float(loss) == pytest.approx(want, rel=ULPS * float(np.finfo(np.float32).eps)), head
+
+
+def test_prediction_batches_by_hand():
+  lengths = np.array([5, 30, 9, 17, 2])
+  plan = batching.prediction_batches(lengths, (8, 16, 32), batch_size=4, max_tokens=32)
+  # bucket 8: 4 rows fit 32 positions, 2 present; bucket 16: 1 row; bucket 32: 1 row a batch
+  assert [(b.indices.tolist(), b.length) for b in plan] == [
+    ([4, 0], 8),
+    ([2], 16),
+    ([3], 32),
+    ([1], 32),
+  ]
+  # no budget: batch_size rows, each bucket's last batch cut to the power of two holding it
+  plan = batching.prediction_batches(np.array([3] * 5 + [20] * 3), (8, 32), batch_size=4)
+  assert [(b.indices.tolist(), b.weights.tolist()) for b in plan] == [
+    ([0, 1, 2, 3], [1, 1, 1, 1]),
+    ([4], [1]),
+    ([5, 6, 7, 7], [1, 1, 1, 0]),
+  ]
+  with pytest.raises(UserError, match="max_tokens=0"):
+    batching.prediction_batches(lengths, (32,), batch_size=4, max_tokens=0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prediction_batches_keep_the_budget_and_hold_every_row_once(seed):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, 300, rng.integers(1, 400))
+  buckets = batching.choose_buckets(lengths, 6, max_length=512)
+  batch_size, max_tokens, choices = (
+    int(rng.integers(1, 64)),
+    int(rng.integers(64, 4096)),
+    int(rng.integers(1, 4)),
+  )
+  plan = batching.prediction_batches(lengths, buckets, batch_size, max_tokens, choices)
+  real = np.concatenate([b.indices[b.weights > 0] for b in plan])
+  assert sorted(real.tolist()) == list(range(len(lengths)))
+  shapes: dict[int, set[int]] = {}
+  for b in plan:
+    n = int((b.weights > 0).sum())
+    assert (b.weights[:n] == 1).all() and (b.weights[n:] == 0).all()  # real rows come first
+    assert (b.indices[n:] == b.indices[n - 1]).all()  # filler: copies of the last real row
+    # each row at its own bucket: the smallest that holds it
+    assert all(batching.bucket_for(int(lengths[i]), buckets) == b.length for i in b.indices)
+    rows = len(b.indices)
+    assert rows <= batch_size and (rows == 1 or rows * b.length * choices <= max_tokens)
+    shapes.setdefault(b.length, set()).add(rows)
+  for length, sizes in shapes.items():  # the full batch and at most one smaller shape
+    assert len(sizes) <= 2, (length, sizes)

@@ -392,6 +392,50 @@ def test_question_answering_long_context_in_windows(reader):
     answer({"question": "why " * 80, "context": context})
 
 
+def _record_shapes(pipe) -> list[tuple[int, ...]]:
+  """The input_ids shape of every batch `pipe`'s runner runs from now on."""
+  shapes, run = [], pipe.runner._run
+
+  def recording(params, ids, *rest):
+    shapes.append(ids.shape)
+    return run(params, ids, *rest)
+
+  pipe.runner._run = recording
+  return shapes
+
+
+def test_a_token_budget_changes_the_batches_not_the_results(reader, tagger):
+  """`max_tokens` (padded positions a batch) against no budget (`batch_size` rows): the same
+  answers and entities; scores within float32 rounding (F32: a row computed in another batch
+  shape only reorders float32 sums)."""
+  contexts = [
+    " ".join(f"Sentence {i} says Berlin is near tree {i}." for i in range(k)) for k in (1, 3, 9)
+  ]
+  questions = [{"question": "Where is the tree?", "context": c} for c in contexts]
+  options = dict(max_seq_len=64, doc_stride=16, top_k=2)
+  budget = pipeline("question-answering", model=reader[1], max_tokens=128, **options)
+  shapes = _record_shapes(budget)
+  got = budget(questions)
+  want = pipeline("question-answering", model=reader[1], max_tokens=None, **options)(questions)
+  assert max(b * n for b, n in shapes) <= 128 and len(shapes) > 2
+  for g, w in zip(sum(got, []), sum(want, []), strict=True):
+    assert (g["start"], g["end"], g["answer"]) == (w["start"], w["end"], w["answer"])
+    assert g["score"] == pytest.approx(w["score"], abs=F32)
+  texts = [*TRICKY_TEXTS, "short", "Berlin and Paris are cities in Europe"]
+  budget = pipeline("token-classification", model=tagger[1], max_tokens=16)
+  shapes = _record_shapes(budget)
+  got = budget(texts)
+  want = pipeline("token-classification", model=tagger[1], max_tokens=None)(texts)
+  assert all(b == 1 or b * n <= 16 for b, n in shapes)
+  for g, w in zip(sum(got, []), sum(want, []), strict=True):
+    assert {k: v for k, v in g.items() if k != "score"} == {
+      k: v for k, v in w.items() if k != "score"
+    }
+    assert g["score"] == pytest.approx(w["score"], abs=F32)
+  with pytest.raises(UserError, match="max_tokens=0"):
+    pipeline("token-classification", model=tagger[1], max_tokens=0)
+
+
 def test_multiple_choice_matches_transformers_logits(tmp_path, tagger):
   import transformers
 

@@ -231,11 +231,24 @@ def test_command_line_exit_code_and_stdin(run, tmp_path):
     "-",
     "--output",
     "-",
+    "--max_tokens",
+    "8",
     stdin="so good\nso bad\n",
   )
   assert done.returncode == 0, done.stderr[-2000:]
   lines = [json.loads(line) for line in done.stdout.splitlines()]
   assert [set(r) for r in lines] == [{"label", "score"}] * 2
+  missing = tmp_path / "absent.txt"
+  done = cli(
+    "albert_jax.predict",
+    "--model",
+    str(run / "export"),
+    "--task",
+    "text-classification",
+    "--input",
+    str(missing),
+  )
+  assert done.returncode == 2 and f"--input={missing}: no such file" in done.stderr
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"txt": "x"}\n')
   done = cli(

@@ -16,8 +16,12 @@ it; XLA compiles one program per bucket. Three pieces:
   no example counted twice). A `DataPosition(epoch, index)` (`index` = batches of the epoch
   already used) resumes the stream exactly. Every process computes the same global plan from
   the same lengths, so all agree on each batch's bucket.
-- `length_sorted_batches`: evaluation and prediction: rows sorted by length, cut into batches,
-  each at its bucket; the caller puts the outputs back in the original order.
+- `length_sorted_batches`: evaluation: rows sorted by length, cut into batches of one size
+  (the devices' global batch), each at its bucket; the caller puts the outputs back in order.
+- `prediction_batches`: prediction on one host: each row at its own bucket, and a batch's row
+  count set per bucket by a budget of padded positions (`max_tokens`), so long rows go a few
+  at a time (on CPU, big batches of long rows run slower per token: their activations leave
+  the caches) and short rows many at a time.
 
 `take` gathers a batch's rows and cuts the sequence axes (the last axis of `SEQUENCE_KEYS`).
 """
@@ -220,3 +224,40 @@ def padding_fraction(batches: Sequence[Batch], lengths: np.ndarray) -> float:
   computed = sum(batch.length * len(batch.indices) for batch in batches)
   real = sum(float(np.sum(lengths[batch.indices] * batch.weights)) for batch in batches)
   return 1.0 - real / computed if computed else 0.0
+
+
+def prediction_batches(
+  lengths: np.ndarray,
+  buckets: Sequence[int],
+  batch_size: int,
+  max_tokens: int | None = None,
+  positions_per_token: int = 1,
+) -> list[Batch]:
+  """Prediction batches: rows sorted by length (stable), each computed at the smallest bucket
+  that holds it; a bucket's rows go `min(batch_size, max_tokens // (bucket *
+  positions_per_token))` at a time (at least 1; `max_tokens=None`: `batch_size`). A bucket's
+  last batch is cut to the power of two that holds its rows (at most one more shape per
+  bucket), topped up with weight-0 copies of its last row. Every row appears once with weight 1.
+
+  `positions_per_token`: positions one row takes per unit of length (a multiple-choice row
+  of C choices takes C).
+  """
+  if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+    raise UserError(f"batch_size={batch_size} and max_tokens={max_tokens} must be >= 1.")
+  lengths = np.asarray(lengths)
+  order = np.argsort(lengths, kind="stable")
+  assigned = np.array([bucket_for(int(n), buckets) for n in lengths[order]], np.int64)
+  batches = []
+  for length in sorted(set(assigned.tolist())):
+    rows_of_bucket = order[assigned == length]
+    rows = batch_size
+    if max_tokens is not None:
+      rows = max(1, min(batch_size, max_tokens // (length * positions_per_token)))
+    for start in range(0, len(rows_of_bucket), rows):
+      real = rows_of_bucket[start : start + rows]
+      size = min(rows, 1 << (len(real) - 1).bit_length())
+      weights = np.zeros(size, np.float32)
+      weights[: len(real)] = 1.0
+      indices = np.concatenate([real, np.full(size - len(real), real[-1])])
+      batches.append(Batch(indices, length, weights))
+  return batches

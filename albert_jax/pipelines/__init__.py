@@ -6,7 +6,10 @@
 `pipeline(task, model=DIR_or_Pretrained, **options)`; `model` is anything
 `albert_jax.from_pretrained` loads (a converted or exported directory, a fine-tuning workdir)
 or a loaded `Pretrained`. Every pipeline takes one input or a list of them, and `batch_size`,
-`dtype` ("float32", "bfloat16") and `progress` options. One module per task.
+`dtype` ("float32", "bfloat16") and `progress` options; the model-running ones (all but
+fill-mask and feature-extraction) also `max_tokens`, a budget of padded positions per batch
+("auto": 1024 on CPU, where long rows run fastest a few at a time, no limit on GPU/TPU;
+None: `batch_size` rows whatever their length). One module per task.
 """
 
 from __future__ import annotations

@@ -26,11 +26,21 @@ class MultipleChoicePipeline:
   head = "multiple_choice"
 
   def __init__(
-    self, model, *, batch_size: int = 8, dtype: str | None = None, progress: bool = False
+    self,
+    model,
+    *,
+    batch_size: int = 8,
+    max_tokens: int | str | None = "auto",
+    dtype: str | None = None,
+    progress: bool = False,
   ):
     self.model = base.load(model, self.head, self.task, dtype)
     self.runner = base.Runner(
-      self.model, lambda out: {"logits": out.logits}, batch_size=batch_size, progress=progress
+      self.model,
+      lambda out: {"logits": out.logits},
+      batch_size=batch_size,
+      max_tokens=max_tokens,
+      progress=progress,
     )
 
   def encode(self, i: int, item: Any) -> dict[str, np.ndarray]:

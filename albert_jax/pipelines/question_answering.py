@@ -45,6 +45,7 @@ class QuestionAnsweringPipeline:
     max_question_len: int | None = None,
     handle_impossible_answer: bool = False,
     batch_size: int = 32,
+    max_tokens: int | str | None = "auto",
     dtype: str | None = None,
     progress: bool = False,
   ):
@@ -61,6 +62,7 @@ class QuestionAnsweringPipeline:
       self.model,
       lambda out: {"start": out.start_logits, "end": out.end_logits},
       batch_size=batch_size,
+      max_tokens=max_tokens,
       progress=progress,
     )
 

@@ -39,6 +39,7 @@ class TextClassificationPipeline:
     top_k: int | None = 1,
     function_to_apply: str | None = None,
     batch_size: int = 32,
+    max_tokens: int | str | None = "auto",
     dtype: str | None = None,
     progress: bool = False,
   ):
@@ -46,7 +47,11 @@ class TextClassificationPipeline:
     self.labels = base.label_names(self.model)
     self.top_k, self.function_to_apply = top_k, function_to_apply
     self.runner = base.Runner(
-      self.model, lambda out: {"logits": out.logits}, batch_size=batch_size, progress=progress
+      self.model,
+      lambda out: {"logits": out.logits},
+      batch_size=batch_size,
+      max_tokens=max_tokens,
+      progress=progress,
     )
 
   def encode(self, item: Any) -> dict[str, list[int]]:

@@ -38,6 +38,7 @@ class TokenClassificationPipeline:
     aggregation_strategy: str = "none",
     ignore_labels: list[str] | None = None,
     batch_size: int = 32,
+    max_tokens: int | str | None = "auto",
     dtype: str | None = None,
     progress: bool = False,
   ):
@@ -50,7 +51,11 @@ class TokenClassificationPipeline:
     self.strategy = aggregation_strategy
     self.ignore = ["O"] if ignore_labels is None else list(ignore_labels)
     self.runner = base.Runner(
-      self.model, lambda out: {"logits": out.logits}, batch_size=batch_size, progress=progress
+      self.model,
+      lambda out: {"logits": out.logits},
+      batch_size=batch_size,
+      max_tokens=max_tokens,
+      progress=progress,
     )
 
   def __call__(self, inputs: str | list[str]) -> Any:
