@@ -12,7 +12,7 @@ back (`python -m albert_jax.export`), so both sides run the same weights and tok
 Timed, interleaved (A B C, A B C, ... so machine load hits each side alike), compile time
 excluded by a warm-up call (its time is printed): albert_jax's pipeline (what `python -m
 albert_jax.predict` runs: length-sorted batches at up to 8 bucket lengths, at most 32 rows and,
-on CPU, 1024 padded positions a batch) against
+on CPU, 1024 padded positions a batch, two batches at once) against
 - text classification: transformers' `pipeline("text-classification")` with its default (one
   text at a time) and with `batch_size=32`;
 - question answering: transformers 5 has no question-answering pipeline, so the baseline is
