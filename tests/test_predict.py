@@ -221,47 +221,20 @@ def test_bad_input_is_a_user_error_without_output(run, tmp_path, task, content, 
 
 
 def test_command_line_exit_code_and_stdin(run, tmp_path):
-  done = cli(
-    "albert_jax.predict",
-    "--model",
-    str(run / "export"),
-    "--task",
-    "text-classification",
-    "--input",
-    "-",
-    "--output",
-    "-",
-    "--max_tokens",
-    "8",
-    stdin="so good\nso bad\n",
-  )
+  def predict(*args: str, stdin: str | None = None):
+    command = ("albert_jax.predict", "--model", str(run / "export"), "--task")
+    return cli(*command, "text-classification", *args, stdin=stdin)
+
+  done = predict("--input", "-", "--output", "-", "--max_tokens", "8", stdin="so good\nso bad\n")
   assert done.returncode == 0, done.stderr[-2000:]
   lines = [json.loads(line) for line in done.stdout.splitlines()]
   assert [set(r) for r in lines] == [{"label", "score"}] * 2
   missing = tmp_path / "absent.txt"
-  done = cli(
-    "albert_jax.predict",
-    "--model",
-    str(run / "export"),
-    "--task",
-    "text-classification",
-    "--input",
-    str(missing),
-  )
+  done = predict("--input", str(missing))
   assert done.returncode == 2 and f"--input={missing}: no such file" in done.stderr
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"txt": "x"}\n')
-  done = cli(
-    "albert_jax.predict",
-    "--model",
-    str(run / "export"),
-    "--task",
-    "text-classification",
-    "--input",
-    str(bad),
-    "--output",
-    str(tmp_path / "o.jsonl"),
-  )
+  done = predict("--input", str(bad), "--output", str(tmp_path / "o.jsonl"))
   assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and done.stdout == ""
   assert not (tmp_path / "o.jsonl").exists()
 
