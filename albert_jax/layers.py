@@ -131,7 +131,7 @@ ATTENTION_IMPLEMENTATIONS = (None, "einsum", "xla", "cudnn")
 
 
 def einsum_attention(
-  q_BLND, k_BLND, v_BLND, mask_B11L, dropout=None, head_mask_N=None
+  q_BLND, k_BLND, v_BLND, mask_B1XL, dropout=None, head_mask_N=None
 ) -> tuple[Array, Array]:
   """softmax(q k^T / sqrt(D) + mask) v, computed heads-major ([B, N, L, D]).
 
@@ -147,7 +147,7 @@ def einsum_attention(
   logits_BNLL = jnp.einsum(
     "bnqd,bnkd->bnqk", q_BNLD * scale, k_BNLD, preferred_element_type=jnp.float32
   )
-  logits_BNLL = jnp.where(mask_B11L, logits_BNLL, jnp.finfo(jnp.float32).min)
+  logits_BNLL = jnp.where(mask_B1XL, logits_BNLL, jnp.finfo(jnp.float32).min)
   probs_BNLL = jax.nn.softmax(logits_BNLL).astype(dtype)
   if dropout is not None:
     probs_BNLL = dropout(probs_BNLL)

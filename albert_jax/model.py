@@ -11,7 +11,9 @@ depends on the depth, the same parameters run at any depth k:
 Shape suffixes: B batch, L sequence length, E embedding width (factorized), H hidden width,
 N attention heads, D head width, F FFN width, V vocabulary; K applied layers
 (`num_hidden_layers * inner_group_num`), S = K + 1 hidden states, G layers per group
-(`layers_per_group`), I inner layers of a group (`inner_group_num`).
+(`layers_per_group`), I inner layers of a group (`inner_group_num`); X is 1 or L: the
+attention mask has one row of keys for every query ([B, 1, 1, L]) or one per query
+([B, 1, L, L]).
 
 The building blocks (model options, Dense, LayerNorm, the attention math) are in
 `albert_jax.layers`.
@@ -100,7 +102,7 @@ class AlbertAttention(AlbertSubmodule):
   def __call__(
     self,
     x_BLH: Array,
-    mask_B11L: Array,
+    mask_B1XL: Array,
     deterministic: bool,
     head_mask_N: Array | None = None,
     return_probs: bool = False,
@@ -128,14 +130,14 @@ class AlbertAttention(AlbertSubmodule):
     probs_BNLL = None
     if fused and (deterministic or rate == 0.0):
       ctx_BLND = jax.nn.dot_product_attention(
-        q_BLND, k_BLND, v_BLND, mask=mask_B11L, implementation=impl
+        q_BLND, k_BLND, v_BLND, mask=mask_B1XL, implementation=impl
       )
     else:  # the einsum path; also the only one with attention-probability dropout (ALBERT v1)
       dropout = None
       if not deterministic and rate > 0.0:
         dropout = functools.partial(nn.Dropout(rate), deterministic=False)
       ctx_BLND, probs_BNLL = einsum_attention(
-        q_BLND, k_BLND, v_BLND, mask_B11L, dropout, head_mask_N
+        q_BLND, k_BLND, v_BLND, mask_B1XL, dropout, head_mask_N
       )
 
     out_BLH = self.dense(c.hidden_size, (axes.HEADS, axes.HEAD_DIM, axes.HIDDEN), "dense", 2)(
@@ -153,7 +155,7 @@ class AlbertLayer(AlbertSubmodule):
   def __call__(
     self,
     x_BLH: Array,
-    mask_B11L: Array,
+    mask_B1XL: Array,
     deterministic: bool,
     head_mask_N: Array | None = None,
     return_probs: bool = False,
@@ -161,7 +163,7 @@ class AlbertLayer(AlbertSubmodule):
     """Returns the output [B, L, H] and the attention probabilities (see `AlbertAttention`)."""
     c = self.config
     a_BLH, probs_BNLL = AlbertAttention(config=c, options=self.options, name="attention")(
-      x_BLH, mask_B11L, deterministic, head_mask_N, return_probs
+      x_BLH, mask_B1XL, deterministic, head_mask_N, return_probs
     )
     h_BLF = self.dense(c.intermediate_size, (axes.HIDDEN, axes.MLP), "ffn")(a_BLH)
     h_BLF = activation(c.hidden_act)(h_BLF)
@@ -185,7 +187,7 @@ class AlbertLayerGroup(AlbertSubmodule):
 
   @nn.compact
   def __call__(
-    self, x_BLH: Array, mask_B11L: Array, head_mask_IN: Array | None = None
+    self, x_BLH: Array, mask_B1XL: Array, head_mask_IN: Array | None = None
   ) -> tuple[Array, dict[str, Array] | None]:
     states, probs = [], []
     for i in range(self.config.inner_group_num):
@@ -193,7 +195,7 @@ class AlbertLayerGroup(AlbertSubmodule):
         config=self.config, options=self.options, name=f"albert_layers_{i}"
       )(
         x_BLH,
-        mask_B11L,
+        mask_B1XL,
         self.deterministic,
         None if head_mask_IN is None else head_mask_IN[i],
         self.output_attentions,
@@ -249,7 +251,7 @@ class AlbertTransformer(AlbertSubmodule):
   def __call__(
     self,
     x_BLE: Array,
-    mask_B11L: Array,
+    mask_B1XL: Array,
     deterministic: bool,
     head_mask_KN: Array | None = None,
     output_hidden_states: bool = False,
@@ -292,12 +294,12 @@ class AlbertTransformer(AlbertSubmodule):
           in_axes=(nn.broadcast,) + (0,) * len(xs),  # the mask to every step; xs one row each
           length=steps,
         )
-        x_BLH, ys = scanned(**kwargs)(x_BLH, mask_B11L, *xs)
+        x_BLH, ys = scanned(**kwargs)(x_BLH, mask_B1XL, *xs)
       else:
         group = group_cls(**kwargs)
         ys_steps = []
         for s in range(steps):
-          x_BLH, ys = group(x_BLH, mask_B11L, *(x[s] for x in xs))
+          x_BLH, ys = group(x_BLH, mask_B1XL, *(x[s] for x in xs))
           ys_steps.append(ys)
         ys = jax.tree.map(lambda *a: jnp.stack(a), *ys_steps)
       per_group.append(ys)
@@ -367,6 +369,11 @@ class AlbertModel(WithModelOptions):
   transformers 5.x); `output_attentions` returns `attentions` [K, B, N, L, L];
   `inputs_embeds` [B, L, E] replaces the word embeddings of `input_ids`; `head_mask` [N] or
   [K, N] multiplies the attention probabilities of each head (1 keeps, 0 removes).
+
+  `attention_mask` is [B, L] (1 for the tokens to attend to, 0 for padding) or, as HF's
+  3-D masks, [B, L, L]: `attention_mask[b, q, k]` is 1 where query q may attend to key k. The
+  3-D form lets several texts share one row (packing): a block per text, each with its own
+  `position_ids` starting at 0, gives each text the numbers it gets alone.
   """
 
   add_pooling_layer: bool = True  # the tanh pooler over the first token
@@ -391,8 +398,8 @@ class AlbertModel(WithModelOptions):
     output_attentions: bool = False,
     output_hidden_states: bool = False,
   ) -> AlbertModelOutput:
-    """input_ids, attention_mask, token_type_ids, position_ids: int [B, L]; inputs_embeds:
-    float [B, L, E] instead of input_ids."""
+    """input_ids, token_type_ids, position_ids: int [B, L]; attention_mask: int [B, L] or
+    [B, L, L]; inputs_embeds: float [B, L, E] instead of input_ids."""
     if (input_ids is None) == (inputs_embeds is None):
       raise UserError("Give exactly one of input_ids [B, L] and inputs_embeds [B, L, E].")
     if inputs_embeds is not None:
@@ -421,19 +428,24 @@ class AlbertModel(WithModelOptions):
       token_type_ids = jnp.zeros(shape, jnp.int32)
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
-    for name, a in (
-      ("attention_mask", attention_mask),
-      ("token_type_ids", token_type_ids),
-      ("position_ids", position_ids),
-    ):
-      if a.shape != shape:
-        raise UserError(f"{name} has shape {a.shape}; it must be [batch, seq_len] = {shape}.")
+    attention_mask = jnp.asarray(attention_mask)
+    if attention_mask.shape not in (shape, (*shape, length)):
+      raise UserError(
+        f"attention_mask has shape {attention_mask.shape}; it must be [batch, seq_len] = "
+        f"{shape} or [batch, seq_len, seq_len] = {(*shape, length)}."
+      )
+    for name, a in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+      if jnp.shape(a) != shape:
+        raise UserError(f"{name} has shape {jnp.shape(a)}; it must be [batch, seq_len] = {shape}.")
 
     x_BLE = self.embeddings(input_ids, token_type_ids, position_ids, deterministic, inputs_embeds)
-    mask_B11L = attention_mask.astype(bool)[:, None, None, :]
+    if attention_mask.ndim == 2:
+      mask_B1XL = attention_mask.astype(bool)[:, None, None, :]
+    else:
+      mask_B1XL = attention_mask.astype(bool)[:, None]
     head_mask_KN = None if head_mask is None else head_mask_rows(head_mask, self.config)
     h_BLH, hidden_states_SBLH, attentions_KBNLL = self.encoder(
-      x_BLE, mask_B11L, deterministic, head_mask_KN, output_hidden_states, output_attentions
+      x_BLE, mask_B1XL, deterministic, head_mask_KN, output_hidden_states, output_attentions
     )
     pooled_BH = None
     if self.add_pooling_layer:

@@ -2,17 +2,20 @@
 the real 30000-piece vocabulary so the bundled tokenizer's ids are valid)."""
 
 import json
+import types
 
 import numpy as np
 import pytest
 import torch
 
-from albert_jax import AlbertTokenizer, convert, fill_mask, from_pretrained, pipeline
-from albert_jax.data import batching
+from albert_jax import AlbertConfig, AlbertTokenizer, convert, fill_mask, from_pretrained, pipeline
+from albert_jax.config import PRESETS
+from albert_jax.data import batching, packing
 from albert_jax.errors import UserError
 from albert_jax.features import extract_features, load_features
 from albert_jax.features import main as features_main
 from albert_jax.fill_mask import FillMask
+from albert_jax.pipelines import base
 from albert_jax.weights.converted import save_params
 from tests.reference import hf_model
 from tests.test_model import SMALL, TOL
@@ -393,39 +396,49 @@ def test_question_answering_long_context_in_windows(reader):
 
 
 def _record_shapes(pipe) -> list[tuple[int, ...]]:
-  """The input_ids shape of every batch `pipe`'s runner runs from now on."""
-  shapes, run = [], pipe.runner._run
+  """The input_ids shape of every batch `pipe`'s runner runs from now on (packed or not)."""
+  shapes = []
+  for name in ("_run", "_run_packed"):
+    run = getattr(pipe.runner, name)
 
-  def recording(params, ids, *rest):
-    shapes.append(ids.shape)
-    return run(params, ids, *rest)
+    def recording(params, ids, *rest, run=run):
+      shapes.append(ids.shape)
+      return run(params, ids, *rest)
 
-  pipe.runner._run = recording
+    setattr(pipe.runner, name, recording)
   return shapes
 
 
+QA_CONTEXTS = [
+  " ".join(f"Sentence {i} says Berlin is near tree {i}." for i in range(k)) for k in (1, 3, 9)
+]
+TAGGED_TEXTS = [*TRICKY_TEXTS, "short", "Berlin and Paris are cities in Europe"]
+
+
+def _same_results(got: list, want: list, fields: tuple[str, ...]) -> None:
+  """Equal `fields` and scores within float32 rounding (F32: a row computed in another batch
+  shape, or beside other rows it does not see, only reorders float32 sums)."""
+  for g, w in zip(sum(got, []), sum(want, []), strict=True):
+    assert [g[f] for f in fields] == [w[f] for f in fields]
+    assert g["score"] == pytest.approx(w["score"], abs=F32)
+
+
 def test_a_token_budget_changes_the_batches_not_the_results(reader, tagger):
-  """`max_tokens` (padded positions a batch) against no budget (`batch_size` rows): the same
-  answers and entities; scores within float32 rounding (F32: a row computed in another batch
-  shape only reorders float32 sums)."""
-  contexts = [
-    " ".join(f"Sentence {i} says Berlin is near tree {i}." for i in range(k)) for k in (1, 3, 9)
-  ]
-  questions = [{"question": "Where is the tree?", "context": c} for c in contexts]
-  options = dict(max_seq_len=64, doc_stride=16, top_k=2)
+  """`max_tokens` (padded positions a batch) against no budget (`batch_size` rows), rows in
+  batches of their own bucket (`pack=False`): the same answers and entities."""
+  questions = [{"question": "Where is the tree?", "context": c} for c in QA_CONTEXTS]
+  options = dict(max_seq_len=64, doc_stride=16, top_k=2, pack=False)
   budget = pipeline("question-answering", model=reader[1], max_tokens=128, **options)
   shapes = _record_shapes(budget)
   got = budget(questions)
   want = pipeline("question-answering", model=reader[1], max_tokens=None, **options)(questions)
   assert max(b * n for b, n in shapes) <= 128 and len(shapes) > 2
-  for g, w in zip(sum(got, []), sum(want, []), strict=True):
-    assert (g["start"], g["end"], g["answer"]) == (w["start"], w["end"], w["answer"])
-    assert g["score"] == pytest.approx(w["score"], abs=F32)
-  texts = [*TRICKY_TEXTS, "short", "Berlin and Paris are cities in Europe"]
-  budget = pipeline("token-classification", model=tagger[1], max_tokens=16)
+  _same_results(got, want, ("start", "end", "answer"))
+  texts = TAGGED_TEXTS
+  budget = pipeline("token-classification", model=tagger[1], max_tokens=16, pack=False)
   shapes = _record_shapes(budget)
   got = budget(texts)
-  want = pipeline("token-classification", model=tagger[1], max_tokens=None)(texts)
+  want = pipeline("token-classification", model=tagger[1], max_tokens=None, pack=False)(texts)
   assert all(b == 1 or b * n <= 16 for b, n in shapes)
   for g, w in zip(sum(got, []), sum(want, []), strict=True):
     assert {k: v for k, v in g.items() if k != "score"} == {
@@ -434,6 +447,62 @@ def test_a_token_budget_changes_the_batches_not_the_results(reader, tagger):
     assert g["score"] == pytest.approx(w["score"], abs=F32)
   with pytest.raises(UserError, match="max_tokens=0"):
     pipeline("token-classification", model=tagger[1], max_tokens=0)
+
+
+@pytest.mark.parametrize(("max_tokens", "batch_size"), [(128, 32), (None, 4)])
+def test_packing_changes_the_batches_not_the_results(
+  reader, tagger, max_tokens, batch_size, monkeypatch
+):
+  """Inputs packed several to a row against each in a row of its own: the same answers and
+  entities; the packed batches have one length, at most two shapes, at most `max_tokens`
+  (else `batch_size` rows) a batch, and fewer positions in all. The plan's cost counts
+  positions only here: in these tiny models attention is most of the compute and packing
+  would not be chosen (`test_packing_is_chosen_where_it_computes_less`)."""
+  monkeypatch.setattr(base.Runner, "row_cost", lambda self, length: float(length))
+  questions = [{"question": "Where is the tree?", "context": c} for c in QA_CONTEXTS]
+  questions += [{"question": "Where?", "context": f"Tree {i} is in Berlin."} for i in range(6)]
+  budget = dict(max_tokens=max_tokens, batch_size=batch_size)
+  options = dict(max_seq_len=64, doc_stride=16, top_k=2, **budget)
+  packed = pipeline("question-answering", model=reader[1], **options)
+  shapes = _record_shapes(packed)
+  got = packed(questions)
+  alone = pipeline("question-answering", model=reader[1], pack=False, **options)
+  unpacked_shapes = _record_shapes(alone)
+  want = alone(questions)
+  _same_results(got, want, ("start", "end", "answer"))
+  assert len({n for _, n in shapes}) == 1 and len(set(shapes)) <= 2
+  assert max(b * n for b, n in shapes) <= (max_tokens or batch_size * 64)
+  assert sum(b * n for b, n in shapes) < sum(b * n for b, n in unpacked_shapes)
+  texts = [*TAGGED_TEXTS, *(f"Ada {i} lives in Berlin." for i in range(12))]
+  tag = pipeline("token-classification", model=tagger[1], **budget)
+  shapes = _record_shapes(tag)
+  got = tag(texts)
+  want = pipeline("token-classification", model=tagger[1], pack=False)(texts)
+  _same_results(got, want, ("entity", "index", "word", "start", "end"))
+  assert len({n for _, n in shapes}) == 1 and sum(b for b, _ in shapes) < len(texts)
+
+
+def test_packing_is_chosen_where_it_computes_less():
+  """At albert-base dimensions, question-answering windows of mixed lengths (many well below
+  the 384 maximum) are packed: fewer multiply-adds than buckets. Rows all near the longest,
+  or a tiny model (attention, growing with the packed length, dominates), stay bucketed."""
+  rng = np.random.default_rng(0)
+  windows = np.clip(rng.lognormal(5.0, 0.5, 200).astype(int), 20, 384)
+  model = types.SimpleNamespace(config=PRESETS["albert-base-v2"], module=None, params=None)
+  runner = base.Runner(model, lambda out: {}, max_tokens=1024, pack=True)
+  plan = runner.plan(windows)
+  assert all(isinstance(b, packing.PackedBatch) for b in plan)
+  unpacked = base.Runner(model, lambda out: {}, max_tokens=1024, pack=False).plan(windows)
+  assert runner.cost(plan) < 0.97 * runner.cost(unpacked)  # 3.9% less here
+  assert sorted(np.concatenate([b.indices for b in plan]).tolist()) == list(range(200))
+  assert all(b.rows * b.length <= 1024 for b in plan)
+  near_full = np.full(50, 380)
+  assert all(isinstance(b, batching.Batch) for b in runner.plan(near_full))
+  tiny = types.SimpleNamespace(config=AlbertConfig(**TINY), module=None, params=None)
+  tiny_runner = base.Runner(tiny, lambda out: {}, max_tokens=128, pack=True)
+  assert all(isinstance(b, batching.Batch) for b in tiny_runner.plan(np.array([11] * 6 + [64])))
+  # multiple choice ([C, L] rows) is never packed
+  assert all(isinstance(b, batching.Batch) for b in runner.plan(windows[:20], choices=4))
 
 
 def test_multiple_choice_matches_transformers_logits(tmp_path, tagger):

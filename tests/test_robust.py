@@ -69,7 +69,8 @@ def finetune_command(workdir, overrides: dict) -> list[str]:
 
 def environment(extra: dict | None = None) -> dict:
   path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-  return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+  # PYTHONFAULTHANDLER: a process stopped with SIGABRT prints every thread's Python stack
+  return {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1", **(extra or {})}
 
 
 def wait_for_checkpoint(workdir: pathlib.Path, procs, timeout: float = 300) -> None:
@@ -173,13 +174,28 @@ def _processes(workdir, overrides: dict, cache: dict, n: int = 2) -> list[subpro
   return procs
 
 
-def _finish(procs) -> list[tuple[int, str, str]]:
+def _finish(procs, timeout: float = 300) -> list[tuple[int, str, str]]:
+  """Each process's (exit code, stdout, stderr). A process still running after `timeout`
+  seconds fails the test with every process's Python stacks (faulthandler, on SIGABRT) and
+  the end of its stderr."""
+  deadline, results = time.monotonic() + timeout, []
   try:
-    results = []
     for p in procs:
-      out, err = p.communicate(timeout=300)
+      out, err = p.communicate(timeout=max(deadline - time.monotonic(), 1))
       results.append((p.returncode, out, err))
     return results
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump every thread's stack
+    ends = [(r, e) for r, _, e in results]
+    for p in procs[len(results) :]:
+      err = p.communicate(timeout=60)[1]
+      ends.append((p.returncode, err))
+    pytest.fail(
+      f"still running after {timeout} s:\n"
+      + "\n".join(f"--- process {i}, exit {r}:\n{e[-6000:]}" for i, (r, e) in enumerate(ends))
+    )
   finally:
     for p in procs:  # a process left waiting for a dead peer
       if p.poll() is None:

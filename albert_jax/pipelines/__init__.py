@@ -9,7 +9,11 @@ or a loaded `Pretrained`. Every pipeline takes one input or a list of them, and 
 `dtype` ("float32", "bfloat16") and `progress` options; the model-running ones (all but
 fill-mask and feature-extraction) also `max_tokens`, a budget of padded positions per batch
 ("auto": 1024 on CPU, where long rows run fastest a few at a time, no limit on GPU/TPU;
-None: `batch_size` rows whatever their length). One module per task.
+None: `batch_size` rows whatever their length). Question answering and token
+classification also take `pack` (default True): several inputs laid end to end in one row of
+one length, each attending only to itself (`albert_jax.data.packing`), for almost no padding
+and one compiled shape; False computes each input in a row of its own, at a bucket length.
+One module per task.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from albert_jax.data import batching
+from albert_jax.data import batching, packing
 from albert_jax.errors import UserError
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
@@ -71,6 +71,10 @@ def max_tokens_for(value: int | str | None) -> int | None:
   return value
 
 
+# Packed-row lengths tried besides the longest row's (rounded up to a multiple of 8).
+PACKED_LENGTHS = (128, 256, 384, 512)
+
+
 class Runner:
   """Runs a model over encoded rows: `runner(rows) -> [per-row outputs]`.
 
@@ -79,9 +83,17 @@ class Runner:
   rows and at most `max_tokens` padded positions (`batching.prediction_batches`). One
   compilation per (rows, bucket) shape. On CPU two batches run at once (`CPU_STREAMS`).
 
+  `pack=True` (for outputs with one value per token only: every output's axis 1 must be the
+  sequence) lays several rows end to end in rows of one length instead, when that computes
+  less (`albert_jax.data.packing`): each row keeps its own positions and attends only to
+  itself, so its numbers are those it gets alone, with almost no padding and one or two
+  shapes. The length is chosen from the longest row's and `PACKED_LENGTHS` by the compute it
+  implies; a batch holds `max_tokens // length` packed rows (`batch_size` without a budget).
+  Multi-row inputs (multiple choice, [C, L]) are never packed.
+
   `outputs(model_output) -> {name: [B, ...] array}` picks the fields a pipeline needs; each
-  row's arrays come back float32 with the batch axis dropped (sequence axes stay padded to the
-  batch's bucket; cut them with the row's own length).
+  row's arrays come back float32 with the batch axis dropped (sequence axes padded to the
+  batch's bucket, or cut to the row's own length when packed: cut them with the row's length).
   """
 
   def __init__(
@@ -92,24 +104,30 @@ class Runner:
     batch_size: int = 32,
     max_tokens: int | str | None = "auto",
     max_buckets: int = 8,
+    pack: bool = False,
     progress: bool = False,
   ):
     if batch_size < 1:
       raise UserError(f"batch_size={batch_size} must be >= 1.")
-    self.model, self.batch_size, self.max_buckets, self.progress = (
+    self.model, self.batch_size, self.max_buckets, self.pack, self.progress = (
       model,
       batch_size,
       max_buckets,
+      pack,
       progress,
     )
     self.max_tokens = max_tokens_for(max_tokens)
 
     @jax.jit
-    def run(params, ids, mask, types):
-      out = model.module.apply({"params": params}, ids, mask, types)
+    def run(params, ids, mask, types, positions=None):
+      out = model.module.apply({"params": params}, ids, mask, types, positions)
       return {k: v.astype(jnp.float32) for k, v in outputs(out).items()}
 
-    self._run = run
+    @jax.jit
+    def run_packed(params, ids, segments, types, positions):
+      return run(params, ids, packing.attention_mask(segments), types, positions)
+
+    self._run, self._run_packed = run, run_packed
 
   def __call__(self, rows: Sequence[Row]) -> list[dict[str, np.ndarray]]:
     if not rows:
@@ -119,16 +137,17 @@ class Runner:
     if lengths.max() > limit:
       i = int(lengths.argmax())
       raise UserError(f"Input {i} is {lengths[i]} tokens long; the model takes at most {limit}.")
-    buckets = batching.choose_buckets(lengths, self.max_buckets, max_length=limit)
     choices = int(np.prod(np.shape(rows[0]["input_ids"])[:-1], dtype=np.int64))
-    plan = batching.prediction_batches(
-      lengths, buckets, self.batch_size, self.max_tokens, positions_per_token=choices
-    )
+    plan = self.plan(lengths, choices)
     results: list[dict[str, np.ndarray] | None] = [None] * len(rows)
 
-    def run(b: batching.Batch) -> dict[str, np.ndarray]:
-      ids, mask, types = _pad([rows[i] for i in b.indices], b.length)
-      return jax.device_get(self._run(self.model.params, ids, mask, types))
+    def run(b: batching.Batch | packing.PackedBatch) -> dict[str, np.ndarray]:
+      if isinstance(b, packing.PackedBatch):
+        ids, types, positions, segments = packing.segment_arrays(b, rows)
+        out = self._run_packed(self.model.params, ids, segments, types, positions)
+      else:
+        out = self._run(self.model.params, *_pad([rows[i] for i in b.indices], b.length))
+      return jax.device_get(out)
 
     streams = CPU_STREAMS if jax.default_backend() == "cpu" else 1
     with (
@@ -136,10 +155,49 @@ class Runner:
       ThreadPoolExecutor(streams) as pool,
     ):
       for b, out in zip(plan, pool.map(run, plan), strict=True):  # in plan order
-        for k, i in enumerate(b.indices[b.weights > 0]):
-          results[i] = {name: value[k] for name, value in out.items()}
-        bar.update(int((b.weights > 0).sum()))
+        if isinstance(b, packing.PackedBatch):
+          for i, k, a in zip(b.indices, b.slot, b.offset, strict=True):
+            results[i] = {name: value[k, a : a + lengths[i]] for name, value in out.items()}
+        else:
+          for k, i in enumerate(b.indices[b.weights > 0]):
+            results[i] = {name: value[k] for name, value in out.items()}
+        bar.update(len(b.indices) if isinstance(b, packing.PackedBatch) else (b.weights > 0).sum())
     return results
+
+  def plan(
+    self, lengths: np.ndarray, choices: int = 1
+  ) -> list[batching.Batch] | list[packing.PackedBatch]:
+    """The batches for rows of `lengths` (`choices` > 1: multiple-choice rows, never packed):
+    bucketed, or packed when `pack` is on and that costs less (`cost`)."""
+    limit = self.model.config.max_position_embeddings
+    buckets = batching.choose_buckets(lengths, self.max_buckets, max_length=limit)
+    bucketed = batching.prediction_batches(
+      lengths, buckets, self.batch_size, self.max_tokens, positions_per_token=choices
+    )
+    if not self.pack or choices > 1:
+      return bucketed
+    longest = min(-(-int(lengths.max()) // 8) * 8, limit)
+    candidates = sorted({longest, *(n for n in PACKED_LENGTHS if longest < n <= limit)})
+    length = packing.choose_length(lengths, candidates, self.row_cost)
+    rows = self.batch_size if self.max_tokens is None else max(1, self.max_tokens // length)
+    packed = packing.packed_batches(lengths, length, rows)
+    # rows all near the longest pack no better than buckets; nor do tiny models, where
+    # attention (growing with the packed length) is most of the compute
+    return packed if self.cost(packed) < self.cost(bucketed) else bucketed
+
+  def cost(self, plan: Sequence[batching.Batch | packing.PackedBatch]) -> float:
+    """Multiply-adds of one layer over all the plan's rows (filler and empty rows included)."""
+    return sum(
+      (b.rows if isinstance(b, packing.PackedBatch) else b.indices.size) * self.row_cost(b.length)
+      for b in plan
+    )
+
+  def row_cost(self, length: int) -> float:
+    """Multiply-adds of one layer over a row of `length` positions: the dense layers (Q, K,
+    V, output: 4 H^2 a position; FFN: 2 H F) and attention (2 H length a position)."""
+    c = self.model.config
+    h, f = c.hidden_size, c.intermediate_size
+    return length * (4 * h * h + 2 * h * f + 2 * h * length)
 
 
 def _pad(rows: Sequence[Row], length: int) -> tuple[np.ndarray, ...]:

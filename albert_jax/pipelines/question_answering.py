@@ -46,6 +46,7 @@ class QuestionAnsweringPipeline:
     handle_impossible_answer: bool = False,
     batch_size: int = 32,
     max_tokens: int | str | None = "auto",
+    pack: bool = True,
     dtype: str | None = None,
     progress: bool = False,
   ):
@@ -63,6 +64,7 @@ class QuestionAnsweringPipeline:
       lambda out: {"start": out.start_logits, "end": out.end_logits},
       batch_size=batch_size,
       max_tokens=max_tokens,
+      pack=pack,
       progress=progress,
     )
 

@@ -39,6 +39,7 @@ class TokenClassificationPipeline:
     ignore_labels: list[str] | None = None,
     batch_size: int = 32,
     max_tokens: int | str | None = "auto",
+    pack: bool = True,
     dtype: str | None = None,
     progress: bool = False,
   ):
@@ -55,6 +56,7 @@ class TokenClassificationPipeline:
       lambda out: {"logits": out.logits},
       batch_size=batch_size,
       max_tokens=max_tokens,
+      pack=pack,
       progress=progress,
     )
 
