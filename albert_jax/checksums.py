@@ -46,8 +46,13 @@ def verify(
 
 
 def write(directory: str | os.PathLike, *, main_only: bool = False) -> None:
-  """Records the checksums of `directory`'s files in `directory/checksums.json`."""
-  files.write_json(Path(directory) / FILE, of_files(directory), main_only=main_only)
+  """Records the checksums of `directory`'s files in `directory/checksums.json`. With
+  `main_only`, the other processes of a multi-process run neither hash nor write: listing the
+  directory while process 0 writes there, they would hash its temporary file, which the
+  rename then removes (FileNotFoundError)."""
+  if main_only and not files.is_main_process():
+    return
+  files.write_json(Path(directory) / FILE, of_files(directory))
 
 
 def verify_recorded(directory: str | os.PathLike, remedy: str) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 from albert_jax.errors import UserError
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+  """True on process 0 of a multi-process run (and in a single process)."""
   import jax  # noqa: PLC0415  (only multi-process writers need it)
 
   return jax.process_index() == 0
@@ -29,7 +30,7 @@ def _is_main_process() -> bool:
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, main_only: bool = False) -> None:
   """Writes `data` to `path` through a temporary file in the same directory."""
-  if main_only and not _is_main_process():
+  if main_only and not is_main_process():
     return
   path = Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

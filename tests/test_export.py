@@ -146,3 +146,36 @@ def test_a_flipped_byte_in_an_export_is_an_error_naming_the_file(tmp_path):
   with pytest.raises(UserError, match=message):
     convert.main(["c", "--source", str(tmp_path / "hf"), "--output", str(tmp_path / "back")])
   assert not (tmp_path / "back").exists()
+
+
+def test_processes_but_the_first_write_only_their_parameter_shards(tmp_path, monkeypatch):
+  """Every process of a multi-process run calls `write_converted` (fine-tuning's export) and
+  `checksums.write(main_only=True)` (checkpoints): process 0 alone writes, and hashes, the
+  shared files. (Two writers raced: one hashed the other's temporary file just renamed away,
+  FileNotFoundError, and its peer then waited forever in the next barrier.)"""
+  import flax.linen as nn
+
+  from albert_jax import checksums, files
+  from albert_jax.tokenizer import AlbertTokenizer, bundled_model_path
+  from albert_jax.weights import converted
+
+  config = AlbertConfig(**SMALL)
+  ids = np.ones((1, 4), np.int32)
+  params = nn.unbox(create_module(config, "base").init(jax.random.key(0), ids)["params"])
+  model = converted.Converted(config, params, "base", AlbertTokenizer(bundled_model_path()), {})
+  hashed = []
+  monkeypatch.setattr(files, "sha256", lambda path: hashed.append(path) or "0" * 64)
+  for main, name in ((False, "other"), (True, "first")):
+    monkeypatch.setattr(files, "is_main_process", lambda main=main: main)
+    directory = tmp_path / name
+    directory.mkdir()
+    converted.write_converted(directory, model)
+    checksums.write(directory, main_only=True)
+    written = sorted(p.name for p in directory.iterdir())
+    if main:
+      assert {"params", "config.json", "albert_jax.json", "spiece.model", "checksums.json"} <= set(
+        written
+      )
+      assert hashed
+    else:
+      assert written == ["params"] and not hashed

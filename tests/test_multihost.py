@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from albert_jax.trainer import finetune
+from tests.localhost import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NUM_PROCESSES, STEPS = 2, 3
@@ -55,15 +55,9 @@ def _config():
   return config
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _start(workdir: pathlib.Path, overrides: dict, program: list[str], extra: dict) -> list:
   """The finetune CLI (`program` runs it) as NUM_PROCESSES processes of one JAX system."""
-  port = _free_port()
+  port = free_port()
   flags = [f"--config.{k}={v}" for k, v in overrides.items()]
   command = [
     sys.executable,

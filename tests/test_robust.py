@@ -13,7 +13,6 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from albert_jax.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
 from albert_jax.fill_mask import FillMask
 from albert_jax.tokenizer import bundled_model_path
 from albert_jax.trainer import command, finetune, loop
+from tests.localhost import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SST2 = ROOT / "configs" / "finetune" / "sst2_sample.py"
@@ -141,15 +141,9 @@ def test_sigterm_saves_exits_75_and_the_rerun_ends_identical(uninterrupted, xla_
     np.testing.assert_array_equal(x, y)  # bit for bit
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _processes(workdir, overrides: dict, cache: dict, n: int = 2) -> list[subprocess.Popen]:
   """The CLI as `n` processes of one JAX system on localhost (4 CPU devices each)."""
-  port, procs = _free_port(), []
+  port, procs = free_port(), []
   for i in range(n):
     env = environment(
       {

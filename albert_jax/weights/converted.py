@@ -131,12 +131,19 @@ def hf_config(config: AlbertConfig, meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_converted(directory: str | os.PathLike, converted: Converted) -> None:
-  """Writes `converted` into the existing, empty `directory` (see the module docstring)."""
+  """Writes `converted` into the existing, empty `directory` (see the module docstring).
+
+  In a multi-process run every process calls it: each writes its shards of the parameters,
+  then process 0 alone writes the other files. (Two writers of one file race: one process
+  hashing the directory for `albert_jax.json` would meet the other's temporary file, gone by
+  the time it is read.) The caller waits for process 0 before using the directory."""
   import orbax.checkpoint as ocp
 
   directory = Path(directory)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(directory.absolute() / PARAMS_DIR, converted.params)
+  if not files.is_main_process():
+    return
   files.write_json(directory / HF_CONFIG_FILE, hf_config(converted.config, converted.metadata))
   converted.tokenizer.save_pretrained(directory)
   sums = checksums.of_files(directory, exclude=(METADATA_FILE,))
