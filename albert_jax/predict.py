@@ -9,8 +9,10 @@ token-classification, fill-mask and feature-extraction, `question` + `choices` (
 `context`] for multiple-choice), TSV or CSV with a header row naming those fields (by the file's
 extension), or plain text, one text a line. `-` reads stdin / writes stdout. The output holds
 one JSON line per input, in input order; a file appears only once complete. Inputs are sorted
-by length and batched at a few bucket lengths (one compilation each), each batch at most
-`--batch_size` inputs and `--max_tokens` padded positions; a progress bar goes to stderr.
+by length and batched at a few bucket lengths (one compilation each) or, for
+question-answering and token-classification, packed several to a row where that computes less
+(`--nopack` turns it off), each batch at most `--batch_size` rows and `--max_tokens` padded
+positions; a progress bar goes to stderr.
 The pipeline options are flags (`--top_k`, `--function_to_apply`, `--doc_stride`, ...; see
 `albert_jax.pipelines`). The library call is `albert_jax.pipeline(task, model=DIR)`.
 """
@@ -94,6 +96,13 @@ flags.DEFINE_enum(
 flags.DEFINE_bool(
   "handle_impossible_answer", None, "question-answering: allow no answer.", flag_values=FLAGS
 )
+flags.DEFINE_bool(
+  "pack",
+  None,
+  "question-answering, token-classification: several inputs a row where that computes less "
+  "(default); --nopack: each input in a row of its own.",
+  flag_values=FLAGS,
+)
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.", flag_values=FLAGS)
 
 _USAGE = (
@@ -108,6 +117,7 @@ _OPTIONS = (
   "max_question_len",
   "handle_impossible_answer",
   "aggregation_strategy",
+  "pack",
 )
 
 

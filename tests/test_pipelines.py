@@ -561,6 +561,13 @@ def test_predict_token_classification_file(tagger, tmp_path):
   ]
   with pytest.raises(UserError, match="--top_k does not apply to task token-classification"):
     predict.main([*args, "--top_k", "3"])
+  # --nopack: each text in a row of its own, the same entities
+  assert predict.main([*args, "--nopack", "--output", str(tmp_path / "alone.jsonl")]) == 0
+  alone = [json.loads(line) for line in (tmp_path / "alone.jsonl").read_text().splitlines()]
+  _same_results(alone, got, ("entity_group", "word", "start", "end"))
+  classify = [*args[:3], "--task", "text-classification", *args[5:9], "--nopack"]
+  with pytest.raises(UserError, match="--pack does not apply to task text-classification"):
+    predict.main(classify)
 
 
 def test_regression_head_returns_the_raw_score_as_transformers(tmp_path):
