@@ -12,6 +12,13 @@ and ends with `cli.run(main, FLAGS)`. Then:
   - a training run stopped by SIGTERM or Ctrl-C (`albert_jax.preemption`) prints where it
     stopped and exits with code 75 (`EXIT_PREEMPTED`) once its checkpoint is written;
   - results go to stdout alone; progress and logs go to stderr.
+
+One vocabulary across the commands: `--model` names the model a command reads (convert's
+source, export's input), `max_seq_length` / `max_query_length` the lengths. A command's
+`RENAMED` maps its flags' old names to the new ones (they still work, with a one-line
+deprecation note on stderr); `ALIASES` maps HF transformers' spellings, accepted as they are
+where a command mirrors `transformers.pipeline`. `albert_jax.commands` lists every command and
+writes docs/commands.md from their flags.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from absl import flags
 
@@ -30,20 +37,48 @@ from albert_jax.preemption import Preempted
 TRACEBACK_ENV = "ALBERT_JAX_TRACEBACK"  # set to 1 to print tracebacks of user errors too
 
 
-def parse(flag_values: flags.FlagValues, argv: Sequence[str], usage: str) -> list[str]:
+def parse(
+  flag_values: flags.FlagValues,
+  argv: Sequence[str],
+  usage: str,
+  renamed: Mapping[str, str] | None = None,
+  aliases: Mapping[str, str] | None = None,
+) -> list[str]:
   """Parses `argv` into `flag_values`; returns the positional arguments (without argv[0]).
 
   `--help` prints `usage` and the flags and exits 0; a bad flag is a UserError naming it.
-  Parsing again (another call in the same process) starts from the flags' defaults.
+  `renamed` (old name -> name) and `aliases` (another spelling -> name) are other names of
+  flags; a renamed one prints a deprecation note on stderr. Parsing again (another call in the
+  same process) starts from the flags' defaults.
   """
   if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
     print(f"{usage}\n\n{flag_values.get_help()}")
     raise SystemExit(0)
+  argv = [argv[0], *(_canonical(arg, renamed or {}, aliases or {}) for arg in argv[1:])]
   flag_values.unparse_flags()
   try:
     return flag_values(list(argv))[1:]
   except flags.Error as e:
     raise UserError(f"{e}\n\nUsage: {usage}") from None
+
+
+def _canonical(arg: str, renamed: Mapping[str, str], aliases: Mapping[str, str]) -> str:
+  """`arg` with a flag's other name replaced by the name (`--old=v`, `--old`, `--noold`)."""
+  dashes = "--" if arg.startswith("--") else "-" if arg.startswith("-") else ""
+  if not dashes or arg == "--":
+    return arg
+  name, equals, value = arg[len(dashes) :].partition("=")
+  negated = name not in renamed and name not in aliases and name.startswith("no")
+  old = name[2:] if negated else name
+  new = renamed.get(old) or aliases.get(old)
+  if new is None:
+    return arg
+  if old in renamed:
+    print(
+      f"warning: --{old} is deprecated; use --{new} (the old name still works for now).",
+      file=sys.stderr,
+    )
+  return f"{dashes}{'no' if negated else ''}{new}{equals}{value}"
 
 
 def _verbose(flag_values: flags.FlagValues | None) -> bool:

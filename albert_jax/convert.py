@@ -1,18 +1,17 @@
 """`python -m albert_jax.convert`: HF or Google TF ALBERT weights -> a converted directory.
 
-    python -m albert_jax.convert --source SRC --output DIR [--head HEAD] [--overwrite] \
+    python -m albert_jax.convert --model SRC --output DIR [--head HEAD] [--overwrite] \
         [--albert_config FILE|PRESET]
 
 SRC is an HF model directory, a TF checkpoint directory or prefix, a `.tar.gz` of either, or an
 HF hub name (`albert-large-v2`); see `albert_jax.weights.sources`. DIR gets the converted
 layout of `albert_jax.weights.converted` (Orbax `params/`, `config.json`, `albert_jax.json`,
-`spiece.model`) and appears complete or not at all. The library call is
+`spiece.model`) and appears complete or not at all. Flags only; the library call is
 `albert_jax.weights.sources.convert(SRC, DIR)`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from absl import flags
@@ -21,13 +20,13 @@ from albert_jax import cli
 from albert_jax.errors import UserError
 from albert_jax.heads import HEADS
 from albert_jax.weights import sources
-from albert_jax.weights.converted import Converted
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string(
-  "source",
+  "model",
   None,
-  "HF model dir, TF checkpoint dir/prefix, .tar.gz, or HF hub name (albert-large-v2).",
+  "The weights to convert: HF model dir, TF checkpoint dir/prefix, .tar.gz, or HF hub name "
+  "(albert-large-v2).",
   flag_values=FLAGS,
 )
 flags.DEFINE_string(
@@ -44,31 +43,21 @@ flags.DEFINE_string(
   flag_values=FLAGS,
 )
 
-_USAGE = "python -m albert_jax.convert --source SRC --output DIR [--head HEAD] [--overwrite]"
-
-
-def summary(converted: Converted, output: str | os.PathLike) -> str:
-  """What was converted, in three lines."""
-  m = converted.metadata
-  labels = f", num_labels {m['num_labels']}" if m["num_labels"] is not None else ""
-  return (
-    f"Converted {m['source']} ({m['source_format']}) -> {output}\n"
-    f"  head: {m['head']}{labels}; parts found: {', '.join(m['heads_found'])}\n"
-    f"  parameters: {m['parameter_count']:,}; tokenizer: {m['tokenizer']}"
-  )
+USAGE = "python -m albert_jax.convert --model SRC --output DIR [--head HEAD] [--overwrite]"
+RENAMED = {"source": "model"}
 
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.convert`; see the module docstring."""
-  rest = cli.parse(FLAGS, argv, _USAGE)
-  if rest or FLAGS.source is None or FLAGS.output is None:
+  rest = cli.parse(FLAGS, argv, USAGE, RENAMED)
+  if rest or FLAGS.model is None or FLAGS.output is None:
     raise UserError(
-      f"Pass --source and --output (and no positional arguments: {rest}).\nUsage: {_USAGE}"
+      f"Pass --model and --output (and no positional arguments: {rest}).\nUsage: {USAGE}"
     )
   converted = sources.convert(
-    FLAGS.source, FLAGS.output, FLAGS.head, FLAGS.overwrite, FLAGS.albert_config
+    FLAGS.model, FLAGS.output, FLAGS.head, FLAGS.overwrite, FLAGS.albert_config
   )
-  print(summary(converted, FLAGS.output))
+  print(converted.summary(FLAGS.output))
   return 0
 
 

@@ -1,6 +1,6 @@
 """`python -m albert_jax.export`: albert_jax weights -> an HF transformers model directory.
 
-    python -m albert_jax.export --checkpoint DIR --output HF_DIR [--overwrite]
+    python -m albert_jax.export --model DIR --output HF_DIR [--overwrite]
 
 `DIR` is anything `albert_jax.from_pretrained` loads (a converted directory, typically); HF_DIR
 gets what `AlbertFor*.save_pretrained` writes (`config.json`, `model.safetensors`,
@@ -22,27 +22,27 @@ from albert_jax.weights.export import export
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string(
-  "checkpoint",
+  "model",
   None,
-  "Converted albert_jax directory (or any source from_pretrained reads).",
+  "The model to export: a converted directory, a run's export/, a workdir or step directory "
+  "(anything from_pretrained reads).",
   flag_values=FLAGS,
 )
 flags.DEFINE_string("output", None, "HF model directory to write.", flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace an existing output directory.", flag_values=FLAGS)
 
-_USAGE = "python -m albert_jax.export --checkpoint DIR --output HF_DIR [--overwrite]"
+USAGE = "python -m albert_jax.export --model DIR --output HF_DIR [--overwrite]"
+RENAMED = {"checkpoint": "model"}
 
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.export`; see the module docstring."""
-  rest = cli.parse(FLAGS, argv, _USAGE)
-  if rest or FLAGS.checkpoint is None or FLAGS.output is None:
-    raise UserError(
-      f"Pass --checkpoint and --output (no positional arguments: {rest}).\nUsage: {_USAGE}"
-    )
-  model = export(FLAGS.checkpoint, FLAGS.output, FLAGS.overwrite)
+  rest = cli.parse(FLAGS, argv, USAGE, RENAMED)
+  if rest or FLAGS.model is None or FLAGS.output is None:
+    raise UserError(f"Pass --model and --output (no positional arguments: {rest}).\nUsage: {USAGE}")
+  model = export(FLAGS.model, FLAGS.output, FLAGS.overwrite)
   print(
-    f"Exported {FLAGS.checkpoint} -> {FLAGS.output}: {HEADS[model.head].hf_class}, "
+    f"Exported {FLAGS.model} -> {FLAGS.output}: {HEADS[model.head].hf_class}, "
     f"{parameter_count(model.params):,} parameters"
   )
   return 0

@@ -12,6 +12,7 @@ from albert_jax import cli
 from albert_jax.trainer import command, finetune
 
 FLAGS = command.flag_values("finetune")
+USAGE = command.usage_of("finetune")
 main = command.main_of(finetune.run, FLAGS, "finetune")
 
 if __name__ == "__main__":

@@ -3,11 +3,8 @@
     python -m albert_jax.predict --model WORKDIR/export --task text-classification \
         --input sentences.txt --output predictions.jsonl
 
---input: JSONL (one object a line, the pipeline's fields: `text` [+ `text_pair`] for
-text-classification, `question` + `context` for question-answering, `text` for
-token-classification, fill-mask and feature-extraction, `question` + `choices` (a list) [+
-`context`] for multiple-choice), TSV or CSV with a header row naming those fields (by the file's
-extension), or plain text, one text a line. `-` reads stdin / writes stdout. The output holds
+--input: JSONL, TSV/CSV with a header row, or plain text, holding the task's fields
+(`albert_jax.pipelines.records` says which). `-` reads stdin / writes stdout. The output holds
 one JSON line per input, in input order; a file appears only once complete. Inputs are sorted
 by length and batched at a few bucket lengths (one compilation each) or, for
 question-answering and token-classification, packed several to a row where that computes less
@@ -19,8 +16,6 @@ The pipeline options are flags (`--top_k`, `--function_to_apply`, `--doc_stride`
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -29,19 +24,8 @@ from typing import Any
 from absl import flags
 
 from albert_jax import cli, files
-from albert_jax.data import local
 from albert_jax.errors import UserError
-from albert_jax.pipelines import PIPELINES, pipeline
-
-# The fields an input record needs, and the optional ones, per task.
-FIELDS = {
-  "text-classification": (("text",), ("text_pair",)),
-  "question-answering": (("question", "context"), ()),
-  "token-classification": (("text",), ()),
-  "multiple-choice": (("question", "choices"), ("context",)),  # choices: a JSON list
-  "fill-mask": (("text",), ()),
-  "feature-extraction": (("text",), ()),
-}
+from albert_jax.pipelines import PIPELINES, pipeline, records
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string(
@@ -51,7 +35,7 @@ flags.DEFINE_string(
   "or anything albert_jax.from_pretrained loads).",
   flag_values=FLAGS,
 )
-flags.DEFINE_enum("task", None, list(FIELDS), "The pipeline.", flag_values=FLAGS)
+flags.DEFINE_enum("task", None, list(records.FIELDS), "The pipeline.", flag_values=FLAGS)
 flags.DEFINE_string(
   "input", None, "JSONL, TSV/CSV with a header, or text; - for stdin.", flag_values=FLAGS
 )
@@ -82,9 +66,11 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
   "max_answer_len", None, "question-answering: longest answer, in pieces.", flag_values=FLAGS
 )
-flags.DEFINE_integer("max_seq_len", None, "question-answering: window length.", flag_values=FLAGS)
 flags.DEFINE_integer(
-  "max_question_len", None, "question-answering: question pieces kept.", flag_values=FLAGS
+  "max_seq_length", None, "question-answering: window length, in pieces.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+  "max_query_length", None, "question-answering: question pieces kept.", flag_values=FLAGS
 )
 flags.DEFINE_enum(
   "aggregation_strategy",
@@ -105,56 +91,23 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.", flag_values=FLAGS)
 
-_USAGE = (
+USAGE = (
   "python -m albert_jax.predict --model DIR --task TASK --input FILE [--output FILE] "
   "[--top_k K] [--dtype bfloat16] ..."
 )
-_OPTIONS = (
-  "function_to_apply",
-  "doc_stride",
-  "max_answer_len",
-  "max_seq_len",
-  "max_question_len",
-  "handle_impossible_answer",
-  "aggregation_strategy",
-  "pack",
-)
-
-
-def read_records(path: str, text: str) -> list[tuple[int, dict[str, Any]]]:
-  """(line number, record) for each input of `text`, read from `path` (named in errors)."""
-  lower = path.lower()
-  if lower.endswith((".tsv", ".csv")):
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if lower.endswith(".tsv") else ",")
-    return [(reader.line_num, dict(row)) for row in reader]
-  lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-  if lower.endswith((".jsonl", ".json")) or (lines and lines[0][1].lstrip().startswith("{")):
-    return local.json_lines(text, path)
-  return [(n, {"text": line}) for n, line in lines]
-
-
-def pipeline_inputs(task: str, path: str, records: list[tuple[int, dict[str, Any]]]) -> list[Any]:
-  """The records as the pipeline's inputs; a missing field is an error naming its line."""
-  if not records:
-    raise UserError(f"{path} holds no inputs.")
-  required, optional = FIELDS[task]
-  inputs = []
-  for n, record in records:
-    missing = [k for k in required if not _given(k, record.get(k))]
-    if missing:
-      raise UserError(
-        f"{path}:{n}: no {', '.join(repr(k) for k in missing)} field for task {task} "
-        f"(got fields {sorted(record)})."
-      )
-    item = {k: record[k] for k in (*required, *optional) if record.get(k)}
-    inputs.append(item["text"] if set(item) == {"text"} else item)
-  return inputs
-
-
-def _given(key: str, value: Any) -> bool:
-  if key == "choices":
-    return isinstance(value, list) and bool(value)
-  return isinstance(value, str) and bool(value)
+# HF transformers' pipeline spellings, accepted as they are.
+ALIASES = {"max_seq_len": "max_seq_length", "max_question_len": "max_query_length"}
+# The flags that are pipeline options: flag -> the pipeline's keyword (HF's name).
+_OPTIONS = {
+  "function_to_apply": "function_to_apply",
+  "doc_stride": "doc_stride",
+  "max_answer_len": "max_answer_len",
+  "max_seq_length": "max_seq_len",
+  "max_query_length": "max_question_len",
+  "handle_impossible_answer": "handle_impossible_answer",
+  "aggregation_strategy": "aggregation_strategy",
+  "pack": "pack",
+}
 
 
 def _top_k(value: str | None) -> dict[str, Any]:
@@ -170,9 +123,9 @@ def _top_k(value: str | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
   """`python -m albert_jax.predict`; see the module docstring."""
-  rest = cli.parse(FLAGS, argv, _USAGE)
+  rest = cli.parse(FLAGS, argv, USAGE, aliases=ALIASES)
   if rest or None in (FLAGS.model, FLAGS.task, FLAGS.input):
-    raise UserError(f"Pass --model, --task and --input (extra arguments: {rest}).\n{_USAGE}")
+    raise UserError(f"Pass --model, --task and --input (extra arguments: {rest}).\n{USAGE}")
   if FLAGS.input == "-":
     text = sys.stdin.read()
   else:
@@ -184,8 +137,8 @@ def main(argv: Sequence[str]) -> int:
         f"--input={FLAGS.input}: {e.strerror.lower()}. Give a JSONL, TSV/CSV or text file, "
         "or - for stdin."
       ) from None
-  inputs = pipeline_inputs(FLAGS.task, FLAGS.input, read_records(FLAGS.input, text))
-  options = {k: FLAGS[k].value for k in _OPTIONS if FLAGS[k].value is not None}
+  inputs = records.pipeline_inputs(FLAGS.task, FLAGS.input, records.read_records(FLAGS.input, text))
+  options = {key: FLAGS[f].value for f, key in _OPTIONS.items() if FLAGS[f].value is not None}
   options.update(_top_k(FLAGS.top_k))
   if FLAGS.max_tokens is not None:
     options["max_tokens"] = FLAGS.max_tokens or None
@@ -213,7 +166,8 @@ def _constructor(task: str, options: dict[str, Any]) -> dict[str, Any]:
   accepted = set(inspect.signature(PIPELINES[task].__init__).parameters)
   wrong = sorted(set(options) - accepted)
   if wrong:
-    raise UserError(f"--{wrong[0]} does not apply to task {task}.")
+    flag = {key: f for f, key in _OPTIONS.items()}.get(wrong[0], wrong[0])
+    raise UserError(f"--{flag} does not apply to task {task}.")
   return options
 
 

@@ -12,6 +12,7 @@ from albert_jax import cli
 from albert_jax.trainer import command, pretrain
 
 FLAGS = command.flag_values("pretrain")
+USAGE = command.usage_of("pretrain")
 main = command.main_of(pretrain.run, FLAGS, "pretrain")
 
 if __name__ == "__main__":

@@ -232,8 +232,8 @@ def main() -> None:
         num_labels=2,
       )
       cls(config).eval().save_pretrained(root / "hf")
-      convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "ours")])
-      export.main(["e", "--checkpoint", str(root / "ours"), "--output", str(root / "hfx")])
+      convert.main(["c", "--model", str(root / "hf"), "--output", str(root / "ours")])
+      export.main(["e", "--model", str(root / "ours"), "--output", str(root / "hfx")])
       ours = pipeline(task, model=str(root / "ours"), batch_size=args.batch, max_tokens=max_tokens)
       if task == "text-classification":
         texts = sentences(args.n)

@@ -3,7 +3,7 @@
     python examples/attention_maps.py [--text "The cat sat on the mat."] [--output maps.png]
 
 Tokenizes with the bundled 30k-clean vocabulary, runs the model with `output_attentions=True`
-and draws every layer's heads with `albert_jax.attention.plot_attention_maps` (the library
+and draws every layer's heads with `albert_jax.attention_maps.plot_attention_maps` (the library
 behind `python -m albert_jax.attention --model DIR`, which does the same for a real model).
 """
 
@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 
 from albert_jax import AlbertConfig, AlbertModel, AlbertTokenizer
-from albert_jax.attention import attention_maps, plot_attention_maps
+from albert_jax.attention_maps import attention_maps, plot_attention_maps
 
 CONFIG = AlbertConfig(
   vocab_size=30000,  # the bundled tokenizer's

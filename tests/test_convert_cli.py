@@ -68,7 +68,7 @@ def test_hf_checkpoint_converts_and_loads_with_hf_outputs(case, tmp_path, capsys
   head, extra, fmt = CASES[case]
   ref = hf_model(head, seed=1, **SMALL, **extra)
   src = save_hf(ref, tmp_path / "hf", fmt)
-  assert convert.main(["convert", "--source", str(src), "--output", str(tmp_path / "out")]) == 0
+  assert convert.main(["convert", "--model", str(src), "--output", str(tmp_path / "out")]) == 0
   printed = capsys.readouterr().out
   model = from_pretrained(tmp_path / "out", scan_layers=False)  # eager: faster on CPU
   meta = json.loads((tmp_path / "out" / "albert_jax.json").read_text())
@@ -94,7 +94,7 @@ def test_head_is_detected_from_tensor_names_and_can_be_overridden(tmp_path):
   del config["architectures"]
   (src / "config.json").write_text(json.dumps(config))
   assert sources.load_source(src).head == "pretraining"
-  convert.main(["c", "--source", str(src), "--output", str(tmp_path / "base"), "--head", "base"])
+  convert.main(["c", "--model", str(src), "--output", str(tmp_path / "base"), "--head", "base"])
   model = from_pretrained(tmp_path / "base")
   assert model.head == "base" and set(model.params) == {"embeddings", "encoder", "pooler"}
   full = hf.params_from_hf_state_dict(ref.state_dict(), model.config, "pretraining")
@@ -113,7 +113,7 @@ def test_masked_lm_checkpoint_keeps_its_pooler_for_the_encoder(tmp_path):
   ref.config.architectures = ["AlbertForMaskedLM"]
   ref.config.save_pretrained(tmp_path / "hf")
   torch.save(state, tmp_path / "hf" / "pytorch_model.bin")
-  convert.main(["c", "--source", str(tmp_path / "hf"), "--output", str(tmp_path / "out")])
+  convert.main(["c", "--model", str(tmp_path / "hf"), "--output", str(tmp_path / "out")])
   assert from_pretrained(tmp_path / "out").head == "masked_lm"
   base = from_pretrained(tmp_path / "out", head="base", strict=True)
   np.testing.assert_array_equal(
@@ -124,7 +124,7 @@ def test_masked_lm_checkpoint_keeps_its_pooler_for_the_encoder(tmp_path):
 def test_from_pretrained_changes_head_and_initializes_only_what_is_new(tmp_path, caplog):
   ref = hf_model("pretraining", **SMALL)
   convert.main(
-    ["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
+    ["c", "--model", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
   )
   with caplog.at_level(logging.WARNING, logger="albert_jax.weights.pretrained"):
     model = from_pretrained(tmp_path / "out", head="sequence_classification", num_labels=3)
@@ -150,7 +150,7 @@ def test_from_pretrained_changes_head_and_initializes_only_what_is_new(tmp_path,
 def test_loads_sharded_onto_a_mesh(tmp_path):
   ref = hf_model("pretraining", **SMALL)
   convert.main(
-    ["c", "--source", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
+    ["c", "--model", str(save_hf(ref, tmp_path / "hf")), "--output", str(tmp_path / "out")]
   )
   mesh = jax.make_mesh((2, 4), ("data", "model"))
 
@@ -209,7 +209,7 @@ def test_unknown_hub_name_offline_is_a_clear_error(tmp_path, monkeypatch):
   assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: the real client, offline
   out = tmp_path / "out"
   with pytest.raises(FileNotFoundError, match="pass that directory or file as the source"):
-    convert.main(["c", "--source", "albert/no-such-model", "--output", str(out)])
+    convert.main(["c", "--model", "albert/no-such-model", "--output", str(out)])
   import huggingface_hub
 
   def no_network(repo_id, **kwargs):
@@ -236,7 +236,7 @@ def test_cli_subprocess_reports_errors_in_one_line(tmp_path):
       sys.executable,
       "-m",
       "albert_jax.convert",
-      "--source",
+      "--model",
       str(tmp_path / "missing"),
       "--output",
       str(out),
@@ -262,7 +262,7 @@ def hf_dir(tmp_path):
 def _convert_fails(source, output, error, match, *extra):
   output = Path(output)
   with pytest.raises(error, match=match):
-    convert.main(["c", "--source", str(source), "--output", str(output), *extra])
+    convert.main(["c", "--model", str(source), "--output", str(output), *extra])
   assert not output.exists()
   assert not [p for p in output.parent.iterdir() if p.name.startswith(f"{output.name}.")]
 
@@ -275,8 +275,8 @@ def test_missing_files(tmp_path, hf_dir):
   _convert_fails(tmp_path / "empty", out, FileNotFoundError, "neither an HF model")
   os.remove(hf_dir / "model.safetensors")
   _convert_fails(hf_dir, out, FileNotFoundError, "neither an HF model.*found: .'config.json'")
-  with pytest.raises(ValueError, match="Pass --source and --output"):
-    convert.main(["c", "--source", str(hf_dir)])
+  with pytest.raises(ValueError, match="Pass --model and --output"):
+    convert.main(["c", "--model", str(hf_dir)])
   with pytest.raises(ValueError, match="Unknown command line flag 'sorce'"):
     convert.main(["c", "--sorce", str(hf_dir)])
 
@@ -328,7 +328,7 @@ def test_existing_output_is_refused_then_replaced_atomically(tmp_path, hf_dir, m
   out.mkdir()
   (out / "old.txt").write_text("old")
   with pytest.raises(UserError, match="already exists; pass --overwrite"):
-    convert.main(["c", "--source", str(hf_dir), "--output", str(out)])
+    convert.main(["c", "--model", str(hf_dir), "--output", str(out)])
   assert (out / "old.txt").read_text() == "old"
 
   def crash(directory, converted):  # dies half way: params written, the rest not
@@ -338,20 +338,20 @@ def test_existing_output_is_refused_then_replaced_atomically(tmp_path, hf_dir, m
   with monkeypatch.context() as m:
     m.setattr(sources, "write_converted", crash)
     with pytest.raises(KeyboardInterrupt):
-      convert.main(["c", "--source", str(hf_dir), "--output", str(out), "--overwrite"])
+      convert.main(["c", "--model", str(hf_dir), "--output", str(out), "--overwrite"])
     with pytest.raises(KeyboardInterrupt):
-      convert.main(["c", "--source", str(hf_dir), "--output", str(tmp_path / "new")])
+      convert.main(["c", "--model", str(hf_dir), "--output", str(tmp_path / "new")])
   assert sorted(os.listdir(out)) == ["old.txt"] and not (tmp_path / "new").exists()
   assert sorted(os.listdir(tmp_path)) == ["hf", "out"]
 
-  convert.main(["c", "--source", str(hf_dir), "--output", str(out), "--overwrite"])
+  convert.main(["c", "--model", str(hf_dir), "--output", str(out), "--overwrite"])
   assert not (out / "old.txt").exists() and from_pretrained(out).head == "masked_lm"
   assert sorted(os.listdir(tmp_path)) == ["hf", "out"]
 
 
 def test_damaged_converted_directory(tmp_path, hf_dir):
   out = tmp_path / "out"
-  convert.main(["c", "--source", str(hf_dir), "--output", str(out)])
+  convert.main(["c", "--model", str(hf_dir), "--output", str(out)])
   for path in sorted((out / "params").rglob("*")):
     if path.is_file() and path.stat().st_size > 1000:  # the tensor data
       path.write_bytes(path.read_bytes()[:100])
@@ -363,7 +363,7 @@ def test_a_file_in_the_way_of_the_output_is_named(tmp_path, hf_dir):
   (tmp_path / "file").write_text("in the way")
   for output in (tmp_path / "file" / "out", tmp_path / "file" / "deeper" / "out"):
     with pytest.raises(UserError) as raised:
-      convert.main(["c", "--source", str(hf_dir), "--output", str(output)])
+      convert.main(["c", "--model", str(hf_dir), "--output", str(output)])
     assert str(raised.value) == (
       f"Cannot write {output}: {tmp_path / 'file'} is a file, not a directory; move it away "
       "or choose another output."

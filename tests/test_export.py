@@ -48,7 +48,7 @@ def test_export_round_trip_through_transformers(head, tmp_path, capsys):
     id2label=id2label,
   )
   assert (
-    export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+    export.main(["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
     == 0
   )
   assert HF_CLASSES[head] in capsys.readouterr().out
@@ -89,17 +89,17 @@ def test_export_refuses_existing_output_and_bad_checkpoints(tmp_path):
   (tmp_path / "hf").mkdir()
   (tmp_path / "hf" / "keep.txt").write_text("old")
   with pytest.raises(UserError, match="already exists; pass --overwrite"):
-    export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+    export.main(["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
   assert os.listdir(tmp_path / "hf") == ["keep.txt"]
   export.main(
-    ["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"), "--overwrite"]
+    ["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"), "--overwrite"]
   )
   config = json.loads((tmp_path / "hf" / "config.json").read_text())
   assert config["architectures"] == ["AlbertForMaskedLM"]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "ours"]
 
   with pytest.raises(FileNotFoundError, match="neither a local path nor an HF hub"):
-    export.main(["e", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x")])
+    export.main(["e", "--model", str(tmp_path / "none"), "--output", str(tmp_path / "x")])
   with pytest.raises(ValueError, match="params do not match head 'sequence_classification'"):
     save_params(tmp_path / "bad", params, module.config, "sequence_classification")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "ours"]
@@ -112,8 +112,8 @@ def test_export_of_converted_hf_checkpoint_matches_the_original_file(tmp_path):
   # vocabulary is refused when the exported directory is loaded: test_robust.py).
   ref = hf_model("pretraining", **{**SMALL, "vocab_size": 30000})
   ref.save_pretrained(tmp_path / "orig")
-  convert.main(["c", "--source", str(tmp_path / "orig"), "--output", str(tmp_path / "ours")])
-  export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+  convert.main(["c", "--model", str(tmp_path / "orig"), "--output", str(tmp_path / "ours")])
+  export.main(["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
   from safetensors.numpy import load_file
 
   original, exported = (load_file(tmp_path / d / "model.safetensors") for d in ("orig", "hf"))
@@ -127,7 +127,7 @@ def test_a_flipped_byte_in_an_export_is_an_error_naming_the_file(tmp_path):
   # 30000 ids: the bundled tokenizer that travels with the export fits the model
   module, params = random_params("masked_lm", vocab_size=30000)
   save_params(tmp_path / "ours", params, module.config, "masked_lm")
-  export.main(["e", "--checkpoint", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
+  export.main(["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
   recorded = json.loads((tmp_path / "hf" / "checksums.json").read_text())
   assert sorted(recorded) == ["config.json", "model.safetensors", "spiece.model",
                               "tokenizer_config.json"]  # fmt: skip
@@ -144,7 +144,7 @@ def test_a_flipped_byte_in_an_export_is_an_error_naming_the_file(tmp_path):
   with pytest.raises(UserError, match=message):
     from_pretrained(tmp_path / "hf")
   with pytest.raises(UserError, match=message):
-    convert.main(["c", "--source", str(tmp_path / "hf"), "--output", str(tmp_path / "back")])
+    convert.main(["c", "--model", str(tmp_path / "hf"), "--output", str(tmp_path / "back")])
   assert not (tmp_path / "back").exists()
 
 

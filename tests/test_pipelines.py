@@ -12,9 +12,9 @@ from albert_jax import AlbertConfig, AlbertTokenizer, convert, fill_mask, from_p
 from albert_jax.config import PRESETS
 from albert_jax.data import batching, packing
 from albert_jax.errors import UserError
-from albert_jax.features import extract_features, load_features
+from albert_jax.pipelines.features import extract_features, load_features
 from albert_jax.features import main as features_main
-from albert_jax.fill_mask import FillMask
+from albert_jax.pipelines.fill_mask import FillMask
 from albert_jax.pipelines import base
 from albert_jax.weights.converted import save_params
 from tests.reference import hf_model
@@ -37,7 +37,7 @@ def converted(tmp_path_factory):
   with torch.no_grad():  # a peaked output distribution, so scores are far from uniform
     ref.predictions.bias.normal_(0.0, 3.0)
   ref.save_pretrained(root / "hf")
-  convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "out")])
+  convert.main(["c", "--model", str(root / "hf"), "--output", str(root / "out")])
   return ref, root / "out"
 
 
@@ -186,7 +186,7 @@ def test_features_match_hf_and_are_written_atomically(converted, tmp_path, capsy
   with pytest.raises(UserError, match="already exists; pass --overwrite"):
     features_main(argv)
   assert feats.read_bytes() == before
-  assert features_main([*argv[:-1], "--max_length", "4", "--overwrite"]) == 0  # not pooled
+  assert features_main([*argv[:-1], "--max_seq_length", "4", "--overwrite"]) == 0  # not pooled
   short = load_features(feats)
   assert short.pooler_output is None and max(len(ids) for ids in short.input_ids) == 4
   assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.npz", "texts.txt"]
@@ -244,8 +244,8 @@ def _convert_and_export(root, head, seed, **config):
       mean_H = ref.albert(ids).last_hidden_state.mean((0, 1))
       ref.classifier.bias.copy_(-ref.classifier.weight @ mean_H)
   ref.save_pretrained(root / "hf")
-  convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "ours")])
-  export.main(["e", "--checkpoint", str(root / "ours"), "--output", str(root / "hfx")])
+  convert.main(["c", "--model", str(root / "hf"), "--output", str(root / "ours")])
+  export.main(["e", "--model", str(root / "ours"), "--output", str(root / "hfx")])
   return ref, root / "ours", root / "hfx"
 
 

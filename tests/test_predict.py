@@ -113,7 +113,7 @@ def test_predict_export_and_transformers_agree(run, tmp_path):
   ours = [json.loads(line) for line in out.read_text().splitlines()]
   assert len(ours) == len(SENTENCES)
   assert (
-    export.main(["e", "--checkpoint", str(run / "export"), "--output", str(tmp_path / "hf")]) == 0
+    export.main(["e", "--model", str(run / "export"), "--output", str(tmp_path / "hf")]) == 0
   )
   hf = transformers.pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
   theirs = hf(SENTENCES, top_k=None)
@@ -146,7 +146,7 @@ def test_older_run_without_export_loads_through_its_checkpoint(run, tmp_path):
   latest = max(os.listdir(old / "checkpoints"), key=int)
   assert from_pretrained(old / "checkpoints" / latest).metadata["step"] == int(latest)
   # and exports to HF with its labels
-  assert export.main(["e", "--checkpoint", str(old), "--output", str(tmp_path / "hf")]) == 0
+  assert export.main(["e", "--model", str(old), "--output", str(tmp_path / "hf")]) == 0
   config = json.loads((tmp_path / "hf" / "config.json").read_text())
   assert config["id2label"] == {"0": "negative", "1": "positive"}
 
@@ -291,7 +291,7 @@ def test_question_answering_journey(squad_run, tmp_path):
   ]
   assert predict.main(args) == 0
   ours = [json.loads(line) for line in out.read_text().splitlines()]
-  assert export.main(["e", "--checkpoint", str(squad_run), "--output", str(tmp_path / "hf")]) == 0
+  assert export.main(["e", "--model", str(squad_run), "--output", str(tmp_path / "hf")]) == 0
   ref = transformers.AlbertForQuestionAnswering.from_pretrained(str(tmp_path / "hf")).eval()
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
   for q, a in zip(QUESTIONS, ours, strict=True):

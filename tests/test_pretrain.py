@@ -39,7 +39,7 @@ from albert_jax.data.pretraining import (
   read_manifest,
 )
 from albert_jax.trainer import pretrain
-from albert_jax.trainer.order import DataPosition
+from albert_jax.data.order import DataPosition
 from configs.pretrain import tiny
 from tests.test_pretraining_data import make_sentence, make_tokenizer, write_corpus
 

@@ -24,7 +24,7 @@ import pytest
 
 from albert_jax import cli, convert, files, from_pretrained
 from albert_jax.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
-from albert_jax.fill_mask import FillMask
+from albert_jax.pipelines.fill_mask import FillMask
 from albert_jax.tokenizer import bundled_model_path
 from albert_jax.trainer import command, finetune, loop
 from tests.localhost import free_port
@@ -277,7 +277,7 @@ def small_vocab_model(tmp_path_factory):
 
   root = tmp_path_factory.mktemp("small_vocab")
   hf_model("masked_lm", **SMALL_VOCAB).save_pretrained(root / "hf")
-  assert convert.main(["c", "--source", str(root / "hf"), "--output", str(root / "out")]) == 0
+  assert convert.main(["c", "--model", str(root / "hf"), "--output", str(root / "out")]) == 0
   return root
 
 
@@ -287,7 +287,7 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(small_vocab_model, tm
   shutil.copy(bundled_model_path(), own / "spiece.model")  # its "own" 30k tokenizer
   with pytest.raises(UserError, match=r"its tokenizer has 30000 pieces but the model's "
                      r"vocab_size is 1000"):  # fmt: skip
-    convert.main(["c", "--source", str(own), "--output", str(tmp_path / "out")])
+    convert.main(["c", "--model", str(own), "--output", str(tmp_path / "out")])
   assert not (tmp_path / "out").exists()
   with caplog.at_level(logging.WARNING):
     from_pretrained(small_vocab_model / "out")  # the bundled one: a warning, ids checked at use
@@ -514,7 +514,7 @@ def test_a_flipped_byte_in_a_train_state_checkpoint_stops_the_resume_naming_it(
 # ---- 7. messages: what features did to the texts --------------------------------------------
 
 
-def test_features_says_when_it_truncates_or_lowers_max_length(tmp_path, capsys):
+def test_features_says_when_it_truncates_or_lowers_max_seq_length(tmp_path, capsys):
   from albert_jax.features import main as features_main  # noqa: PLC0415
   from tests.reference import hf_model  # noqa: PLC0415
 
@@ -528,17 +528,17 @@ def test_features_says_when_it_truncates_or_lowers_max_length(tmp_path, capsys):
   capsys.readouterr()
 
   def notices() -> list[str]:  # stderr's lines but the progress bar's
-    return [line for line in capsys.readouterr().err.splitlines() if "max_length" in line]
+    return [line for line in capsys.readouterr().err.splitlines() if "max_seq_length" in line]
 
-  assert features_main([*argv, "--max_length", "100"]) == 0
+  assert features_main([*argv, "--max_seq_length", "100"]) == 0
   assert notices() == [
-    "features: max_length 100 is more than the model's max_position_embeddings 16; using 16.",
-    "features: 2 of 4 texts are longer than max_length 16 tokens and were truncated to it "
+    "features: max_seq_length 100 is more than the model's max_position_embeddings 16; using 16.",
+    "features: 2 of 4 texts are longer than max_seq_length 16 tokens and were truncated to it "
     "(the first: text 2).",
   ]
-  assert features_main([*argv, "--max_length", "8", "--overwrite"]) == 0
+  assert features_main([*argv, "--max_seq_length", "8", "--overwrite"]) == 0
   assert notices() == [
-    "features: 2 of 4 texts are longer than max_length 8 tokens and were truncated to it "
+    "features: 2 of 4 texts are longer than max_seq_length 8 tokens and were truncated to it "
     "(the first: text 2).",
   ]  # "another short one" is 5 tokens with [CLS] and [SEP]
 

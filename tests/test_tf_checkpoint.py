@@ -124,7 +124,7 @@ def assert_same_params(params, expected):
 def test_tf_checkpoint_converts_to_the_hf_route_params(release, tmp_path, capsys):
   root, _, expected = release
   out = tmp_path / "out"
-  assert convert.main(["c", "--source", str(root / "albert_small"), "--output", str(out)]) == 0
+  assert convert.main(["c", "--model", str(root / "albert_small"), "--output", str(out)]) == 0
   printed = capsys.readouterr().out
   meta = json.loads((out / "albert_jax.json").read_text())
   assert meta["head"] == "pretraining" and meta["source_format"] == "tf"
@@ -156,7 +156,7 @@ def test_tar_gz_of_the_release_converts(release, tmp_path):
   with tarfile.open(archive, "w:gz") as tar:
     tar.add(root / "albert_small", arcname="albert_small")
   out = tmp_path / "out"
-  convert.main(["c", "--source", str(archive), "--output", str(out)])
+  convert.main(["c", "--model", str(archive), "--output", str(out)])
   assert_same_params(from_pretrained(out).params, expected)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["albert_small.tar.gz", "out"]
 
@@ -174,7 +174,7 @@ def test_damaged_tf_data_file_is_a_clear_error(release, tmp_path, damage):
   data.write_bytes(bytes(raw))
   out = tmp_path / "out"
   with pytest.raises(ValueError, match="TF checkpoint .*model.ckpt-best.*truncated or corrupt"):
-    convert.main(["c", "--source", str(source), "--output", str(out)])
+    convert.main(["c", "--model", str(source), "--output", str(out)])
   assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["albert_small"]
 
 
@@ -184,16 +184,16 @@ def test_missing_config_or_checkpoint(release, tmp_path):
   (source / "albert_config.json").unlink()
   out = tmp_path / "out"
   with pytest.raises(FileNotFoundError, match="No albert_config.json next to TF checkpoint"):
-    convert.main(["c", "--source", str(source), "--output", str(out)])
+    convert.main(["c", "--model", str(source), "--output", str(out)])
   assert not out.exists()
   config = tmp_path / "config.json"
   config.write_text(json.dumps(google_config()))
-  convert.main(["c", "--source", str(source), "--output", str(out), "--albert_config", str(config)])
+  convert.main(["c", "--model", str(source), "--output", str(out), "--albert_config", str(config)])
   assert_same_params(from_pretrained(out).params, release[2])
 
   for index in source.glob("*.index"):
     index.unlink()
   (source / "albert_config.json").write_text(json.dumps(google_config()))
   with pytest.raises(FileNotFoundError, match="No TF checkpoint in"):
-    convert.main(["c", "--source", str(source), "--output", str(tmp_path / "out2")])
+    convert.main(["c", "--model", str(source), "--output", str(tmp_path / "out2")])
   assert not (tmp_path / "out2").exists()

@@ -1,5 +1,5 @@
-"""`pipeline("fill-mask")` and `pipeline("feature-extraction")`: `albert_jax.fill_mask.FillMask`
-and `albert_jax.features.extract_features` behind the pipeline interface.
+"""`pipeline("fill-mask")` and `pipeline("feature-extraction")`: `pipelines.fill_mask.FillMask`
+and `pipelines.features.extract_features` behind the pipeline interface.
 
 fill-mask: a text with `[MASK]` -> HF's `[{"score", "token", "token_str", "sequence"}, ...]`
 (`top_k` candidates; one such list per mask when there are several).
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from albert_jax.features import extract_features
-from albert_jax.fill_mask import FillMask
 from albert_jax.pipelines import base
+from albert_jax.pipelines.features import extract_features
+from albert_jax.pipelines.fill_mask import FillMask
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
 

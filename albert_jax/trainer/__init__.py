@@ -5,7 +5,6 @@
                parameters, else randomly initialized -- created already sharded
   loop.py      the train loop: gradient accumulation, logging, eval, checkpoints, export
   command.py   the command line of both trainers: --config, --workdir, the result on stdout
-  order.py     a resumable shuffled example order (`DataPosition`)
   export.py    a trained model written in `python -m albert_jax.convert`'s layout
   finetune.py  `run(config, workdir)` for GLUE, SQuAD and RACE (`python -m albert_jax.finetune`)
   pretrain.py  `run(config, workdir)` for masked LM + sentence order

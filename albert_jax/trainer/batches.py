@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from albert_jax.data import batching
+from albert_jax.data.order import DataPosition, shuffled_batches
 from albert_jax.errors import UserError
 from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS
-from albert_jax.trainer.order import DataPosition, shuffled_batches
 
 TARGETS = ("label", "labels", "start_positions", "end_positions")
 

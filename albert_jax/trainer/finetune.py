@@ -47,6 +47,7 @@ from albert_jax import metrics as metrics_lib
 from albert_jax.checkpoint import Checkpoints, abstract_state
 from albert_jax.config import PRESETS, AlbertConfig
 from albert_jax.data import batching, ner, tasks
+from albert_jax.data.order import data_fingerprint, resume_position
 from albert_jax.errors import UserError
 from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
@@ -62,8 +63,8 @@ from albert_jax.trainer.batches import (
   train_batches,
 )
 from albert_jax.trainer.evaluation import EvalSet, evaluate
-from albert_jax.trainer.order import data_fingerprint, resume_position
 from albert_jax.trainer.state import initial_state
+from albert_jax.weights import runs
 from albert_jax.weights.pretrained import from_pretrained
 
 placeholder = ml_collections.config_dict.placeholder
@@ -414,17 +415,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return result.finished
 
 
-def task_metadata(task) -> dict[str, Any]:
-  """What albert_jax.json records of a fine-tuning task: its name, labels and their names."""
-  num_labels = task.num_labels if has_num_labels(task.head) else None
-  names = task.label_names if num_labels and len(task.label_names) == num_labels else ()
-  return {
-    "task": task.name,
-    "num_labels": num_labels,
-    "id2label": {str(i): name for i, name in enumerate(names)} or None,
-  }
-
-
 def _export(config, workdir, task, tokenizer, albert, ckpts, result, eval_sets) -> None:
   """Writes WORKDIR/export: the best evaluated step's model (`export=best`), else the final."""
   ckpts.wait_until_finished()
@@ -445,6 +435,6 @@ def _export(config, workdir, task, tokenizer, albert, ckpts, result, eval_sets) 
       "tokenizer": "bundled" if config.from_scratch else "source",
       "step": step,
       "metrics": metrics,
-      **task_metadata(task),
+      **runs.task_metadata(task),
     },
   )

@@ -44,15 +44,15 @@ from albert_jax import distributed, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import AlbertConfig
 from albert_jax.data import pretraining as data_lib
+from albert_jax.data.order import DataPosition, resume_position
 from albert_jax.errors import UserError
 from albert_jax.files import write_text
 from albert_jax.heads import create_module
-from albert_jax.tokenizer import MODEL_FILE_NAMES, AlbertTokenizer
+from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.trainer import config as config_lib
 from albert_jax.trainer import export, loop
-from albert_jax.trainer.order import DataPosition, resume_position
 from albert_jax.trainer.state import initial_state
-from albert_jax.weights import converted
+from albert_jax.weights import runs
 from albert_jax.weights.pretrained import from_pretrained
 
 HEAD = "pretraining"
@@ -97,22 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def model_config(config: ml_collections.ConfigDict) -> AlbertConfig:
-  """The architecture: `init_from`'s config.json, else the preset; then `model_overrides`."""
-  overrides = config_lib.model_overrides(config)
-  if config.init_from:
-    path = os.path.join(config.init_from, converted.HF_CONFIG_FILE)
-    if not converted.is_converted(config.init_from) or not os.path.isfile(path):
-      raise UserError(
-        f"init_from={config.init_from!r} is not a directory written by "
-        "`python -m albert_jax.convert` (no albert_jax.json / config.json); convert the "
-        "checkpoint first."
-      )
-    return dataclasses.replace(AlbertConfig.from_json_file(path), **overrides)
-  try:
-    return AlbertConfig.from_name(config.model, **overrides)
-  except ValueError as e:
-    raise UserError(f"model={config.model!r}, model_overrides: {e}") from None
+model_config = runs.pretraining_model_config  # the architecture a run config names
 
 
 _RANGES = (  # pretraining's own numeric fields, as config_lib.SHARED_RANGES
@@ -165,17 +150,6 @@ def _data_share(global_rows: int, mesh, rules) -> tuple[int, int]:
   return rows.start // local, global_rows // local
 
 
-def _vocab_file(config: ml_collections.ConfigDict) -> str | None:
-  """The SentencePiece model of the run: vocab_file, else init_from's, else None (bundled)."""
-  if config.vocab_file:
-    return config.vocab_file
-  if config.init_from:
-    for name in MODEL_FILE_NAMES:
-      if os.path.isfile(path := os.path.join(config.init_from, name)):
-        return path
-  return None
-
-
 def _eval_batch_size(config: ml_collections.ConfigDict) -> int:
   return config.eval_batch_size or config.batch_size // config.grad_accum_steps
 
@@ -184,7 +158,7 @@ def open_inputs(config: ml_collections.ConfigDict, albert: AlbertConfig, mesh, r
   """Opens and checks the training and eval data; every data error is raised here."""
   micro = config.batch_size // config.grad_accum_steps
   index, count = _data_share(micro, mesh, rules)
-  vocab_file = _vocab_file(config)
+  vocab_file = runs.pretraining_vocab_file(config)
   manifest = data_lib.read_manifest(config.train_data)
   data_lib.check_vocabulary(manifest, config.train_data, vocab_file)
   train_ids, eval_ids = data_lib.split_files(len(manifest["files"]), config.eval_holdout_files)
@@ -399,11 +373,11 @@ def run(
       directory,
       state,
       albert,
-      AlbertTokenizer(_vocab_file(config)),
+      AlbertTokenizer(runs.pretraining_vocab_file(config)),
       {
         "source": os.path.abspath(workdir),
         "source_format": "albert_jax.pretrain",
-        "tokenizer": "source" if _vocab_file(config) else "bundled",
+        "tokenizer": "source" if runs.pretraining_vocab_file(config) else "bundled",
         "step": step,
       },
     )

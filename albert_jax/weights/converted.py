@@ -51,6 +51,16 @@ class Converted(NamedTuple):
   tokenizer: AlbertTokenizer
   metadata: dict[str, Any]  # what albert_jax.json holds
 
+  def summary(self, output: str | os.PathLike) -> str:
+    """What was converted into `output`, in three lines."""
+    m = self.metadata
+    labels = f", num_labels {m['num_labels']}" if m["num_labels"] is not None else ""
+    return (
+      f"Converted {m['source']} ({m['source_format']}) -> {output}\n"
+      f"  head: {m['head']}{labels}; parts found: {', '.join(m['heads_found'])}\n"
+      f"  parameters: {m['parameter_count']:,}; tokenizer: {m['tokenizer']}"
+    )
+
 
 def check_vocab(tokenizer: AlbertTokenizer, config: AlbertConfig, name: str, own: bool) -> None:
   """The tokenizer must not make ids the model has no embedding for.

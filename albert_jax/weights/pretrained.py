@@ -110,7 +110,8 @@ def from_pretrained(
   elif converted.is_converted(path / runs.EXPORT_DIR):  # a workdir: the model it exported
     source = _ConvertedDir(path / runs.EXPORT_DIR)
   elif runs.is_run(path):  # a training workdir or step directory (runs without export/)
-    source = runs.RunCheckpoint(path)
+    start = lambda name: from_pretrained(name, head="base", strict=False)  # noqa: E731
+    source = runs.RunCheckpoint(path, start)
   else:
     source = _InMemory(sources.load_source(path))
   return _assemble(

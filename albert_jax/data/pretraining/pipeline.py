@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from albert_jax.data.order import DataPosition
 from albert_jax.data.pretraining.config import PretrainingDataError
 from albert_jax.data.pretraining.masking import mask_tokens
 from albert_jax.data.pretraining.reader import Batch, Shards, check_vocabulary, original_input_ids
-from albert_jax.trainer.order import DataPosition
 
 # Google's feature names -> the batch keys of `albert_jax.train`.
 BATCH_KEYS = {

@@ -57,7 +57,7 @@ def read_manifest(directory: str) -> dict[str, Any]:
 def fingerprint(manifest: dict[str, Any], file_ids: Sequence[int]) -> dict[str, Any]:
   """{"examples", "sha256"} of the files `file_ids` as the manifest records them (each file's
   name, instance count and sha256, which the writer computed from its bytes): saved with the
-  data position, so a resumed run knows whether its data is the same (`trainer.order`)."""
+  data position, so a resumed run knows whether its data is the same (`data.order`)."""
   entries = [manifest["files"][i] for i in file_ids]
   listed = [(e["path"], int(e["num_instances"]), e.get("sha256")) for e in entries]
   digest = hashlib.sha256(json.dumps(listed).encode())
