@@ -33,6 +33,11 @@ def _page(path: pathlib.Path) -> str:
   return str(path.relative_to(ROOT))
 
 
+def test_readme_is_a_guide():
+  """The README stays short; reference material goes to docs/."""
+  assert len(README.read_text().splitlines()) <= 250
+
+
 def test_readme_model_example_runs():
   blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
   example = next(b for b in blocks if "AlbertForPreTraining" in b)
