@@ -227,13 +227,6 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(xla_cache, tmp_p
     np.testing.assert_array_equal(x, y)
 
 
-def test_exit_codes_are_documented():
-  readme = (ROOT / "README.md").read_text()
-  section = readme.split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
-  for code in (0, EXIT_USER_ERROR, EXIT_PREEMPTED):
-    assert f"`{code}`" in section
-
-
 # ---- 2. bad numbers: a NaN/inf loss stops the run; token ids outside the vocabulary --------
 
 
