@@ -9,8 +9,8 @@ Local files instead of TFDS: --config.train_file=train-v1.1.json --config.eval_f
 from albert_jax.trainer.finetune import base_config
 
 
-def get_config():
-  config = base_config("squad_v1")
+def get_config(task: str = "squad_v1"):
+  config = base_config(task)
   config.model = "albert/albert-base-v2"
   config.max_seq_length = 384
   config.doc_stride = 128

@@ -6,23 +6,8 @@ learning rate 5e-5, 3 epochs, 10% warm-up, sequence length 128); ALBERT's paper 
 recipe. Evaluated on `validation` (picks the best checkpoint) and `test`.
 """
 
-import ml_collections
-
-from albert_jax.trainer.finetune import base_config
+from albert_jax.configs.finetune import conll2003
 
 
 def get_config():
-  config = base_config("wikiann_en")
-  config.label_names = ml_collections.config_dict.placeholder(str)
-  config.label_all_tokens = False
-  config.doc_stride = ml_collections.config_dict.placeholder(int)
-  config.model = "albert/albert-base-v2"
-  config.max_seq_length = 128
-  config.learning_rate = 5e-5
-  config.batch_size = 32
-  config.num_epochs = 3.0
-  config.warmup_fraction = 0.1
-  config.best_metric = "f1"
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
-  return config
+  return conll2003.get_config("wikiann_en")  # best by entity F1, as CoNLL-2003 NER
