@@ -3,7 +3,7 @@
 
   --config=configs/finetune/glue.py:TASK   TASK: cola sst2 mrpc qqp stsb mnli qnli rte wnli
 
-Google ALBERT's recipes (RECIPES; the README's table): AdamW (weight decay 0.01, clip 1.0),
+Google ALBERT's recipes (RECIPES; docs/finetuning.md's table): AdamW (weight decay 0.01, clip 1.0),
 linear warm-up and decay, sequence length 512. Google gives no WNLI recipe; its row is RTE's
 learning rate and batch, about 10 epochs of WNLI's 635 training examples (RTE: 800 steps over
 2.5k examples), a quarter of them warm-up as for RTE.

@@ -24,7 +24,7 @@ def get_config():
   config.model_overrides.max_position_embeddings = 64
   # BERT's 0.02 suits hidden 768; at hidden 64 every sub-layer starts tiny against the residual,
   # so [CLS] ignores its input and SOP, which needs [CLS] to attend to the text, sits at chance
-  # while MLM trains. 0.2 ~ 1.6 / sqrt(hidden); the measurements are in the README.
+  # while MLM trains. 0.2 ~ 1.6 / sqrt(hidden); the measurements are in docs/pretraining.md.
   config.model_overrides.initializer_range = 0.2
   config.max_seq_length = 64
   config.max_predictions_per_seq = 20
