@@ -21,9 +21,9 @@ import tensorflow_datasets as tfds
 from tensorboardX.proto import event_pb2
 
 from albert_jax.data import tasks
+from albert_jax.data.order import DataPosition, epoch_permutation, shuffled_batches
 from albert_jax.trainer import config as config_lib
 from albert_jax.trainer import finetune, loop
-from albert_jax.data.order import DataPosition, epoch_permutation, shuffled_batches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "finetune")

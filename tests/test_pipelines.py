@@ -12,10 +12,10 @@ from albert_jax import AlbertConfig, AlbertTokenizer, convert, fill_mask, from_p
 from albert_jax.config import PRESETS
 from albert_jax.data import batching, packing
 from albert_jax.errors import UserError
-from albert_jax.pipelines.features import extract_features, load_features
 from albert_jax.features import main as features_main
-from albert_jax.pipelines.fill_mask import FillMask
 from albert_jax.pipelines import base
+from albert_jax.pipelines.features import extract_features, load_features
+from albert_jax.pipelines.fill_mask import FillMask
 from albert_jax.weights.converted import save_params
 from tests.reference import hf_model
 from tests.test_model import SMALL, TOL

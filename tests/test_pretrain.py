@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from albert_jax.data import pretraining as data_lib
+from albert_jax.data.order import DataPosition
 from albert_jax.data.pretraining import (
   PretrainingDataConfig,
   PretrainingDataError,
@@ -39,7 +40,6 @@ from albert_jax.data.pretraining import (
   read_manifest,
 )
 from albert_jax.trainer import pretrain
-from albert_jax.data.order import DataPosition
 from configs.pretrain import tiny
 from tests.test_pretraining_data import make_sentence, make_tokenizer, write_corpus
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import AlbertConfig, AlbertModel, attention
+from albert_jax import AlbertConfig, AlbertModel, attention, attention_maps
 from albert_jax.errors import UserError
 from albert_jax.heads import abstract_params, create_module
 from albert_jax.model import AlbertEmbeddings, AlbertLayerGroup
@@ -323,7 +323,9 @@ def test_attention_map_example_writes_the_png(tmp_path):
   size, maps = _example("attention_maps").main("The cat sat.", str(tmp_path / "maps.png"))
   k, n = maps.shape[:2]
   assert (k, n) == (2, 4)
-  assert size == attention.figure_pixels(k, n) == _png_size(tmp_path / "maps.png") == (640, 320)
+  assert (
+    size == attention_maps.figure_pixels(k, n) == _png_size(tmp_path / "maps.png") == (640, 320)
+  )
   np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=0, atol=8 * maps.shape[-1] * EPS)
 
 
@@ -405,7 +407,7 @@ def test_attention_cli_draws_a_converted_model(tmp_path, monkeypatch, capsys):
   png = tmp_path / "maps.png"
   argv = ["attention", "--model", str(tmp_path / "hf"), "--output", str(png), "--heads", "1"]
   assert attention.main([*argv, "The cat sat."]) == 0
-  assert _png_size(png) == attention.figure_pixels(2, 1)
+  assert _png_size(png) == attention_maps.figure_pixels(2, 1)
   assert str(png) in capsys.readouterr().out
   with pytest.raises(UserError, match="exactly one text"):
     attention.main(argv)
