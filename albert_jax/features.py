@@ -39,9 +39,6 @@ from albert_jax.errors import UserError
 from albert_jax.tokenizer import check_token_ids
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
 
-MAX_BUCKETS = 8  # sequence lengths (compiled shapes) per call
-BUCKET_MULTIPLE = 8  # each a multiple of this, so calls on other texts reuse the programs
-
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_length: int) -> list:
   """`albert_jax.data.batching.Batch`es of rows of similar length, each at its bucket: rows
@@ -51,7 +48,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_length: int) -> 
   if len(lengths) == 0:
     return []
   rows = min(batch_size, 1 << (len(lengths) - 1).bit_length())
-  buckets = batching.choose_buckets(lengths, MAX_BUCKETS, BUCKET_MULTIPLE, max_length)
+  buckets = batching.choose_buckets(lengths, max_length=max_length)
   return batching.length_sorted_batches(lengths, rows, buckets)
 
 

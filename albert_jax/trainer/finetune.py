@@ -109,8 +109,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.best_mode = "max"
 
   c.batching = "bucket"  # or "max_length": every row padded to max_seq_length (module doc)
-  c.max_buckets = 8  # "bucket": at most this many sequence lengths (compiled shapes)
-  c.bucket_multiple = 8  # "bucket": each length a multiple of this
+  c.max_buckets = batching.MAX_BUCKETS  # "bucket": at most this many lengths (compiled shapes)
+  c.bucket_multiple = batching.BUCKET_MULTIPLE  # "bucket": each length a multiple of this
   c.export = "best"  # into WORKDIR/export: "best" (evaluated) step, "final" step or "none"
   return c
 
