@@ -73,8 +73,8 @@ class ModelOptions:
       raise UserError(f"scan_layers={self.scan_layers!r}: use True (nn.scan) or False (a loop).")
     if self.remat_policy == "none":
       object.__setattr__(self, "remat_policy", None)
-    if self.remat_policy is not None and not hasattr(jax.checkpoint_policies, self.remat_policy):
-      known = sorted(p for p in dir(jax.checkpoint_policies) if not p.startswith("_"))
+    known = sorted(p for p in dir(jax.checkpoint_policies) if not p.startswith("_"))
+    if self.remat_policy is not None and self.remat_policy not in known:
       raise UserError(
         f"remat_policy={self.remat_policy!r} is not a jax.checkpoint_policies name; use None "
         f"(no remat) or one of {known}."
@@ -95,9 +95,10 @@ class ModelOptions:
 
 
 def _floating_dtype(name: str, value: Any) -> np.dtype:
+  """`value` (a dtype, a scalar type such as jnp.bfloat16, or a name) as a floating np.dtype."""
   try:
-    dtype = jnp.dtype(value)
-  except TypeError:
+    dtype = None if value is None else jnp.dtype(value)
+  except (TypeError, ValueError):
     dtype = None
   if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
     raise UserError(f"{name}={value!r}: use a floating dtype such as 'float32' or 'bfloat16'.")
@@ -172,6 +173,9 @@ class Layers:
     )
 
 
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ModelOptions))
+
+
 class _FoldsOptionKeywords(type):
   """Lets a module take the `ModelOptions` fields as keyword arguments: `AlbertModel(config,
   dtype=jnp.bfloat16)` builds `AlbertModel(config, options=ModelOptions(dtype=jnp.bfloat16))`
@@ -182,9 +186,6 @@ class _FoldsOptionKeywords(type):
     if given:
       kwargs["options"] = dataclasses.replace(kwargs.get("options", ModelOptions()), **given)
     return super().__call__(*args, **kwargs)
-
-
-OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ModelOptions))
 
 
 class AlbertModule(Layers, nn.Module, metaclass=_FoldsOptionKeywords):

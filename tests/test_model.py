@@ -222,7 +222,9 @@ def test_remat_policy_keeps_numbers(policy):
     ("attention_implementation", "flash"),
     ("dtype", "float8"),
     ("param_dtype", jnp.int32),
+    ("dtype", None),
     ("scan_layers", "yes"),
+    ("remat_policy", "__doc__"),
   ],
 )
 def test_bad_model_option_is_named_when_the_module_is_built(option, value):

@@ -96,10 +96,6 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {k: v for k, v in config.model_overrides.items() if v is not None}
 
 
-def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-  return jax.numpy.bfloat16 if config.dtype == "bfloat16" else jax.numpy.float32
-
-
 # ---- checks ------------------------------------------------------------------------------------
 
 # (field, smallest allowed value, None allowed): the numeric fields both trainers read.

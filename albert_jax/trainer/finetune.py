@@ -272,7 +272,7 @@ def train_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int,
 
 def _load_model(config: ml_collections.ConfigDict, task):
   """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
-  options = dict(dtype=config_lib.compute_dtype(config), remat_policy=config.remat_policy)
+  options = dict(dtype=config.dtype, remat_policy=config.remat_policy)
   num_labels = task.num_labels if has_num_labels(task.head) else None
   if (model_config := _preset_config(config)) is not None:
     logging.warning("from_scratch=True: training %r from random weights.", config.model)
