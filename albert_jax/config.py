@@ -29,6 +29,11 @@ ACTIVATIONS = {
 }
 
 
+# The positions of ALBERT's released models: the default `max_position_embeddings`, and the
+# default `max_seq_length` of runs and pretraining data (the longest input those models take).
+MAX_POSITIONS = 512
+
+
 @dataclasses.dataclass(frozen=True)
 class AlbertConfig:
   """ALBERT architecture. Field names and meanings follow `transformers.AlbertConfig`."""
@@ -44,7 +49,7 @@ class AlbertConfig:
   hidden_act: str = "gelu_new"  # tanh-approximate GELU, as in all released models
   hidden_dropout_prob: float = 0.0
   attention_probs_dropout_prob: float = 0.0
-  max_position_embeddings: int = 512
+  max_position_embeddings: int = MAX_POSITIONS
   type_vocab_size: int = 2
   initializer_range: float = 0.02
   layer_norm_eps: float = 1e-12

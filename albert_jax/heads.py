@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax
 import flax.linen as nn
@@ -23,11 +23,10 @@ import jax.numpy as jnp
 from albert_jax import axes, losses
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
-from albert_jax.layers import AlbertSubmodule, activation
-from albert_jax.model import AlbertModel, WithModelOptions
+from albert_jax.layers import AlbertModule, activation
+from albert_jax.model import AlbertModel
 
 Array = jax.Array
-Dtype = Any
 Loss = Callable[[Any, dict[str, Array]], tuple[Array, dict[str, Array]]]
 
 
@@ -83,29 +82,63 @@ class MultipleChoiceOutput:
 
 # ---- shared base ------------------------------------------------------------------------------
 
+# The encoder's keyword-only research options, which every head passes on (see `AlbertModel`).
+RESEARCH_OPTIONS = ("inputs_embeds", "head_mask", "output_attentions", "output_hidden_states")
 
-class AlbertHeadBase(WithModelOptions):
-  """A head over `AlbertModel`: the config and model options are `WithModelOptions`' fields.
 
-  Every head's `__call__` takes the encoder's keyword-only research options
-  (`inputs_embeds`, `head_mask`, `output_attentions`, `output_hidden_states`; see
-  `AlbertModel`) and returns `hidden_states` and `attentions` in its output.
+class AlbertHead(AlbertModule):
+  """A task head over `AlbertModel`: the encoder, named `albert` as in HF's state dict, then
+  `head`, what the task computes from the encoder's output.
+
+  Every head is called the same way: `(input_ids, attention_mask=None, token_type_ids=None,
+  position_ids=None, deterministic=True, **kwargs)`, where `kwargs` are the encoder's research
+  options (`RESEARCH_OPTIONS`, returned as `hidden_states` and `attentions` in the head's
+  output) and the head's own inputs (`masked_positions` for the MLM heads).
   """
 
-  def albert_model(self, add_pooling_layer: bool = True) -> AlbertModel:
-    """The ALBERT encoder + pooler, named `albert` as in HF's state dict."""
-    return AlbertModel(
-      config=self.config,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      scan_layers=self.scan_layers,
-      remat_policy=self.remat_policy,
-      attention_implementation=self.attention_implementation,
-      add_pooling_layer=add_pooling_layer,
-      name="albert",
-    )
+  pooled: ClassVar[bool] = True  # the encoder has its pooler (HF's `add_pooling_layer`)
 
-  def _dense(self, features: int, name: str) -> nn.Module:
+  @nn.compact
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    deterministic: bool = True,
+    **kwargs,
+  ):
+    research = {k: kwargs.pop(k) for k in RESEARCH_OPTIONS if k in kwargs}
+    inputs = dict(
+      input_ids=input_ids,
+      attention_mask=attention_mask,
+      token_type_ids=token_type_ids,
+      position_ids=position_ids,
+      **research,
+    )
+    albert = AlbertModel(self.config, self.options, self.pooled, name="albert")
+    out = albert(**self.encoder_inputs(inputs), deterministic=deterministic)
+    return self.head(albert, out, inputs, deterministic, **kwargs)
+
+  def encoder_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's arguments from the call's (multiple choice flattens its choices)."""
+    return inputs
+
+  def head(
+    self, albert: AlbertModel, out, inputs: dict[str, Any], deterministic: bool, **head_inputs
+  ):
+    """The head's output (HF's field names) from the encoder's `out` (`AlbertModelOutput`);
+    `inputs` are the call's arguments (before `encoder_inputs`)."""
+    raise NotImplementedError
+
+  def dropout(self, x: Array, deterministic: bool) -> Array:
+    """Dropout before a classifier (`classifier_dropout_prob`; HF's token classifier falls back
+    to `hidden_dropout_prob` where it is None)."""
+    c = self.config
+    rate = c.hidden_dropout_prob if c.classifier_dropout_prob is None else c.classifier_dropout_prob
+    return nn.Dropout(rate)(x, deterministic=deterministic)
+
+  def classifier(self, features: int, name: str) -> nn.Module:
     return self.dense(features, (axes.HIDDEN, None), name)
 
 
@@ -114,7 +147,7 @@ def gather_positions(x_BLH: Array, positions_BP: Array) -> Array:
   return jnp.take_along_axis(x_BLH, positions_BP[..., None].astype(jnp.int32), axis=1)
 
 
-class AlbertMLMHead(AlbertSubmodule):
+class AlbertMLMHead(AlbertModule):
   """Dense(H -> E) -> activation -> LayerNorm -> logits against the tied word embeddings."""
 
   @nn.compact
@@ -148,168 +181,96 @@ def _research(out) -> dict[str, Any]:
 # ---- heads ------------------------------------------------------------------------------------
 
 
-class AlbertForPreTraining(AlbertHeadBase):
+class AlbertForPreTraining(AlbertHead):
   """MLM + sentence-order prediction. `masked_positions` [B, P] computes MLM logits only there."""
 
-  @nn.compact
-  def __call__(
-    self,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    position_ids=None,
-    masked_positions=None,
-    deterministic: bool = True,
-    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
+  def head(
+    self, albert, out, inputs, deterministic, masked_positions=None
   ) -> AlbertForPreTrainingOutput:
-    albert = self.albert_model()
-    out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research)
     logits = _mlm_logits(self, albert, out.last_hidden_state, masked_positions)
-    pooled_BH = nn.Dropout(self.config.classifier_dropout_prob)(
-      out.pooler_output, deterministic=deterministic
-    )
-    sop_B2 = self._dense(2, "sop_classifier")(pooled_BH)
+    pooled_BH = self.dropout(out.pooler_output, deterministic)
+    sop_B2 = self.classifier(2, "sop_classifier")(pooled_BH)
     return AlbertForPreTrainingOutput(prediction_logits=logits, sop_logits=sop_B2, **_research(out))
 
 
-class AlbertForMaskedLM(AlbertHeadBase):
-  """Masked LM (HF builds its encoder without the pooler here, and so do we)."""
+class AlbertForMaskedLM(AlbertHead):
+  """Masked LM (HF builds its encoder without the pooler here, and so do we);
+  `masked_positions` [B, P] computes the logits only there."""
 
-  @nn.compact
-  def __call__(
-    self,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    position_ids=None,
-    masked_positions=None,
-    deterministic: bool = True,
-    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
-  ) -> MaskedLMOutput:
-    albert = self.albert_model(add_pooling_layer=False)
-    out = albert(input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research)
+  pooled = False
+
+  def head(self, albert, out, inputs, deterministic, masked_positions=None) -> MaskedLMOutput:
     logits = _mlm_logits(self, albert, out.last_hidden_state, masked_positions)
     return MaskedLMOutput(logits=logits, **_research(out))
 
 
-class AlbertForSequenceClassification(AlbertHeadBase):
+class AlbertForSequenceClassification(AlbertHead):
   """Classifier on the pooled output; `num_labels == 1` is regression (e.g. STS-B)."""
 
   num_labels: int = 2
 
-  @nn.compact
-  def __call__(
-    self,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    position_ids=None,
-    deterministic: bool = True,
-    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
-  ) -> SequenceClassifierOutput:
-    out = self.albert_model()(
-      input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research
-    )
-    pooled_BH = nn.Dropout(self.config.classifier_dropout_prob)(
-      out.pooler_output, deterministic=deterministic
-    )
-    logits = self._dense(self.num_labels, "classifier")(pooled_BH)
+  def head(self, albert, out, inputs, deterministic) -> SequenceClassifierOutput:
+    pooled_BH = self.dropout(out.pooler_output, deterministic)
+    logits = self.classifier(self.num_labels, "classifier")(pooled_BH)
     return SequenceClassifierOutput(logits=logits, **_research(out))
 
 
-class AlbertForTokenClassification(AlbertHeadBase):
+class AlbertForTokenClassification(AlbertHead):
   """Per-token classifier on the last hidden state."""
 
   num_labels: int = 2
+  pooled = False
 
-  @nn.compact
-  def __call__(
-    self,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    position_ids=None,
-    deterministic: bool = True,
-    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
-  ) -> TokenClassifierOutput:
-    c = self.config
-    out = self.albert_model(add_pooling_layer=False)(
-      input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research
-    )
-    rate = (
-      c.classifier_dropout_prob if c.classifier_dropout_prob is not None else c.hidden_dropout_prob
-    )
-    h_BLH = nn.Dropout(rate)(out.last_hidden_state, deterministic=deterministic)
-    logits = self._dense(self.num_labels, "classifier")(h_BLH)
+  def head(self, albert, out, inputs, deterministic) -> TokenClassifierOutput:
+    h_BLH = self.dropout(out.last_hidden_state, deterministic)
+    logits = self.classifier(self.num_labels, "classifier")(h_BLH)
     return TokenClassifierOutput(logits=logits, **_research(out))
 
 
-class AlbertForQuestionAnswering(AlbertHeadBase):
+class AlbertForQuestionAnswering(AlbertHead):
   """Span extraction: start and end logits per token."""
 
-  @nn.compact
-  def __call__(
-    self,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    position_ids=None,
-    deterministic: bool = True,
-    **research,  # inputs_embeds, head_mask, output_attentions, output_hidden_states
-  ) -> QuestionAnsweringOutput:
-    out = self.albert_model(add_pooling_layer=False)(
-      input_ids, attention_mask, token_type_ids, position_ids, deterministic, **research
-    )
-    logits_BL2 = self._dense(2, "qa_outputs")(out.last_hidden_state)
+  pooled = False
+
+  def head(self, albert, out, inputs, deterministic) -> QuestionAnsweringOutput:
+    logits_BL2 = self.classifier(2, "qa_outputs")(out.last_hidden_state)
     return QuestionAnsweringOutput(
       start_logits=logits_BL2[..., 0], end_logits=logits_BL2[..., 1], **_research(out)
     )
 
 
-class AlbertForMultipleChoice(AlbertHeadBase):
+class AlbertForMultipleChoice(AlbertHead):
   """One logit per choice from the pooled output; inputs are [B, C, L] (inputs_embeds
   [B, C, L, E]); `hidden_states` and `attentions` have B x C rows, as in HF."""
 
-  @nn.compact
-  def __call__(
-    self,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    position_ids=None,
-    deterministic: bool = True,
-    *,
-    inputs_embeds=None,
-    **research,  # head_mask, output_attentions, output_hidden_states
-  ) -> MultipleChoiceOutput:
-    given = jnp.asarray(input_ids if inputs_embeds is None else inputs_embeds)
-    if given.ndim != (3 if inputs_embeds is None else 4):
-      what = "input_ids must be [batch, choices, seq_len]"
-      if inputs_embeds is not None:
-        what = "inputs_embeds must be [batch, choices, seq_len, embedding_size]"
-      raise UserError(f"{what}; got {given.shape}.")
-    batch, choices, length = given.shape[:3]
+  def encoder_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Each input [B, C, L, ...] -> [B x C, L, ...]; the others unchanged."""
+    batch, choices, length = _choices(inputs)
 
     def flat(a):  # [B, C, L, ...] -> [B x C, L, ...]
-      if a is None:
-        return None
       a = jnp.asarray(a)
       return a.reshape(batch * choices, length, *a.shape[3:])
 
-    out = self.albert_model()(
-      flat(input_ids),
-      flat(attention_mask),
-      flat(token_type_ids),
-      flat(position_ids),
-      deterministic,
-      inputs_embeds=flat(inputs_embeds),
-      **research,
-    )
-    pooled_XH = nn.Dropout(self.config.classifier_dropout_prob)(
-      out.pooler_output, deterministic=deterministic
-    )
-    logits_X1 = self._dense(1, "classifier")(pooled_XH)
-    return MultipleChoiceOutput(logits=logits_X1.reshape(batch, choices), **_research(out))
+    per_choice = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+    return {k: flat(a) if k in per_choice and a is not None else a for k, a in inputs.items()}
+
+  def head(self, albert, out, inputs, deterministic) -> MultipleChoiceOutput:
+    pooled_XH = self.dropout(out.pooler_output, deterministic)
+    logits_X1 = self.classifier(1, "classifier")(pooled_XH)
+    return MultipleChoiceOutput(logits=logits_X1.reshape(_choices(inputs)[:2]), **_research(out))
+
+
+def _choices(inputs: dict[str, Any]) -> tuple[int, int, int]:
+  """(batch, choices, length) of multiple-choice inputs, checked to be [B, C, L] (input_ids)
+  or [B, C, L, E] (inputs_embeds)."""
+  embeds = inputs.get("inputs_embeds")
+  given = jnp.asarray(inputs["input_ids"] if embeds is None else embeds)
+  if given.ndim != (3 if embeds is None else 4):
+    what = "input_ids must be [batch, choices, seq_len]"
+    if embeds is not None:
+      what = "inputs_embeds must be [batch, choices, seq_len, embedding_size]"
+    raise UserError(f"{what}; got {given.shape}.")
+  return given.shape[:3]
 
 
 # ---- the head registry ----------------------------------------------------------------------

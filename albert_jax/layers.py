@@ -1,10 +1,12 @@
 """The building blocks of `albert_jax.model`: model options, Dense, LayerNorm, attention math.
 
 `ModelOptions` says how the network runs (dtypes, scan or loop, remat, attention kernel), as
-opposed to `AlbertConfig`, what it is. `Dense` creates its kernel at its real shape so its
-logical axis names always fit; the `Layers` mixin builds `dense` / `layer_norm` with ALBERT's
-initializer and epsilon from a module's `config` and `options`. `einsum_attention` is the
-default attention math. Shape suffixes as in `albert_jax.model`.
+opposed to `AlbertConfig`, what it is; both are checked when they are built. `AlbertModule`,
+the base of every module of the network, has the two as its fields and passes them down whole.
+`Dense` creates its kernel at its real shape so its logical axis names always fit; `Layers`
+builds `dense` / `layer_norm` with ALBERT's initializer and epsilon from a module's `config`
+and `options`. `einsum_attention` is the default attention math. Shape suffixes as in
+`albert_jax.model`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from albert_jax.config import ACTIVATIONS, AlbertConfig
+from albert_jax.errors import UserError
 
 Array = jax.Array
 Dtype = Any
@@ -41,15 +45,64 @@ def ones_init(axes: tuple[str | None, ...]):
   return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
+# None or "einsum": `einsum_attention` (heads-major, compiled by XLA); "xla" or "cudnn":
+# `jax.nn.dot_product_attention` with that implementation ("cudnn": cuDNN flash attention on
+# GPU). Attention-probability dropout in training, `output_attentions` and `head_mask` always
+# take the einsum path.
+ATTENTION_IMPLEMENTATIONS = (None, "einsum", "xla", "cudnn")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
-  """How the network is run, as opposed to what it is (`AlbertConfig`)."""
+  """How the network is run, as opposed to what it is (`AlbertConfig`); checked when built.
 
-  dtype: Dtype = jnp.float32  # compute dtype (f32 or bf16)
-  param_dtype: Dtype = jnp.float32  # storage dtype of the parameters
+  Every module takes these as its `options` field, or its fields as keyword arguments
+  (`AlbertModel(config, dtype=jnp.bfloat16)`), folded into `options` when the module is built.
+  """
+
+  dtype: Dtype = jnp.float32  # compute dtype: a floating dtype or its name ("bfloat16")
+  param_dtype: Dtype = jnp.float32  # storage dtype of the parameters, the same forms
   scan_layers: bool = True  # nn.scan the shared block (True) or loop over it in Python
-  remat_policy: str | None = None  # a jax.checkpoint_policies name; None: no remat
+  remat_policy: str | None = None  # a jax.checkpoint_policies name; None or "none": no remat
   attention_implementation: str | None = None  # one of ATTENTION_IMPLEMENTATIONS
+
+  def __post_init__(self):
+    for name in ("dtype", "param_dtype"):
+      object.__setattr__(self, name, _floating_dtype(name, getattr(self, name)))
+    if not isinstance(self.scan_layers, bool):
+      raise UserError(f"scan_layers={self.scan_layers!r}: use True (nn.scan) or False (a loop).")
+    if self.remat_policy == "none":
+      object.__setattr__(self, "remat_policy", None)
+    known = sorted(p for p in dir(jax.checkpoint_policies) if not p.startswith("_"))
+    if self.remat_policy is not None and self.remat_policy not in known:
+      raise UserError(
+        f"remat_policy={self.remat_policy!r} is not a jax.checkpoint_policies name; use None "
+        f"(no remat) or one of {known}."
+      )
+    if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise UserError(
+        f"attention_implementation={self.attention_implementation!r} is not one of "
+        f"{ATTENTION_IMPLEMENTATIONS}: None or 'einsum' for the heads-major einsum path, 'xla' "
+        "or 'cudnn' for jax.nn.dot_product_attention with that implementation."
+      )
+
+  @property
+  def remat(self):
+    """The `jax.checkpoint_policies` entry named by `remat_policy` (None: no remat)."""
+    return (
+      None if self.remat_policy is None else getattr(jax.checkpoint_policies, self.remat_policy)
+    )
+
+
+def _floating_dtype(name: str, value: Any) -> np.dtype:
+  """`value` (a dtype, a scalar type such as jnp.bfloat16, or a name) as a floating np.dtype."""
+  try:
+    dtype = None if value is None else jnp.dtype(value)
+  except (TypeError, ValueError):
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise UserError(f"{name}={value!r}: use a floating dtype such as 'float32' or 'bfloat16'.")
+  return dtype
 
 
 class Dense(nn.Module):
@@ -120,14 +173,26 @@ class Layers:
     )
 
 
-class AlbertSubmodule(Layers, nn.Module):
-  """A part of the network: the ALBERT config and the model options, passed down whole."""
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ModelOptions))
+
+
+class _FoldsOptionKeywords(type):
+  """Lets a module take the `ModelOptions` fields as keyword arguments: `AlbertModel(config,
+  dtype=jnp.bfloat16)` builds `AlbertModel(config, options=ModelOptions(dtype=jnp.bfloat16))`
+  (HF's habit of passing `dtype` to the model class)."""
+
+  def __call__(cls, *args, **kwargs):
+    given = {name: kwargs.pop(name) for name in OPTION_NAMES if name in kwargs}
+    if given:
+      kwargs["options"] = dataclasses.replace(kwargs.get("options", ModelOptions()), **given)
+    return super().__call__(*args, **kwargs)
+
+
+class AlbertModule(Layers, nn.Module, metaclass=_FoldsOptionKeywords):
+  """A module of the network: the ALBERT config and the model options, passed down whole."""
 
   config: AlbertConfig  # what the network is
   options: ModelOptions = ModelOptions()  # how it is run
-
-
-ATTENTION_IMPLEMENTATIONS = (None, "einsum", "xla", "cudnn")
 
 
 def einsum_attention(

@@ -15,8 +15,8 @@ N attention heads, D head width, F FFN width, V vocabulary; K applied layers
 attention mask has one row of keys for every query ([B, 1, 1, L]) or one per query
 ([B, 1, L, L]).
 
-The building blocks (model options, Dense, LayerNorm, the attention math) are in
-`albert_jax.layers`.
+The building blocks (model options, the modules' base class, Dense, LayerNorm, the attention
+math) are in `albert_jax.layers`.
 
 Logical axis names (mapped to mesh axes in `albert_jax.sharding`, never here):
 parameters and activations use the names in `albert_jax.axes` (VOCAB, EMBEDDING_WIDTH (E),
@@ -26,7 +26,6 @@ HIDDEN (H), HEADS, HEAD_DIM, MLP; BATCH, LENGTH, ACT_HIDDEN, ACT_HEADS, ACT_MLP)
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax
 import flax.linen as nn
@@ -36,21 +35,12 @@ import jax.numpy as jnp
 from albert_jax import axes
 from albert_jax.config import AlbertConfig
 from albert_jax.errors import UserError
-from albert_jax.layers import (
-  ATTENTION_IMPLEMENTATIONS,
-  AlbertSubmodule,
-  Layers,
-  ModelOptions,
-  activation,
-  einsum_attention,
-  normal_init,
-)
+from albert_jax.layers import AlbertModule, activation, einsum_attention, normal_init
 
 Array = jax.Array
-Dtype = Any
 
 
-class AlbertEmbeddings(AlbertSubmodule):
+class AlbertEmbeddings(AlbertModule):
   """word + position + token-type embeddings (width E) -> LayerNorm -> dropout."""
 
   def setup(self):
@@ -95,21 +85,24 @@ class AlbertEmbeddings(AlbertSubmodule):
     return self.word_embeddings.attend(x_BPE)
 
 
-class AlbertAttention(AlbertSubmodule):
+class BlockModule(AlbertModule):
+  """A part of the shared block. What a call computes is fixed when the part is built (the
+  fields below, static under jit and nn.scan); the arrays are the call's arguments."""
+
+  deterministic: bool = True  # no dropout
+  output_attentions: bool = False  # also return the attention probabilities
+
+
+class AlbertAttention(BlockModule):
   """Self-attention, output projection, dropout, residual and post-LayerNorm."""
 
   @nn.compact
   def __call__(
-    self,
-    x_BLH: Array,
-    mask_B1XL: Array,
-    deterministic: bool,
-    head_mask_N: Array | None = None,
-    return_probs: bool = False,
+    self, x_BLH: Array, mask_B1XL: Array, head_mask_N: Array | None = None
   ) -> tuple[Array, Array | None]:
-    """Returns the block's output [B, L, H] and, if `return_probs`, the probabilities
+    """Returns the block's output [B, L, H] and, with `output_attentions`, the probabilities
     [B, N, L, L] (after dropout and `head_mask_N`, as HF's `attentions`)."""
-    c = self.config
+    c, deterministic = self.config, self.deterministic
     nd = (c.num_attention_heads, c.head_dim)
     q_BLND = self.dense(nd, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), "query")(x_BLH)
     k_BLND = self.dense(nd, (axes.HIDDEN, axes.HEADS, axes.HEAD_DIM), "key")(x_BLH)
@@ -118,15 +111,9 @@ class AlbertAttention(AlbertSubmodule):
 
     rate = c.attention_probs_dropout_prob
     impl = self.options.attention_implementation
-    if impl not in ATTENTION_IMPLEMENTATIONS:
-      raise ValueError(
-        f"attention_implementation={impl!r} is not one of {ATTENTION_IMPLEMENTATIONS}: None or "
-        "'einsum' for the heads-major einsum path, 'xla' or 'cudnn' for "
-        "jax.nn.dot_product_attention with that implementation."
-      )
     # dot_product_attention neither returns nor scales the probabilities: the research
     # options (probabilities out, head_mask) take the einsum path whatever `impl`.
-    fused = impl in ("xla", "cudnn") and not return_probs and head_mask_N is None
+    fused = impl in ("xla", "cudnn") and not self.output_attentions and head_mask_N is None
     probs_BNLL = None
     if fused and (deterministic or rate == 0.0):
       ctx_BLND = jax.nn.dot_product_attention(
@@ -145,35 +132,29 @@ class AlbertAttention(AlbertSubmodule):
     )
     out_BLH = nn.Dropout(c.hidden_dropout_prob)(out_BLH, deterministic=deterministic)
     out_BLH = self.layer_norm(axes.HIDDEN, name="LayerNorm")(x_BLH + out_BLH)
-    return out_BLH, probs_BNLL if return_probs else None
+    return out_BLH, probs_BNLL if self.output_attentions else None
 
 
-class AlbertLayer(AlbertSubmodule):
+class AlbertLayer(BlockModule):
   """One post-LN transformer block: attention, then GELU FFN with residual and LayerNorm."""
 
   @nn.compact
-  def __call__(
-    self,
-    x_BLH: Array,
-    mask_B1XL: Array,
-    deterministic: bool,
-    head_mask_N: Array | None = None,
-    return_probs: bool = False,
-  ) -> tuple[Array, Array | None]:
+  def __call__(self, x_BLH: Array, mask_B1XL: Array, head_mask_N: Array | None = None):
     """Returns the output [B, L, H] and the attention probabilities (see `AlbertAttention`)."""
     c = self.config
-    a_BLH, probs_BNLL = AlbertAttention(config=c, options=self.options, name="attention")(
-      x_BLH, mask_B1XL, deterministic, head_mask_N, return_probs
+    attention = AlbertAttention(
+      c, self.options, self.deterministic, self.output_attentions, name="attention"
     )
+    a_BLH, probs_BNLL = attention(x_BLH, mask_B1XL, head_mask_N)
     h_BLF = self.dense(c.intermediate_size, (axes.HIDDEN, axes.MLP), "ffn")(a_BLH)
     h_BLF = activation(c.hidden_act)(h_BLF)
     h_BLF = nn.with_logical_constraint(h_BLF, (axes.BATCH, axes.LENGTH, axes.ACT_MLP))
     h_BLH = self.dense(c.hidden_size, (axes.MLP, axes.HIDDEN), "ffn_output")(h_BLF)
-    h_BLH = nn.Dropout(c.hidden_dropout_prob)(h_BLH, deterministic=deterministic)
+    h_BLH = nn.Dropout(c.hidden_dropout_prob)(h_BLH, deterministic=self.deterministic)
     return self.layer_norm(axes.HIDDEN, name="full_layer_layer_norm")(h_BLH + a_BLH), probs_BNLL
 
 
-class AlbertLayerGroup(AlbertSubmodule):
+class AlbertLayerGroup(BlockModule):
   """`inner_group_num` distinct layers applied in sequence; one step of the shared scan.
 
   The signature `(carry, *xs) -> (carry, ys)` is what `nn.scan` expects. `ys` is None unless
@@ -181,9 +162,7 @@ class AlbertLayerGroup(AlbertSubmodule):
   `hidden_states` [I, B, L, H], `attentions` [I, B, N, L, L].
   """
 
-  deterministic: bool = True  # no dropout
   output_hidden_states: bool = False  # return every inner layer's output
-  output_attentions: bool = False  # return every inner layer's attention probabilities
 
   @nn.compact
   def __call__(
@@ -191,15 +170,14 @@ class AlbertLayerGroup(AlbertSubmodule):
   ) -> tuple[Array, dict[str, Array] | None]:
     states, probs = [], []
     for i in range(self.config.inner_group_num):
-      x_BLH, probs_BNLL = AlbertLayer(
-        config=self.config, options=self.options, name=f"albert_layers_{i}"
-      )(
-        x_BLH,
-        mask_B1XL,
+      layer = AlbertLayer(
+        self.config,
+        self.options,
         self.deterministic,
-        None if head_mask_IN is None else head_mask_IN[i],
         self.output_attentions,
+        name=f"albert_layers_{i}",
       )
+      x_BLH, probs_BNLL = layer(x_BLH, mask_B1XL, None if head_mask_IN is None else head_mask_IN[i])
       states.append(x_BLH)
       probs.append(probs_BNLL)
     x_BLH = nn.with_logical_constraint(x_BLH, (axes.BATCH, axes.LENGTH, axes.ACT_HIDDEN))
@@ -228,19 +206,7 @@ class AlbertModelOutput:
 TRAIN_REMAT_POLICY = "dots_with_no_batch_dims_saveable"
 
 
-def _remat_policy(name: str | None):
-  if name in (None, "none"):
-    return None
-  policy = getattr(jax.checkpoint_policies, name, None)
-  if policy is None:
-    known = sorted(p for p in dir(jax.checkpoint_policies) if not p.startswith("_"))
-    raise ValueError(
-      f"remat_policy={name!r} is not a jax.checkpoint_policies name; use None or one of {known}."
-    )
-  return policy
-
-
-class AlbertTransformer(AlbertSubmodule):
+class AlbertTransformer(AlbertModule):
   """E -> H projection, then the shared group(s) applied `num_hidden_layers` times.
 
   With `num_hidden_groups` > 1, layers are split into contiguous runs of G, each run applying
@@ -267,9 +233,8 @@ class AlbertTransformer(AlbertSubmodule):
     first_BLH = x_BLH
 
     group_cls = AlbertLayerGroup
-    policy = _remat_policy(o.remat_policy)
-    if o.remat_policy not in (None, "none"):
-      group_cls = nn.remat(group_cls, policy=policy, prevent_cse=not o.scan_layers)
+    if o.remat is not None:
+      group_cls = nn.remat(group_cls, policy=o.remat, prevent_cse=not o.scan_layers)
     steps, inner = c.layers_per_group, c.inner_group_num
     per_group = []  # each group's ys, leaves [G, I, ...]
     for g in range(c.num_hidden_groups):
@@ -315,37 +280,6 @@ class AlbertTransformer(AlbertSubmodule):
     return x_BLH, hidden_states_SBLH, attentions_KBNLL
 
 
-class WithModelOptions(Layers, nn.Module):
-  """The fields of `AlbertModel` and of every head: the ALBERT config and the model options.
-
-  Model options (not ALBERT config): `dtype` is the compute dtype (f32 or bf16), `param_dtype`
-  the storage dtype of parameters, `scan_layers` scans the shared block (default) or loops,
-  `remat_policy` names a `jax.checkpoint_policies` entry (None = no remat),
-  `attention_implementation` None/"einsum" uses `einsum_attention` (XLA, heads-major), "xla" or
-  "cudnn" call `jax.nn.dot_product_attention` with that implementation ("cudnn": cuDNN flash
-  attention on GPU); attention-probability dropout in training, `output_attentions` and
-  `head_mask` always take the einsum path.
-  """
-
-  config: AlbertConfig  # what the network is
-  dtype: Dtype = jnp.float32  # the ModelOptions fields, flat (HF-like keyword arguments)
-  param_dtype: Dtype = jnp.float32
-  scan_layers: bool = True
-  remat_policy: str | None = None
-  attention_implementation: str | None = None
-
-  @property
-  def options(self) -> ModelOptions:
-    """The model options, grouped, as the submodules take them."""
-    return ModelOptions(
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      scan_layers=self.scan_layers,
-      remat_policy=self.remat_policy,
-      attention_implementation=self.attention_implementation,
-    )
-
-
 def head_mask_rows(head_mask: Array, config: AlbertConfig) -> Array:
   """HF's `head_mask`, [N] (every layer) or [K, N] (one row per applied layer) -> [K, N]."""
   head_mask = jnp.asarray(head_mask)
@@ -360,8 +294,12 @@ def head_mask_rows(head_mask: Array, config: AlbertConfig) -> Array:
   return head_mask
 
 
-class AlbertModel(WithModelOptions):
+class AlbertModel(AlbertModule):
   """The ALBERT encoder with its tanh pooler. Returns `AlbertModelOutput`.
+
+  Built from an `AlbertConfig` and `ModelOptions` (`albert_jax.layers`): `AlbertModel(config,
+  options=ModelOptions(dtype=jnp.bfloat16))`, or with the options' fields as keywords,
+  `AlbertModel(config, dtype=jnp.bfloat16, remat_policy=None)`.
 
   Research options of `__call__` (static flags: when off, the compiled program is the plain
   forward): `output_hidden_states` returns `hidden_states` [S, B, L, H] (the E -> H projection,

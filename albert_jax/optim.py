@@ -6,7 +6,8 @@
   everything except biases and LayerNorm parameters.
 - `adamw` and `lamb`: global-norm gradient clipping followed by the optimizer, with Google
   ALBERT's defaults (weight decay 0.01, b1 0.9, b2 0.999, eps 1e-6, clip norm 1.0, and no
-  Adam bias correction, as Google's `AdamWeightDecayOptimizer` and `lamb_optimizer.py`).
+  Adam bias correction, as Google's `AdamWeightDecayOptimizer` and `lamb_optimizer.py`);
+  both are `google_adam`, which holds those defaults, with and without LAMB's trust ratio.
 - `make_optimizer`: either of them by name. `accumulate`: gradient accumulation over k
   micro-batches with `optax.MultiSteps`.
 """
@@ -107,39 +108,10 @@ def decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(lambda path, _: _decays(path), params)
 
 
-def _check_hparams(weight_decay: float, b1: float, b2: float, eps: float, clip_norm: Any) -> None:
-  if weight_decay < 0:
-    raise UserError(f"weight_decay must be >= 0, got {weight_decay}")
-  for name, b in (("b1", b1), ("b2", b2)):
-    if not 0.0 <= b < 1.0:
-      raise UserError(f"{name} must be in [0, 1), got {b}")
-  if eps < 0:
-    raise UserError(f"eps must be >= 0, got {eps}")
-  if clip_norm is not None and clip_norm <= 0:
-    raise UserError(f"clip_norm must be > 0 (or None for no clipping), got {clip_norm}")
-
-
-def _with_clipping(
-  clip_norm: float | None, tx: optax.GradientTransformation
-) -> optax.GradientTransformation:
-  if clip_norm is None:
-    return tx
-  return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
-
-
-def adamw(
-  learning_rate: optax.ScalarOrSchedule,
-  weight_decay: float = 0.01,
-  b1: float = 0.9,
-  b2: float = 0.999,
-  eps: float = 1e-6,
-  clip_norm: float | None = 1.0,
-  mask: MaskOrFn = decay_mask,
-  bias_correction: bool = False,
-) -> optax.GradientTransformation:
+def adamw(learning_rate: optax.ScalarOrSchedule, **hparams: Any) -> optax.GradientTransformation:
   """Global-norm clipping (skipped if `clip_norm` is None), then AdamW with decoupled weight
   decay where `mask` is True (default: not biases and LayerNorm parameters; `mask=None` decays
-  everything). Per parameter w with gradient g:
+  everything). `hparams` and their defaults: see `google_adam`. Per parameter w with gradient g:
 
     m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
     u = m / (sqrt(v) + eps)                (bias_correction: m / (1 - b1^t), v / (1 - b2^t))
@@ -151,26 +123,12 @@ def adamw(
   bias-corrected one, and the two converge over the first few thousand steps.
   `bias_correction=True` is `optax.adamw` / PyTorch's AdamW / HF's.
   """
-  _check_hparams(weight_decay, b1, b2, eps, clip_norm)
-  tx = optax.chain(
-    _adam_moments(b1, b2, eps, bias_correction),
-    optax.add_decayed_weights(weight_decay, mask=mask),
-    optax.scale_by_learning_rate(learning_rate),
-  )
-  return _with_clipping(clip_norm, tx)
+  return google_adam(learning_rate, trust_ratio=False, **hparams)
 
 
-def lamb(
-  learning_rate: optax.ScalarOrSchedule,
-  weight_decay: float = 0.01,
-  b1: float = 0.9,
-  b2: float = 0.999,
-  eps: float = 1e-6,
-  clip_norm: float | None = 1.0,
-  mask: MaskOrFn = decay_mask,
-  bias_correction: bool = False,
-) -> optax.GradientTransformation:
+def lamb(learning_rate: optax.ScalarOrSchedule, **hparams: Any) -> optax.GradientTransformation:
   """LAMB as in Google's ALBERT: weight decay and the trust ratio only where `mask` is True.
+  `hparams` and their defaults: see `google_adam`.
 
   `optax.lamb`'s `mask` covers only the weight decay and still applies the trust ratio to every
   parameter, so this is assembled from optax primitives. Per parameter w with gradient g
@@ -189,17 +147,42 @@ def lamb(
   LayerNorm the first steps are larger without it. `mask=None` applies decay and trust ratio
   to every parameter.
   """
-  _check_hparams(weight_decay, b1, b2, eps, clip_norm)
-  trust_ratio = optax.scale_by_trust_ratio()
-  if mask is not None:
-    trust_ratio = optax.masked(trust_ratio, mask)
-  tx = optax.chain(
+  return google_adam(learning_rate, trust_ratio=True, **hparams)
+
+
+def google_adam(
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  trust_ratio: bool,  # LAMB's layer-wise trust ratio (where `mask` is True); False: AdamW
+  weight_decay: float = 0.01,  # decoupled, where `mask` is True
+  b1: float = 0.9,  # Adam's first-moment decay
+  b2: float = 0.999,  # Adam's second-moment decay
+  eps: float = 1e-6,  # added to sqrt(v)
+  clip_norm: float | None = 1.0,  # global gradient norm; None: no clipping
+  mask: MaskOrFn = decay_mask,  # which parameters decay (and get the trust ratio); None: all
+  bias_correction: bool = False,  # Adam's bias correction (Google's optimizers have none)
+) -> optax.GradientTransformation:
+  """`adamw` (trust_ratio=False) or `lamb` (True), with Google ALBERT's defaults."""
+  if weight_decay < 0:
+    raise UserError(f"weight_decay must be >= 0, got {weight_decay}")
+  for name, b in (("b1", b1), ("b2", b2)):
+    if not 0.0 <= b < 1.0:
+      raise UserError(f"{name} must be in [0, 1), got {b}")
+  if eps < 0:
+    raise UserError(f"eps must be >= 0, got {eps}")
+  if clip_norm is not None and clip_norm <= 0:
+    raise UserError(f"clip_norm must be > 0 (or None for no clipping), got {clip_norm}")
+  steps = [
     _adam_moments(b1, b2, eps, bias_correction),
     optax.add_decayed_weights(weight_decay, mask=mask),
-    trust_ratio,
-    optax.scale_by_learning_rate(learning_rate),
-  )
-  return _with_clipping(clip_norm, tx)
+  ]
+  if trust_ratio:
+    ratio = optax.scale_by_trust_ratio()
+    steps.append(ratio if mask is None else optax.masked(ratio, mask))
+  tx = optax.chain(*steps, optax.scale_by_learning_rate(learning_rate))
+  if clip_norm is None:
+    return tx
+  return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 
 def _adam_moments(

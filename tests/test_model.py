@@ -1,5 +1,6 @@
 """The model against HF transformers' PyTorch ALBERT, and its structure."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -9,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from albert_jax import AlbertConfig, AlbertModel, axes
+from albert_jax import AlbertConfig, AlbertForPreTraining, AlbertModel, axes
+from albert_jax.errors import UserError
 from albert_jax.heads import abstract_params, create_module
+from albert_jax.layers import ModelOptions
 from albert_jax.weights.hf import params_from_hf_state_dict
 from tests.reference import OUTPUT_FIELDS, hf_model, hf_outputs, padded_batch
 
@@ -212,10 +215,43 @@ def test_remat_policy_keeps_numbers(policy):
     assert_close_to_scale(a, b)
 
 
-def test_unknown_remat_policy_is_named():
-  module = create_module(AlbertConfig(**SMALL), "base", remat_policy="save_everything_pls")
-  with pytest.raises(ValueError, match="save_everything_pls"):
-    module.init(jax.random.key(0), np.ones((1, 4), np.int32))
+@pytest.mark.parametrize(
+  "option, value",
+  [
+    ("remat_policy", "save_everything_pls"),
+    ("attention_implementation", "flash"),
+    ("dtype", "float8"),
+    ("param_dtype", jnp.int32),
+    ("dtype", None),
+    ("scan_layers", "yes"),
+    ("remat_policy", "__doc__"),
+  ],
+)
+def test_bad_model_option_is_named_when_the_module_is_built(option, value):
+  """A bad option is one UserError naming it and its value when the module is built, before
+  any tracing; the same through the options object."""
+  config = AlbertConfig(**SMALL)
+  for build in (
+    lambda: create_module(config, "base", **{option: value}),
+    lambda: AlbertModel(config, options=ModelOptions(**{option: value})),
+  ):
+    with pytest.raises(UserError, match=f"{option}={value!r}"):
+      build()
+
+
+def test_model_options_are_one_object():
+  """The keyword form folds into `options`; names and dtypes, "none" and None are the same
+  options, so modules built either way are equal (and share cached parameter shapes)."""
+  config = AlbertConfig(**SMALL)
+  a = AlbertForPreTraining(config, dtype="bfloat16", remat_policy="none", scan_layers=False)
+  b = AlbertForPreTraining(
+    config, options=ModelOptions(dtype=jnp.bfloat16, remat_policy=None, scan_layers=False)
+  )
+  assert a == b and hash(a) == hash(b)
+  assert a.options.dtype == jnp.bfloat16 and a.options.remat_policy is None
+  c = AlbertForPreTraining(config, options=b.options, scan_layers=True)  # a keyword overrides
+  assert c.options == dataclasses.replace(b.options, scan_layers=True)
+  assert c.clone().options == c.options
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -246,12 +282,6 @@ def test_attention_implementations_agree(dtype):
     assert np.abs(h[None] - theirs["last_hidden_state"][real]).max() <= TOL
   else:  # both round through bf16; the einsum path keeps logits and softmax in float32
     assert np.abs(h[None] - h["xla"]).max() < BF16_BOUND
-
-
-def test_unknown_attention_implementation_is_named():
-  module = create_module(AlbertConfig(**SMALL), "base", attention_implementation="flash")
-  with pytest.raises(ValueError, match="'flash'"):
-    module.init(jax.random.key(0), np.ones((1, 4), np.int32))
 
 
 # Measured on this machine: max |bf16 - f32| = 0.035 on last_hidden_state (LayerNorm'd, values

@@ -1,41 +1,9 @@
-"""Data for ALBERT: pretraining examples (`albert_jax.data.pretraining`) and task readers."""
+"""Data for ALBERT: pretraining examples (`albert_jax.data.pretraining`) and task readers.
 
-from albert_jax.data.pretraining import (
-  FEATURE_NAMES,
-  GenerationStats,
-  MaskedNgram,
-  MaskedTokens,
-  PretrainingDataConfig,
-  PretrainingDataError,
-  PretrainingInstance,
-  TfdsSource,
-  create_instances_from_document,
-  create_pretraining_data,
-  mask_tokens,
-  ngram_probabilities,
-  original_input_ids,
-  read_manifest,
-  read_pretraining_dataset,
-  sample_masked_ngrams,
-  whole_words,
-)
+The pretraining names (`albert_jax.data.pretraining.__all__`) are re-exported here.
+"""
 
-__all__ = [
-  "FEATURE_NAMES",
-  "GenerationStats",
-  "MaskedNgram",
-  "MaskedTokens",
-  "PretrainingDataConfig",
-  "PretrainingDataError",
-  "PretrainingInstance",
-  "TfdsSource",
-  "create_instances_from_document",
-  "create_pretraining_data",
-  "mask_tokens",
-  "ngram_probabilities",
-  "original_input_ids",
-  "read_manifest",
-  "read_pretraining_dataset",
-  "sample_masked_ngrams",
-  "whole_words",
-]
+from albert_jax.data import pretraining
+from albert_jax.data.pretraining import *  # noqa: F403
+
+__all__ = pretraining.__all__

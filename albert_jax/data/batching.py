@@ -38,6 +38,9 @@ from albert_jax.errors import UserError
 # Feature arrays whose LAST axis is the sequence (cut to the bucket length).
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 WEIGHT_KEY = "example_weight"  # 1 for real rows, 0 for the rows that fill an epoch's last batch
+# The defaults of `choose_buckets`, which the trainers' configs and the pipelines also take.
+MAX_BUCKETS = 8  # at most this many bucket lengths (compiled shapes)
+BUCKET_MULTIPLE = 8  # each a multiple of this, so other data of similar lengths reuses them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +62,8 @@ def row_lengths(attention_mask: np.ndarray) -> np.ndarray:
 
 def choose_buckets(
   lengths: Sequence[int] | np.ndarray,
-  max_buckets: int = 8,
-  multiple: int = 8,
+  max_buckets: int = MAX_BUCKETS,
+  multiple: int = BUCKET_MULTIPLE,
   max_length: int | None = None,
 ) -> tuple[int, ...]:
   """At most `max_buckets` bucket lengths, multiples of `multiple`, minimising the padded

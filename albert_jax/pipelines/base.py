@@ -103,7 +103,7 @@ class Runner:
     *,
     batch_size: int = 32,
     max_tokens: int | str | None = "auto",
-    max_buckets: int = 8,
+    max_buckets: int = batching.MAX_BUCKETS,
     pack: bool = False,
     progress: bool = False,
   ):

@@ -20,7 +20,8 @@ import ml_collections
 import optax
 
 from albert_jax import optim, sharding
-from albert_jax.config import AlbertConfig
+from albert_jax.config import MAX_POSITIONS, AlbertConfig
+from albert_jax.data import batching
 from albert_jax.errors import UserError
 from albert_jax.files import write_json
 from albert_jax.model import TRAIN_REMAT_POLICY
@@ -49,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model_overrides = ml_collections.ConfigDict(
     {f.name: placeholder(type(f.default)) for f in dataclasses.fields(AlbertConfig)}
   )
-  c.max_seq_length = 512  # tokens per example; at most the model's max_position_embeddings
+  c.max_seq_length = MAX_POSITIONS  # tokens per example; at most the model's positions
 
   c.optimizer = placeholder(str)  # "adamw" or "lamb"
   c.learning_rate = placeholder(float)  # the peak rate, reached at the end of the warm-up
@@ -93,10 +94,6 @@ def base_config() -> ml_collections.ConfigDict:
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The `model_overrides` that are set."""
   return {k: v for k, v in config.model_overrides.items() if v is not None}
-
-
-def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-  return jax.numpy.bfloat16 if config.dtype == "bfloat16" else jax.numpy.float32
 
 
 # ---- checks ------------------------------------------------------------------------------------
@@ -208,8 +205,13 @@ def old_values(saved: Mapping[str, Any]) -> dict[str, Any]:
   optax's (bias-corrected) and LAMB Google's (none), the schedule HF's warm-up + linear decay,
   and fine-tuning padded every row to max_seq_length (bucket sizes then do not matter)."""
   adamw = str(saved.get("optimizer", "adamw")).strip().lower() == "adamw"
-  values = dict(adam_bias_correction=adamw, lr_schedule="hf", batching="max_length")
-  return {**values, "max_buckets": 8, "bucket_multiple": 8}
+  return dict(
+    adam_bias_correction=adamw,
+    lr_schedule="hf",
+    batching="max_length",
+    max_buckets=batching.MAX_BUCKETS,
+    bucket_multiple=batching.BUCKET_MULTIPLE,
+  )
 
 
 def check_resumable(

@@ -110,8 +110,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.best_mode = "max"
 
   c.batching = "bucket"  # or "max_length": every row padded to max_seq_length (module doc)
-  c.max_buckets = 8  # "bucket": at most this many sequence lengths (compiled shapes)
-  c.bucket_multiple = 8  # "bucket": each length a multiple of this
+  c.max_buckets = batching.MAX_BUCKETS  # "bucket": at most this many lengths (compiled shapes)
+  c.bucket_multiple = batching.BUCKET_MULTIPLE  # "bucket": each length a multiple of this
   c.export = "best"  # into WORKDIR/export: "best" (evaluated) step, "final" step or "none"
   return c
 
@@ -273,7 +273,7 @@ def train_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int,
 
 def _load_model(config: ml_collections.ConfigDict, task):
   """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
-  options = dict(dtype=config_lib.compute_dtype(config), remat_policy=config.remat_policy)
+  options = dict(dtype=config.dtype, remat_policy=config.remat_policy)
   num_labels = task.num_labels if has_num_labels(task.head) else None
   if (model_config := _preset_config(config)) is not None:
     logging.warning("from_scratch=True: training %r from random weights.", config.model)

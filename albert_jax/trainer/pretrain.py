@@ -311,8 +311,7 @@ def program(recipe: Recipe, mesh: jax.sharding.Mesh, rules: sharding.Rules) -> P
   """
   r = recipe
   schedule, tx = config_lib.make_optimizer(r, r.num_train_steps, r.warmup_steps)
-  dtype = jnp.bfloat16 if r.dtype == "bfloat16" else jnp.float32
-  module = create_module(r.albert, HEAD, dtype=dtype, remat_policy=r.remat_policy)
+  module = create_module(r.albert, HEAD, dtype=r.dtype, remat_policy=r.remat_policy)
   sample = _sample_batch(r.max_seq_length, r.max_predictions_per_seq)
   abstract = sharding.abstract_train_state(module, tx, HEAD, sample, mesh, rules)
   shardings = sharding.shardings_of(abstract)
@@ -330,8 +329,7 @@ def _init_from(config: ml_collections.ConfigDict, module, rng: jax.Array):
       HEAD,
       shardings=shardings,
       rng=rng,
-      dtype=module.dtype,
-      remat_policy=module.remat_policy,
+      options=module.options,
     )
     return pretrained.params
 

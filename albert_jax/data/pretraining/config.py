@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from albert_jax.config import MAX_POSITIONS
 from albert_jax.errors import UserError
 
 # How a chunk of ONE sentence becomes an instance (see `instances.py`):
@@ -20,7 +21,7 @@ class PretrainingDataError(UserError):
 class PretrainingDataConfig:
   """Generation parameters; defaults are Google's `create_pretraining_data.py` flags."""
 
-  max_seq_length: int = 512  # L: tokens per example, [CLS] A [SEP] B [SEP] plus padding
+  max_seq_length: int = MAX_POSITIONS  # L: tokens per example, [CLS] A [SEP] B [SEP] + padding
   max_predictions_per_seq: int = 20  # P: masked positions per example, padded
   masked_lm_prob: float = 0.15  # fraction of tokens to mask
   dupe_factor: int = 40  # passes over the corpus, each with fresh segmentation and masks
