@@ -37,6 +37,7 @@ import numpy as np
 import sentencepiece as spm
 
 from albert_jax import encoding, offsets
+from albert_jax.config import MAX_POSITIONS
 from albert_jax.errors import UserError
 
 SPIECE_UNDERLINE = "▁"
@@ -75,7 +76,7 @@ class AlbertTokenizer:
     *,
     do_lower_case: bool = True,
     keep_accents: bool = False,
-    model_max_length: int = 512,
+    model_max_length: int = MAX_POSITIONS,
     replace_quotes: bool = True,
   ) -> None:
     self.model_file = str(bundled_model_path() if model_file is None else model_file)
