@@ -314,6 +314,36 @@ def reader(tmp_path_factory):
   return _convert_and_export(tmp_path_factory.mktemp("qa"), "question_answering", seed=4)
 
 
+def _hf_answer(ref, tokenizer, question, context, max_answer_len=15):
+  """transformers' model and tokenizer: the best single span by p(start) p(end) over the context
+  pieces ([CLS] in the softmax, not an answer), widened to the tokenizer's words. Our ranking
+  also merges spans of one text (tests/test_pipelines_hf.py); test_predict's fine-tuned model
+  answers where no merge overtakes the best span."""
+  enc = tokenizer(question, context, return_offsets_mapping=True, return_token_type_ids=True)
+  with torch.no_grad():
+    out = ref(
+      torch.tensor([enc["input_ids"]]), token_type_ids=torch.tensor([enc["token_type_ids"]])
+    )
+  seq = enc.sequence_ids()
+  allowed = np.array([s == 1 for s in seq])
+  allowed[0] = True
+  probs = []
+  for logits in (out.start_logits[0].numpy(), out.end_logits[0].numpy()):
+    x = np.where(allowed, logits.astype(np.float64), -10000.0)
+    e = np.exp(x - x.max())
+    probs.append(e / e.sum())
+  best = max(
+    (probs[0][s] * probs[1][e], s, e)
+    for s in range(len(seq))
+    for e in range(s, min(s + max_answer_len, len(seq)))
+    if seq[s] == 1 and seq[e] == 1
+  )
+  score, s, e = best
+  start = enc.word_to_chars(enc.token_to_word(s), sequence_index=1)[0]
+  end = enc.word_to_chars(enc.token_to_word(e), sequence_index=1)[1]
+  return {"score": float(score), "start": start, "end": end, "answer": context[start:end]}
+
+
 QUESTIONS = [
   {
     "question": "Where did Charles Babbage live?",
@@ -591,3 +621,33 @@ def test_regression_head_returns_the_raw_score_as_transformers(tmp_path):
   assert [g["label"] for g in got] == [w["label"] for w in want] == ["LABEL_0"] * 2
   np.testing.assert_allclose([g["score"] for g in got], logits, atol=TOL)
   np.testing.assert_allclose([w["score"] for w in want], logits, atol=TOL)
+  # sentence pairs: text_pair= (transformers' keyword) is the {"text", "text_pair"} form
+  classify = pipeline("text-classification", model=ours_dir)
+  pair = classify(texts[0], text_pair=texts[1])
+  assert pair == classify({"text": texts[0], "text_pair": texts[1]})
+  assert classify(texts, text_pair="x") == classify([{"text": t, "text_pair": "x"} for t in texts])
+  assert classify([texts[0]], text_pair=texts[1]) == [pair]
+  # (transformers 5's own pipeline gives ALBERT no token_type_ids: the model's, with them)
+  ids = classify.model.tokenizer(texts[0], texts[1])
+  assert 0 in ids["token_type_ids"] and 1 in ids["token_type_ids"]
+  with torch.no_grad():
+    want = ref(**{k: torch.tensor([ids[k]]) for k in ("input_ids", "token_type_ids")}).logits
+  np.testing.assert_allclose(pair["score"], want[0, 0].numpy(), atol=TOL)
+  with pytest.raises(UserError, match="text_pair=\\['x'\\]: give one text"):
+    classify(texts, text_pair=["x"])
+  with pytest.raises(UserError, match="Unknown text-classification options \\['topk'\\]"):
+    classify(texts, topk=2)
+
+
+def test_one_text_or_a_list_as_transformers(converted, tagger):
+  """token-classification, fill-mask and feature-extraction take a text or a list of texts,
+  positionally or as `inputs=`; a list of one gives a list of that text's result."""
+  for task, model, text in (
+    ("token-classification", tagger[1], "My name is Wolfgang and I live in Berlin."),
+    ("fill-mask", converted[1], TEXTS[0]),
+    ("feature-extraction", converted[1], "hello world"),
+  ):
+    run = pipeline(task, model=model)
+    one = run(text)
+    assert run(inputs=text) == one, task
+    assert run([text]) == [one], task

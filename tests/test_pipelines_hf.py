@@ -189,15 +189,19 @@ def test_same_tokens_and_windows(ours, reference):
   assert max(len(ref["windows"]) for ref in reference) >= 5  # contexts in several windows
 
 
-def _delta(ours, case, ref) -> float:
-  """The largest difference between our logits and transformers' on this case's windows."""
-  example = ours.encode(0, case, ours.resolved(**case["options"]))
-  worst = 0.0
-  for out, window in zip(ours.runner(example.rows), ref["windows"], strict=True):
-    n = len(window["input_ids"])
-    for key in ("start", "end"):
-      worst = max(worst, float(np.abs(out[key][:n] - np.array(window[key])).max()))
-  return worst
+def _deltas(ours, reference) -> list[float]:
+  """Per case, the largest difference between our logits and transformers' on its windows."""
+  examples = [ours.encode(0, c, ours.resolved(**c["options"])) for c in CASES]
+  outputs = iter(ours.runner([row for ex in examples for row in ex.rows]))
+  deltas = []
+  for ex, ref in zip(examples, reference, strict=True):
+    worst = 0.0
+    for window, out in zip(ref["windows"], [next(outputs) for _ in ex.rows], strict=True):
+      n = len(window["input_ids"])
+      for key in ("start", "end"):
+        worst = max(worst, float(np.abs(out[key][:n] - np.array(window[key])).max()))
+    deltas.append(worst)
+  return deltas
 
 
 def test_the_bound_holds(ours, reference):
@@ -206,8 +210,8 @@ def test_the_bound_holds(ours, reference):
   the next one are further apart than their scores can move, so that both pipelines keep the
   same spans."""
   worst = 0.0
-  for case, ref in zip(CASES, reference, strict=True):
-    relative = 4 * _delta(ours, case, ref) + RHO
+  for case, ref, delta in zip(CASES, reference, _deltas(ours, reference), strict=True):
+    relative = 4 * delta + RHO
     worst = max(worst, relative * max(a["score"] for a in ref["ranked"]))
     for cut in ref["cuts"]:
       assert cut is None or cut[0] - cut[1] > relative * (cut[0] + cut[1]), (case, cut)
@@ -262,3 +266,12 @@ def test_the_cases_exercise_merging_and_no_answer(reference):
   best = [_as_list(ref["result"])[0]["answer"] for ref in reference]
   assert sum(b.lower() in ref["merged"] for b, ref in zip(best, reference, strict=True)) >= 10
   assert best.count("") >= 3
+
+
+def test_a_failed_install_is_an_error(tmp_path, monkeypatch):
+  """pip failing (no PyPI, a wrong pin) is an error with pip's output, and leaves nothing that
+  a later session would take for an install."""
+  monkeypatch.setattr(hf457, "REQUIREMENTS", (str(tmp_path / "missing-1.0-py3-none-any.whl"),))
+  with pytest.raises(RuntimeError, match="failed:\n.*missing-1.0-py3-none-any.whl"):
+    hf457.install(tmp_path / "site")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["site.lock"]

@@ -8,9 +8,8 @@ transformers' own question-answering pipeline ranked them (4.57, its last versio
 Call forms, as `transformers.pipeline`'s: `answer(question=Q, context=C)`; `question=` a list
 with one `context=` text (each question on that context) or both lists of one length (pairs);
 `answer(Q, C)`; a `{"question", "context"}` dict, a list of them, or several dicts. One input
-gives one result, a list of inputs (or several dicts) a list of results, one each (transformers
-unwraps a list of one; we keep it a list). Options (below) are given to `pipeline(...)` or to
-each call.
+gives one result, a list of inputs (or several dicts) a list of results, one each. Options
+(below) are given to `pipeline(...)` or to each call.
 
 Windows: `[CLS] question [SEP] context window [SEP]`, at most `max_seq_len` pieces; a context
 too long for one window is cut into windows that overlap by `doc_stride` pieces (default
@@ -30,11 +29,12 @@ into one answer whose score is the sum of theirs. Answers are ranked by score an
 the lowest no-answer score over the windows. One answer comes as a dict, several as a list.
 
 Differences from transformers 4.57, on inputs our tokenizer splits as its fast tokenizer does:
-the answer is trimmed of the whitespace before its first word, which transformers keeps
-(" built by Ada": our `start` is one later), and spans scored 0 (left to fill `top_k` where a
-window has fewer scored spans than it asks for) are not answers. Where the two tokenizers
-split the text differently (a symbol right before a word, as in "(see", "well-known", "e.g."),
-so do the model's inputs and the answers.
+answers are trimmed of whitespace around them (transformers keeps the whitespace before the
+first word: " built by Ada", where our `start` is one later; spans are merged by the untrimmed
+text, as there); a list of one input gives a list of one result; and spans scored 0 (which
+transformers takes to fill `top_k * 2 + 10` where a window has fewer spans) are not answers.
+Where the two tokenizers split a text differently (a symbol right before a word: "(see",
+"well-known", "e.g."; whitespace at the end of the context), so do the model's inputs.
 
 `max_seq_len` and `max_question_len` are transformers' spellings; `max_seq_length` and
 `max_query_length` (this project's names for them elsewhere) are accepted as aliases.
@@ -301,8 +301,10 @@ def _rank(ex: _Example, outputs: list[dict[str, np.ndarray]], o: dict[str, Any])
     p_start, p_end = (_probabilities(out[k][:length], ex.first, n) for k in ("start", "end"))
     null = min(null, float(p_start[0] * p_end[0]))
     score_SE = p_start[ex.first : length - 1, None] * p_end[None, ex.first : length - 1]
-    s, e = np.indices(score_SE.shape)
-    flat = np.flatnonzero((e >= s) & (e - s < o["max_answer_len"]) & (score_SE > 0))
+    start_SE, end_SE = np.indices(score_SE.shape)
+    length_SE = end_SE - start_SE + 1
+    flat = np.flatnonzero((length_SE >= 1) & (length_SE <= o["max_answer_len"]) & (score_SE > 0))
+    # the best `picked`; ties in transformers' order (its top 1 is the first maximum)
     best = flat[np.argsort(-score_SE.ravel()[flat], kind="stable")[:picked]]
     for i, j in zip(*np.unravel_index(best, score_SE.shape), strict=True):
       score, s, e = float(score_SE[i, j]), a + i, a + j
