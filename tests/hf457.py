@@ -3,9 +3,10 @@
 Our environment has transformers 5, which dropped that pipeline, so the reference is a side
 install (`install`: pip, --no-deps, into a directory of its own, reused once complete) run in a
 child process (`question_answering`) with `PYTHONPATH=<that directory>` ahead of our packages
-and `USE_TF=0`. It loads a model saved by `save_pretrained` with only `spiece.model` beside
-it (transformers 5's `AlbertTokenizer(vocab_file=...)` writes a tokenizer.json that maps every
-piece to <unk>); transformers 4.57 converts that file to its fast tokenizer itself.
+and `USE_TF=0 USE_FLAX=0`. It loads a model saved by `save_pretrained` with only
+`spiece.model` beside it (transformers 5's `AlbertTokenizer(vocab_file=...)` writes a
+tokenizer.json that maps every piece to <unk>); transformers 4.57 converts that file to its
+fast tokenizer itself.
 
 Run as a script, this module is the child: `python tests/hf457.py CASES.json OUT.json`. It
 imports nothing from albert_jax.
@@ -82,6 +83,7 @@ def question_answering(directory: Path, model: Path, cases: list[dict], work: Pa
     **os.environ,
     "PYTHONPATH": str(directory),
     "USE_TF": "0",
+    "USE_FLAX": "0",  # torch alone
     "TRANSFORMERS_VERBOSITY": "error",
   }
   done = subprocess.run(

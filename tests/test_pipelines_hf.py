@@ -1,6 +1,9 @@
 """The question-answering pipeline beside transformers 4.57.1's own (`tests/hf457.py`: a side
-install, run in one child process for the whole session) on one random-weight
-AlbertForQuestionAnswering: the same answers in the same order, scores within 1e-5."""
+install, run in one child process for all cases) on one random-weight AlbertForQuestionAnswering:
+the same answers (ours trimmed of whitespace) in the same order, scores within 1e-5.
+
+The side install needs PyPI once: it goes to $ALBERT_JAX_HF457_DIR if set, else to pytest's
+cache (.pytest_cache/d/hf457), and is reused from there; without it these tests fail."""
 
 import os
 import shutil
@@ -71,6 +74,7 @@ LONG_CONTEXTS = (
   "Item 1 costs 12 euros. Item 2 costs 7 euros; item 3 costs 19 euros. Item 4 is free, but "
   "item 5 costs 1,250 euros. Which item is cheapest? Item 4, of course. Which is dearest? "
   "Item 5, by far. Items 1, 2 and 3 cost 38 euros together.",
+  *(" ".join(CONTEXTS[i : i + 8]) for i in (0, 8, 16)),
 )
 SHORT_OPTIONS = (
   {},
@@ -107,7 +111,7 @@ def hf457_dir(request, tmp_path_factory) -> Path:
   pytest's cache directory (made once, reused by later sessions)."""
   if os.environ.get("ALBERT_JAX_HF457_DIR"):
     directory = Path(os.environ["ALBERT_JAX_HF457_DIR"])
-  elif request.config.cache is not None:
+  elif getattr(request.config, "cache", None) is not None:
     directory = Path(request.config.cache.mkdir("hf457")) / "site-packages"
   else:  # -p no:cacheprovider
     directory = tmp_path_factory.mktemp("hf457") / "site-packages"
@@ -256,7 +260,8 @@ def test_answers_match_transformers_457(ours, reference, options):
     assert type(result) is type(ref["result"])  # one answer: a dict; several: a list
     ties += _check(context, _as_list(result), want, ranked)
     positions += len(want)
-  assert ties <= positions // 10, f"{ties} of {positions} positions near-tied"
+  print(f"{options}: {positions} answers, {ties} of them near-tied")
+  assert ties <= positions // 10
 
 
 def test_the_cases_exercise_merging_and_no_answer(reference):
