@@ -315,8 +315,10 @@ def reader(tmp_path_factory):
 
 
 def _hf_answer(ref, tokenizer, question, context, max_answer_len=15):
-  """transformers' model and tokenizer: the best span by p(start) p(end) over the context
-  pieces ([CLS] in the softmax, not an answer), widened to the tokenizer's words."""
+  """transformers' model and tokenizer: the best single span by p(start) p(end) over the context
+  pieces ([CLS] in the softmax, not an answer), widened to the tokenizer's words. Our ranking
+  also merges spans of one text (tests/test_pipelines_hf.py); test_predict's fine-tuned model
+  answers where no merge overtakes the best span."""
   enc = tokenizer(question, context, return_offsets_mapping=True, return_token_type_ids=True)
   with torch.no_grad():
     out = ref(
@@ -342,39 +344,71 @@ def _hf_answer(ref, tokenizer, question, context, max_answer_len=15):
   return {"score": float(score), "start": start, "end": end, "answer": context[start:end]}
 
 
-def test_question_answering_matches_transformers(reader):
-  """(On contexts without punctuation next to words: transformers' fast ALBERT tokenizer counts
-  a `.` after a word as a word of its own, where we widen answers to whitespace-separated
-  words.)"""
-  import transformers
+QUESTIONS = [
+  {
+    "question": "Where did Charles Babbage live?",
+    "context": "Charles Babbage lived in London with his friend, near 1,000 old trees.",
+  },
+  {"question": "What is my name?", "context": "My name is Wolfgang and I live in Berlin."},
+]
 
-  ref, ours_dir, hf_dir = reader
-  tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
-  questions = [
-    {
-      "question": "Where did Charles Babbage live?",
-      "context": "Charles Babbage lived in London with his friend near 1,000 old trees",
-    },
-    {"question": "What is my name?", "context": "My name is Wolfgang and I live in Berlin"},
-  ]
-  answer = pipeline("question-answering", model=ours_dir)
-  got = answer(questions)
-  for q, a in zip(questions, got, strict=True):
-    want = _hf_answer(ref, tokenizer, q["question"], q["context"])
-    assert {k: a[k] for k in ("start", "end", "answer")} == {
-      k: want[k] for k in ("start", "end", "answer")
-    }
-    assert a["score"] == pytest.approx(want["score"], abs=1e-4)
-    assert q["context"][a["start"] : a["end"]] == a["answer"]
-  # several answers, ranked; the no-answer candidate when asked for
-  top = answer(questions[0], top_k=3, handle_impossible_answer=True)
-  assert len(top) == 3 and [t["score"] for t in top] == sorted(
-    (t["score"] for t in top), reverse=True
-  )
-  best = top[0] if top[0]["answer"] else top[1]  # (the no-answer candidate may rank first)
-  assert (best["start"], best["end"]) == (got[0]["start"], got[0]["end"])
-  assert best["score"] == pytest.approx(got[0]["score"], abs=F32)
-  assert "" in [t["answer"] for t in answer(questions[0], top_k=40, handle_impossible_answer=True)]
+
+def test_question_answering_call_forms(reader):
+  """Every call form of transformers' question-answering pipeline gives what the dict form
+  gives (the same rows, so exactly); a list of inputs gives a list of results, even of one.
+  (Ranking against transformers 4.57 itself: tests/test_pipelines_hf.py.)"""
+  answer = pipeline("question-answering", model=reader[1], top_k=2)
+  q, c = QUESTIONS[0]["question"], QUESTIONS[0]["context"]
+  one = answer(QUESTIONS[0])
+  assert len(one) == 2
+  assert [a["score"] for a in one] == sorted((a["score"] for a in one), reverse=True)
+  assert answer(question=q, context=c) == one
+  assert answer(q, c) == one
+  assert answer([QUESTIONS[0]]) == [one]
+  assert answer(question=[q], context=c) == [one]
+  both = answer(QUESTIONS)
+  assert answer(*QUESTIONS) == both
+  questions, contexts = [x["question"] for x in QUESTIONS], [x["context"] for x in QUESTIONS]
+  assert answer(question=questions, context=contexts) == both
+  several = answer(question=[q, "Who had a friend?"], context=c)
+  assert several == answer([QUESTIONS[0], {"question": "Who had a friend?", "context": c}])
+  assert several[0] == one
+  assert answer(question=q, context=c, top_k=1) == one[0]  # one answer: a dict
+  for a in one:
+    assert c[a["start"] : a["end"]] == a["answer"] == a["answer"].strip()
+  with pytest.raises(UserError, match="2 questions and 1 contexts"):
+    answer(question=[q, q], context=[c])
+  with pytest.raises(UserError, match="a list of questions with one context"):
+    answer(question=q, context=[c])
+  with pytest.raises(UserError, match="not both"):
+    answer(QUESTIONS[0], question=q)
+  with pytest.raises(UserError, match="Give question= and context="):
+    answer(question=q)
+  with pytest.raises(UserError, match="has no 'context' text"):
+    answer(question=q, context="  ")
+  with pytest.raises(UserError, match=r"Unknown question-answering options \['topk'\]"):
+    answer(QUESTIONS[0], topk=3)
+
+
+def test_question_answering_length_aliases(reader):
+  """max_seq_length / max_query_length (this project's names) are max_seq_len /
+  max_question_len (transformers'), in the constructor and in a call; two values disagree."""
+  context = " ".join(f"Sentence {i} says that Berlin is near tree {i}." for i in range(12))
+  question = {"question": "Where is the tree near Berlin today?", "context": context}
+  hf = pipeline("question-answering", model=reader[1], max_seq_len=32, max_question_len=4)
+  ours = pipeline("question-answering", model=reader[1], max_seq_length=32, max_query_length=4)
+  assert ours.resolved() == hf.resolved()
+  assert ours.resolved()["max_seq_len"] == 32 and ours.resolved()["max_question_len"] == 4
+  want = hf(question, top_k=3)
+  assert ours(question, top_k=3) == want
+  plain = pipeline("question-answering", model=reader[1])
+  assert plain(question, top_k=3, max_seq_length=32, max_query_length=4) == want
+  assert plain(question, top_k=3, max_seq_len=32, max_seq_length=32, max_query_length=4) == want
+  with pytest.raises(UserError, match="max_seq_len=32 and its alias max_seq_length=64 disagree"):
+    pipeline("question-answering", model=reader[1], max_seq_len=32, max_seq_length=64)
+  with pytest.raises(UserError, match="max_question_len=4 and its alias max_query_length=5"):
+    hf(question, max_question_len=4, max_query_length=5)
+  assert hf(question, top_k=3, max_query_length=5) == hf(question, top_k=3, max_question_len=5)
 
 
 def test_question_answering_long_context_in_windows(reader):
@@ -382,17 +416,19 @@ def test_question_answering_long_context_in_windows(reader):
     f"Sentence {i} says that Berlin, Café Müller, is near tree {i}." for i in range(40)
   )
   answer = pipeline("question-answering", model=reader[1], max_seq_len=64, doc_stride=16)
-  arrays, _ = answer.featurize(
-    [{"id": "0", "question": "Where?", "context": context, "answers": [], "is_impossible": False}],
-    answer.options,
-  )
-  assert len(arrays["input_ids"]) > 5  # many windows
-  results = answer({"question": "Where is the tree?", "context": context}, top_k=5)
+  item = {"question": "Where is the tree?", "context": context}
+  example = answer.encode(0, item, answer.resolved())
+  assert len(example.rows) > 5 and all(len(r["input_ids"]) <= 64 for r in example.rows)
+  # windows of 64 - 3 - 5 question pieces, consecutive ones overlapping by doc_stride pieces
+  assert [a for a, _ in example.windows] == list(range(0, 40 * 20, 56 - 16))[: len(example.windows)]
+  results = answer(item, top_k=5)
   assert len(results) == 5
   for r in results:
     assert context[r["start"] : r["end"]] == r["answer"] and r["answer"].strip()
   with pytest.raises(UserError, match="leaves no room for the context"):
     answer({"question": "why " * 80, "context": context})
+  with pytest.raises(UserError, match="doc_stride=40 must be less than the 40 context pieces"):
+    answer({"question": "why " * 21, "context": context}, doc_stride=40)
 
 
 def _record_shapes(pipe) -> list[tuple[int, ...]]:
@@ -585,3 +621,33 @@ def test_regression_head_returns_the_raw_score_as_transformers(tmp_path):
   assert [g["label"] for g in got] == [w["label"] for w in want] == ["LABEL_0"] * 2
   np.testing.assert_allclose([g["score"] for g in got], logits, atol=TOL)
   np.testing.assert_allclose([w["score"] for w in want], logits, atol=TOL)
+  # sentence pairs: text_pair= (transformers' keyword) is the {"text", "text_pair"} form
+  classify = pipeline("text-classification", model=ours_dir)
+  pair = classify(texts[0], text_pair=texts[1])
+  assert pair == classify({"text": texts[0], "text_pair": texts[1]})
+  assert classify(texts, text_pair="x") == classify([{"text": t, "text_pair": "x"} for t in texts])
+  assert classify([texts[0]], text_pair=texts[1]) == [pair]
+  # (transformers 5's own pipeline gives ALBERT no token_type_ids: the model's, with them)
+  ids = classify.model.tokenizer(texts[0], texts[1])
+  assert 0 in ids["token_type_ids"] and 1 in ids["token_type_ids"]
+  with torch.no_grad():
+    want = ref(**{k: torch.tensor([ids[k]]) for k in ("input_ids", "token_type_ids")}).logits
+  np.testing.assert_allclose(pair["score"], want[0, 0].numpy(), atol=TOL)
+  with pytest.raises(UserError, match="text_pair=\\['x'\\]: give one text"):
+    classify(texts, text_pair=["x"])
+  with pytest.raises(UserError, match="Unknown text-classification options \\['topk'\\]"):
+    classify(texts, topk=2)
+
+
+def test_one_text_or_a_list_as_transformers(converted, tagger):
+  """token-classification, fill-mask and feature-extraction take a text or a list of texts,
+  positionally or as `inputs=`; a list of one gives a list of that text's result."""
+  for task, model, text in (
+    ("token-classification", tagger[1], "My name is Wolfgang and I live in Berlin."),
+    ("fill-mask", converted[1], TEXTS[0]),
+    ("feature-extraction", converted[1], "hello world"),
+  ):
+    run = pipeline(task, model=model)
+    one = run(text)
+    assert run(inputs=text) == one, task
+    assert run([text]) == [one], task

@@ -5,7 +5,9 @@
 
 `pipeline(task, model=DIR_or_Pretrained, **options)`; `model` is anything
 `albert_jax.from_pretrained` loads (a converted or exported directory, a fine-tuning workdir)
-or a loaded `Pretrained`. Every pipeline takes one input or a list of them, and `batch_size`,
+or a loaded `Pretrained`. Every pipeline takes one input or a list of them, in the call forms
+`transformers.pipeline` documents for its task (`answer(question=..., context=...)`,
+`classify(text, text_pair=...)`; each module says which), and `batch_size`,
 `dtype` ("float32", "bfloat16") and `progress` options; the model-running ones (all but
 fill-mask and feature-extraction) also `max_tokens`, a budget of padded positions per batch
 ("auto": 1024 on CPU, where long rows run fastest a few at a time, no limit on GPU/TPU;

@@ -219,3 +219,19 @@ def as_list(inputs: Any, single: Callable[[Any], bool]) -> tuple[list[Any], bool
   if isinstance(inputs, (list, tuple)):
     return list(inputs), False
   raise UserError(f"Pipeline input {str(inputs)[:80]!r} is neither one input nor a list of them.")
+
+
+def with_aliases(options: Mapping[str, Any], aliases: Mapping[str, str], task: str) -> dict:
+  """`options` with each alias (`aliases`: alias -> name) given under its name (an alias left
+  None is ignored); an alias and its name given different values is an error."""
+  out = {k: v for k, v in options.items() if k not in aliases}
+  for alias, name in aliases.items():
+    value = options.get(alias)
+    if value is None:
+      continue
+    if out.get(name) is not None and out[name] != value:
+      raise UserError(
+        f"{task}: {name}={out[name]!r} and its alias {alias}={value!r} disagree; give one."
+      )
+    out[name] = value
+  return out

@@ -1,33 +1,69 @@
-"""`pipeline("question-answering", model=DIR)`: answer spans cut out of the context, with HF
-transformers' arguments and output fields.
+"""`pipeline("question-answering", model=DIR)`: answer spans cut out of the context, ranked as
+transformers' own question-answering pipeline ranked them (4.57, its last version with one).
 
     answer = albert_jax.pipeline("question-answering", model="WORKDIR/export")
-    answer({"question": "Who wrote it?", "context": "It was written by Ada in 1843."})
+    answer(question="Who wrote it?", context="It was written by Ada in 1843.")
     # {"score": 0.93, "start": 18, "end": 21, "answer": "Ada"}
 
-A context too long for one window is cut into windows as SQuAD features are
-(`albert_jax.data.squad.featurize`: `[CLS] question [SEP] window [SEP]`, pieces mapped to the
-original characters); consecutive windows overlap by `doc_stride` pieces. Per window, as HF
-does, the start and end logits over the context pieces and `[CLS]` are turned into
-probabilities (softmax); a span's score is p(start) * p(end), over spans of at most
-`max_answer_len` pieces whose start piece has its most context in that window. The answers of
-all windows are merged and ranked; `start`/`end` are character offsets into the context as
-given, widened to whole whitespace-separated words (HF's `align_to_words`).
-`handle_impossible_answer` adds the no-answer `{"answer": "", "start": 0, "end": 0}` with the
-lowest p([CLS])^2 over the windows. `top_k` 1 gives one dict, more a list.
-`max_question_len` cuts questions to that many pieces (None: as HF, no cut; a question that
-leaves no room for the context in `max_seq_len` is an error).
+Call forms, as `transformers.pipeline`'s: `answer(question=Q, context=C)`; `question=` a list
+with one `context=` text (each question on that context) or both lists of one length (pairs);
+`answer(Q, C)`; a `{"question", "context"}` dict, a list of them, or several dicts. One input
+gives one result, a list of inputs (or several dicts) a list of results, one each. Options
+(below) are given to `pipeline(...)` or to each call.
+
+Windows: `[CLS] question [SEP] context window [SEP]`, at most `max_seq_len` pieces; a context
+too long for one window is cut into windows that overlap by `doc_stride` pieces (default
+min(max_seq_len // 2, 128)), as transformers' fast tokenizer cuts it. `max_question_len` cuts the
+question to that many pieces (None, the default, keeps it whole, as transformers' fast
+tokenizers do; a question that leaves no room for the context is an error).
+
+Ranking, per window: the start and end logits over `[CLS]` and the window's context pieces
+become probabilities (float32 softmax); the no-answer score is p([CLS]) p([CLS]), then `[CLS]`
+is left out; a span of at most `max_answer_len` pieces scores p(start) p(end). The best
+`top_k * 2 + 10` spans of each window (`top_k` with `align_to_words=False`) are widened to whole
+words (`align_to_words`: transformers' words, split at whitespace and around the vocabulary's
+user-defined symbols `( ) " - . – £ €`, each word's span starting at the whitespace before it,
+cut at the window's edge) and spans of all windows whose text is equal, ignoring case, are merged
+into one answer whose score is the sum of theirs. Answers are ranked by score and cut to
+`top_k`; `handle_impossible_answer` first adds `{"answer": "", "start": 0, "end": 0}` scored by
+the lowest no-answer score over the windows. One answer comes as a dict, several as a list.
+
+Differences from transformers 4.57, on inputs our tokenizer splits as its fast tokenizer does:
+answers are trimmed of whitespace around them (transformers keeps the whitespace before the
+first word: " built by Ada", where our `start` is one later; spans are merged by the untrimmed
+text, as there); a list of one input gives a list of one result; and spans scored 0 (which
+transformers takes to fill `top_k * 2 + 10` where a window has fewer spans) are not answers.
+Where the two tokenizers split a text differently (a symbol right before a word: "(see",
+"well-known", "e.g."; whitespace at the end of the context), so do the model's inputs.
+
+`max_seq_len` and `max_question_len` are transformers' spellings; `max_seq_length` and
+`max_query_length` (this project's names for them elsewhere) are accepted as aliases.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from albert_jax.data import squad
 from albert_jax.errors import UserError
+from albert_jax.offsets import SPIECE_UNDERLINE
 from albert_jax.pipelines import base
+
+OPTIONS = (
+  "top_k",
+  "doc_stride",
+  "max_answer_len",
+  "max_seq_len",
+  "max_question_len",
+  "handle_impossible_answer",
+  "align_to_words",
+)
+ALIASES = {"max_seq_length": "max_seq_len", "max_query_length": "max_question_len"}
+MAX_SEQ_LEN = 384  # transformers' default window, cut to the model's positions
+MASKED = np.float32(-10000.0)  # the logit of a piece that cannot be in an answer (as HF)
 
 
 class QuestionAnsweringPipeline:
@@ -39,11 +75,14 @@ class QuestionAnsweringPipeline:
     model,
     *,
     top_k: int = 1,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
     max_answer_len: int = 15,
-    max_seq_len: int = 384,
+    max_seq_len: int | None = None,
     max_question_len: int | None = None,
     handle_impossible_answer: bool = False,
+    align_to_words: bool = True,
+    max_seq_length: int | None = None,
+    max_query_length: int | None = None,
     batch_size: int = 32,
     max_tokens: int | str | None = "auto",
     pack: bool = True,
@@ -51,14 +90,20 @@ class QuestionAnsweringPipeline:
     progress: bool = False,
   ):
     self.model = base.load(model, self.head, self.task, dtype)
-    self.options = dict(
+    given = dict(
       top_k=top_k,
       doc_stride=doc_stride,
       max_answer_len=max_answer_len,
-      max_seq_len=min(max_seq_len, self.model.config.max_position_embeddings),
+      max_seq_len=max_seq_len,
       max_question_len=max_question_len,
       handle_impossible_answer=handle_impossible_answer,
+      align_to_words=align_to_words,
+      max_seq_length=max_seq_length,
+      max_query_length=max_query_length,
     )
+    self.options = base.with_aliases(given, ALIASES, self.task)
+    self.resolved()  # checks them
+    self.symbols = _symbols(self.model.tokenizer)
     self.runner = base.Runner(
       self.model,
       lambda out: {"start": out.start_logits, "end": out.end_logits},
@@ -68,116 +113,219 @@ class QuestionAnsweringPipeline:
       progress=progress,
     )
 
-  def __call__(self, inputs: Any, **options: Any) -> Any:
-    unknown = set(options) - set(self.options)
-    if unknown:
-      raise UserError(f"Unknown question-answering options {sorted(unknown)}.")
-    o = {**self.options, **options}
-    items, single = base.as_list(inputs, lambda x: isinstance(x, dict))
-    if not items:
-      return []
-    examples = [_example(i, item) for i, item in enumerate(items)]
-    arrays, meta = self.featurize(examples, o)
-    lengths = arrays["attention_mask"].sum(-1)
-    rows = [
-      {"input_ids": arrays["input_ids"][r, :n], "token_type_ids": arrays["token_type_ids"][r, :n]}
-      for r, n in enumerate(lengths)
-    ]
-    outputs = self.runner(rows)
-    windows: list[list[int]] = [[] for _ in examples]
-    for r, index in enumerate(arrays["example_index"]):
-      windows[int(index)].append(r)
-    results = [
-      _answers(ex["context"], [(outputs[r], _window(meta, r, int(lengths[r]))) for r in rs], o)
-      for ex, rs in zip(examples, windows, strict=True)
-    ]
+  def __call__(self, *args: Any, question: Any = None, context: Any = None, **options: Any) -> Any:
+    o = self.resolved(**options)
+    items, single = _inputs(args, question, context)
+    examples = [self.encode(i, item, o) for i, item in enumerate(items)]
+    outputs = iter(self.runner([row for ex in examples for row in ex.rows]))
+    results = [_rank(ex, [next(outputs) for _ in ex.rows], o) for ex in examples]
     return results[0] if single else results
 
-  def featurize(self, examples: list[dict], o: dict[str, Any]):
-    tokenizer, max_seq_len = self.model.tokenizer, o["max_seq_len"]
-    longest = 0
-    for ex in examples:
-      n = len(tokenizer.tokenize(ex["question"]))
-      if o["max_question_len"] is not None:
-        n = min(n, o["max_question_len"])
-      if n + 4 > max_seq_len:
-        raise UserError(
-          f"Question {ex['id']} ({ex['question'][:60]!r}) is {n} pieces long; with max_seq_len="
-          f"{max_seq_len} that leaves no room for the context. Shorten it or raise max_seq_len."
-        )
-      longest = max(longest, n)
-    max_query = o["max_question_len"] or max(longest, 1)
-    # HF's doc_stride is the overlap of consecutive windows; SQuAD features step by a stride.
-    room = max_seq_len - longest - 3
-    stride = max(1, room - min(o["doc_stride"], max_seq_len // 2))
-    return squad.featurize(
-      None,
-      examples,
-      tokenizer,
-      max_seq_len,
-      doc_stride=stride,
-      max_query_length=min(max_query, max_seq_len - 4),
+  def resolved(self, **options: Any) -> dict[str, Any]:
+    """The options a call given `options` runs with, checked, aliases folded in, and
+    max_seq_len and doc_stride resolved (their defaults, the model's positions)."""
+    unknown = sorted(set(options) - set(OPTIONS) - set(ALIASES))
+    if unknown:
+      raise UserError(
+        f"Unknown question-answering options {unknown}; the options are {', '.join(OPTIONS)}."
+      )
+    o = {**self.options, **base.with_aliases(options, ALIASES, self.task)}
+    for key in ("top_k", "max_answer_len"):
+      if not isinstance(o[key], int) or o[key] < 1:
+        raise UserError(f"{key}={o[key]!r}: give a number >= 1.")
+    limit = self.model.config.max_position_embeddings
+    max_seq_len = min(MAX_SEQ_LEN if o["max_seq_len"] is None else o["max_seq_len"], limit)
+    if max_seq_len < 4:
+      raise UserError(f"max_seq_len={o['max_seq_len']}: give at least 4 (3 special tokens).")
+    stride = min(max_seq_len // 2, 128) if o["doc_stride"] is None else o["doc_stride"]
+    if not 0 <= stride <= max_seq_len:
+      raise UserError(f"doc_stride={stride}: give a number in 0..max_seq_len ({max_seq_len}).")
+    if o["max_question_len"] is not None and o["max_question_len"] < 1:
+      raise UserError(f"max_question_len={o['max_question_len']}: give a number >= 1 or None.")
+    return {**o, "max_seq_len": max_seq_len, "doc_stride": stride}
+
+  def encode(self, i: int, item: dict[str, str], o: dict[str, Any]) -> _Example:
+    """Input `i` (`{"question", "context"}`) as model rows, one per window, and what ranking
+    its answers needs; `o`: the options (`resolved`)."""
+    question, context = (_text(i, item, key) for key in ("question", "context"))
+    tokenizer = self.model.tokenizer
+    query = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(question))
+    query = query[: o["max_question_len"]]
+    pieces, offsets = tokenizer.tokenize_with_offsets(context)
+    room = o["max_seq_len"] - len(query) - 3
+    if room < 1:
+      raise UserError(
+        f"Question {i} ({question[:60]!r}) is {len(query)} pieces long; with max_seq_len="
+        f"{o['max_seq_len']} that leaves no room for the context. Shorten it (max_question_len) "
+        "or raise max_seq_len."
+      )
+    if len(pieces) > room and o["doc_stride"] >= room:
+      raise UserError(
+        f"Input {i}: doc_stride={o['doc_stride']} must be less than the {room} context pieces "
+        f"a window holds beside this question (max_seq_len={o['max_seq_len']}); lower it."
+      )
+    windows = squad.doc_windows(len(pieces), room, room - o["doc_stride"])
+    ids = tokenizer.convert_tokens_to_ids(pieces)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    head = [cls, *query, sep]
+    rows = [
+      {
+        "input_ids": [*head, *ids[a : a + n], sep],
+        "token_type_ids": [0] * len(head) + [1] * (n + 1),
+      }
+      for a, n in windows
+    ]
+    spans = _spans(context, pieces, offsets)
+    word = _word_ids(context, pieces, offsets, self.symbols)
+    first = np.searchsorted(word, word, side="left")  # each piece's word's first piece
+    last = np.searchsorted(word, word, side="right") - 1
+    return _Example(context, rows, len(head), windows, spans, first, last)
+
+
+@dataclasses.dataclass
+class _Example:
+  context: str
+  rows: list[dict[str, list[int]]]  # one per window
+  first: int  # sequence position of each window's first context piece
+  windows: list[tuple[int, int]]  # (first piece, pieces) of each window
+  spans: np.ndarray  # [T, 2] each piece's characters as transformers' tokenizer gives them
+  word_first: np.ndarray  # [T] the first piece of each piece's word
+  word_last: np.ndarray  # [T] its last piece
+
+
+def _inputs(args: tuple, question: Any, context: Any) -> tuple[list[dict], bool]:
+  """(the inputs as `{"question", "context"}` dicts, whether one input was given) from any of
+  transformers' call forms (module docstring)."""
+  if args and (question is not None or context is not None):
+    raise UserError("Give the inputs positionally or as question=/context=, not both.")
+  if len(args) == 1:
+    return base.as_list(args[0], lambda x: isinstance(x, dict))
+  if len(args) == 2 and all(isinstance(a, str) for a in args):
+    return [{"question": args[0], "context": args[1]}], True
+  if args:
+    return list(args), False
+  if question is None or context is None:
+    raise UserError(
+      "Give question= and context= (a text, or a list of questions), or {'question', "
+      "'context'} dicts."
     )
+  if isinstance(question, str) and isinstance(context, str):
+    return [{"question": question, "context": context}], True
+  if isinstance(question, (list, tuple)) and isinstance(context, str):
+    return [{"question": q, "context": context} for q in question], False
+  if isinstance(question, (list, tuple)) and isinstance(context, (list, tuple)):
+    if len(question) != len(context):
+      raise UserError(
+        f"{len(question)} questions and {len(context)} contexts: give one context for all the "
+        "questions, or one per question."
+      )
+    return [{"question": q, "context": c} for q, c in zip(question, context, strict=True)], False
+  raise UserError(
+    f"question={str(question)[:60]!r} with context={str(context)[:60]!r}: give two texts, a "
+    "list of questions with one context, or two lists of one length."
+  )
 
 
-def _example(i: int, item: dict) -> dict[str, Any]:
-  for key in ("question", "context"):
-    if not isinstance(item.get(key), str) or not item[key].strip():
-      raise UserError(f"Input {i} has no {key!r} text: {str(item)[:80]!r}.")
-  return {**item, "id": str(i), "answers": [], "is_impossible": False}
+def _text(i: int, item: Any, key: str) -> str:
+  if not isinstance(item, dict):
+    raise UserError(f"Input {i} {str(item)[:80]!r}: give a {{'question', 'context'}} dict.")
+  if not isinstance(item.get(key), str) or not item[key].strip():
+    raise UserError(f"Input {i} has no {key!r} text: {str(item)[:80]!r}.")
+  return item[key]
 
 
-def _window(meta: dict[str, Any], r: int, length: int) -> dict[str, Any]:
-  return {
-    "offsets": meta["offsets"][r],
-    "max_context": meta["token_is_max_context"][r],
-    "context_start": int(meta["context_start"][r]),
-    "length": length,
+def _symbols(tokenizer: Any) -> frozenset[str]:
+  """The pieces transformers' fast ALBERT tokenizer splits out of the text before anything else,
+  so that each is a word of its own: the special tokens and the SentencePiece model's
+  user-defined symbols (score 0, of no other type; `( ) " - . – £ €` in the bundled one)."""
+  sp = tokenizer._sp
+  user = {
+    sp.id_to_piece(i)
+    for i in range(sp.get_piece_size())
+    if sp.get_score(i) == 0 and not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i))
   }
+  return frozenset(user | set(tokenizer.all_special_tokens))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def _spans(context: str, pieces: list[str], offsets: np.ndarray) -> np.ndarray:
+  """[T, 2] each piece's characters as transformers' fast tokenizer gives them: a piece that
+  starts a word (`▁...`) also holds the whitespace character just before it (the last one of a
+  run), and a `▁` alone is that whitespace character (or the next piece's first character when
+  there is none)."""
+  spans = np.array(offsets, np.int64).reshape(-1, 2)
+  following = len(context)
+  for k in range(len(pieces) - 1, -1, -1):
+    if spans[k, 0] < 0:
+      at = following - 1 if following > 0 and context[following - 1].isspace() else following
+      spans[k] = at, at + 1
+      continue
+    following = int(spans[k, 0])
+    if pieces[k].startswith(SPIECE_UNDERLINE) and following and context[following - 1].isspace():
+      spans[k, 0] = following - 1
+  return spans
+
+
+def _word_ids(
+  context: str, pieces: list[str], offsets: np.ndarray, symbols: frozenset[str]
+) -> np.ndarray:
+  """[T] each piece's word, as transformers' fast tokenizer numbers words: a word starts at a
+  `▁...` piece, and a symbol written as such in the text (`symbols`) is a word of its own."""
+  literal = [
+    piece in symbols and start >= 0 and context[start:end] == piece
+    for piece, (start, end) in zip(pieces, np.asarray(offsets).tolist(), strict=True)
+  ]
+  starts = [
+    k == 0 or piece.startswith(SPIECE_UNDERLINE) or literal[k] or literal[k - 1]
+    for k, piece in enumerate(pieces)
+  ]
+  return np.cumsum(starts) - 1
+
+
+def _probabilities(logits: np.ndarray, first: int, n: int) -> np.ndarray:
+  """Softmax over [CLS] and the context pieces [first, first + n) of one window's logits, in
+  float32 as transformers computes it; every other position gets 0."""
+  x = np.full(len(logits), MASKED, np.float32)
+  x[0] = logits[0]
+  x[first : first + n] = logits[first : first + n]
   e = np.exp(x - x.max())
   return e / e.sum()
 
 
-def _answers(context: str, windows: list, o: dict[str, Any]) -> Any:
-  """The ranked answers of one question from its windows' logits."""
-  found, null = [], 1.0
-  for out, w in windows:
-    n, first, offsets = w["length"], w["context_start"], w["offsets"]
-    allowed = np.zeros(n, bool)
-    allowed[0] = True
-    allowed[first : first + len(offsets)] = True
-    start_p = _softmax(np.where(allowed, out["start"][:n].astype(np.float64), -10000.0))
-    end_p = _softmax(np.where(allowed, out["end"][:n].astype(np.float64), -10000.0))
-    null = min(null, float(start_p[0] * end_p[0]))
-    k = np.arange(len(offsets))
-    ok = offsets[:, 0] >= 0
-    starts = k[ok & w["max_context"]]
-    ends = k[ok]
-    score = start_p[first + starts][:, None] * end_p[first + ends][None, :]
-    span = ends[None, :] - starts[:, None]
-    score = np.where((span >= 0) & (span < o["max_answer_len"]), score, -1.0)
-    for i in np.argsort(-score, axis=None, kind="stable")[: o["top_k"]]:
-      a, b = np.unravel_index(i, score.shape)
-      if score[a, b] < 0:
-        break
-      start, end = _word_span(context, offsets[starts[a], 0], offsets[ends[b], 1])
-      found.append(
-        {"score": float(score[a, b]), "start": start, "end": end, "answer": context[start:end]}
-      )
+def _rank(ex: _Example, outputs: list[dict[str, np.ndarray]], o: dict[str, Any]) -> Any:
+  """The ranked answers of one input from its windows' logits (module docstring)."""
+  picked = o["top_k"] * 2 + 10 if o["align_to_words"] else o["top_k"]
+  answers: dict[str, dict[str, Any]] = {}  # by lowercased text, in the order first found
+  null = 1e6
+  for (a, n), out in zip(ex.windows, outputs, strict=True):
+    length = ex.first + n + 1
+    p_start, p_end = (_probabilities(out[k][:length], ex.first, n) for k in ("start", "end"))
+    null = min(null, float(p_start[0] * p_end[0]))
+    score_SE = p_start[ex.first : length - 1, None] * p_end[None, ex.first : length - 1]
+    start_SE, end_SE = np.indices(score_SE.shape)
+    length_SE = end_SE - start_SE + 1
+    flat = np.flatnonzero((length_SE >= 1) & (length_SE <= o["max_answer_len"]) & (score_SE > 0))
+    # the best `picked`; ties in transformers' order (its top 1 is the first maximum)
+    best = flat[np.argsort(-score_SE.ravel()[flat], kind="stable")[:picked]]
+    for i, j in zip(*np.unravel_index(best, score_SE.shape), strict=True):
+      score, s, e = float(score_SE[i, j]), a + i, a + j
+      if o["align_to_words"]:  # whole words, cut at the window's edges
+        s, e = max(a, ex.word_first[s]), min(a + n - 1, ex.word_last[e])
+      start, end = int(ex.spans[s, 0]), int(ex.spans[e, 1])
+      key = ex.context[start:end].lower()
+      if key in answers:
+        answers[key]["score"] += score
+      else:
+        answers[key] = {"score": score, "start": start, "end": end}
+  ranked = [_trimmed(ex.context, **answer) for answer in answers.values()]
   if o["handle_impossible_answer"]:
-    found.append({"score": null, "start": 0, "end": 0, "answer": ""})
-  found.sort(key=lambda a: -a["score"])
-  found = found[: o["top_k"]]
-  return found[0] if o["top_k"] == 1 and found else found
+    ranked.append({"score": null, "start": 0, "end": 0, "answer": ""})
+  ranked = sorted(ranked, key=lambda answer: answer["score"], reverse=True)[: o["top_k"]]
+  return ranked[0] if len(ranked) == 1 else ranked
 
 
-def _word_span(context: str, start: int, end: int) -> tuple[int, int]:
-  """[start, end) widened to the whitespace-separated words it touches."""
-  while start > 0 and not context[start - 1].isspace():
-    start -= 1
-  while end < len(context) and not context[end].isspace():
-    end += 1
-  return int(start), int(end)
+def _trimmed(context: str, score: float, start: int, end: int) -> dict[str, Any]:
+  """An answer without whitespace around it (kept if that is all it is)."""
+  text = context[start:end]
+  if text.strip():
+    start, end = start + len(text) - len(text.lstrip()), end - len(text) + len(text.rstrip())
+  return {"score": score, "start": start, "end": end, "answer": context[start:end]}

@@ -3,11 +3,14 @@ with HF transformers' arguments and output fields.
 
     classify = albert_jax.pipeline("text-classification", model="WORKDIR/export")
     classify("a gripping film")                    # {"label": "positive", "score": 0.97}
-    classify({"text": "A man sleeps.", "text_pair": "A person rests."}, top_k=None)
+    classify("A man sleeps.", text_pair="A person rests.", top_k=None)
+    classify({"text": "A man sleeps.", "text_pair": "A person rests."}, top_k=None)  # the same
 
-Inputs: a text, or `{"text", "text_pair"}` for sentence pairs; a list of them gives a list of
-results. `top_k`: 1 (default) gives the best `{"label", "score"}`; k > 1 or None (all labels)
-gives a list sorted by score. `function_to_apply`: "softmax" (default with several labels),
+Inputs, as `transformers.pipeline`'s: a text, or `{"text", "text_pair"}` for sentence pairs; a
+list of them gives a list of results (also of one). `text_pair=` pairs every text given with
+that one text. `top_k`: 1 (default) gives the best `{"label", "score"}`; k > 1 or None (all labels)
+gives a list sorted by score (transformers wraps one text's best label in a list when no `top_k`
+is given; we do not). `function_to_apply`: "softmax" (default with several labels),
 "sigmoid" or "none"; a regression head (one label) returns its raw score unless told
 otherwise. Labels are the model's stored names (`id2label`), else `LABEL_<i>`.
 """
@@ -67,8 +70,21 @@ class TextClassificationPipeline:
     encoded = self.model.tokenizer(text, pair, truncation=True, max_length=limit)
     return {k: encoded[k] for k in ("input_ids", "token_type_ids")}
 
-  def __call__(self, inputs: Any, **options: Any) -> Any:
+  def __call__(self, inputs: Any, text_pair: str | None = None, **options: Any) -> Any:
+    unknown = sorted(set(options) - {"top_k", "function_to_apply"})
+    if unknown:
+      raise UserError(
+        f"Unknown text-classification options {unknown}; the options are top_k, "
+        "function_to_apply and text_pair."
+      )
     items, single = base.as_list(inputs, _single)
+    if text_pair is not None:
+      if not isinstance(text_pair, str) or not all(isinstance(i, str) for i in items):
+        raise UserError(
+          f"text_pair={repr(text_pair)[:60]}: give one text, with texts as the inputs; for a "
+          "pair per input give {'text', 'text_pair'} dicts."
+        )
+      items = [{"text": text, "text_pair": text_pair} for text in items]
     results = [
       self.postprocess(o["logits"], **options)
       for o in self.runner([self.encode(item) for item in items])
