@@ -38,6 +38,23 @@ def load(model: Pretrained | str | os.PathLike, head: str, task: str, dtype: str
   return model
 
 
+def logits(out: Any) -> dict[str, jax.Array]:
+  """The outputs of the heads with one `logits` array (`Runner`'s default)."""
+  return {"logits": out.logits}
+
+
+def model_and_runner(
+  pipeline: Any,
+  model: Pretrained | str | os.PathLike,
+  dtype: str | None,
+  outputs: Callable[[Any], dict[str, jax.Array]] = logits,
+  **runner_options: Any,
+) -> tuple[Pretrained, Runner]:
+  """`pipeline`'s model (loaded, checked to have the pipeline's head) and a `Runner` over it."""
+  model = load(model, pipeline.head, pipeline.task, dtype)
+  return model, Runner(model, outputs, **runner_options)
+
+
 def dtype_of(name: str):
   if name not in DTYPES:
     raise UserError(f"dtype={name!r}: choose one of {', '.join(DTYPES)}.")

@@ -34,13 +34,8 @@ class MultipleChoicePipeline:
     dtype: str | None = None,
     progress: bool = False,
   ):
-    self.model = base.load(model, self.head, self.task, dtype)
-    self.runner = base.Runner(
-      self.model,
-      lambda out: {"logits": out.logits},
-      batch_size=batch_size,
-      max_tokens=max_tokens,
-      progress=progress,
+    self.model, self.runner = base.model_and_runner(
+      self, model, dtype, batch_size=batch_size, max_tokens=max_tokens, progress=progress
     )
 
   def encode(self, i: int, item: Any) -> dict[str, np.ndarray]:

@@ -89,7 +89,16 @@ class QuestionAnsweringPipeline:
     dtype: str | None = None,
     progress: bool = False,
   ):
-    self.model = base.load(model, self.head, self.task, dtype)
+    self.model, self.runner = base.model_and_runner(
+      self,
+      model,
+      dtype,
+      lambda out: {"start": out.start_logits, "end": out.end_logits},
+      batch_size=batch_size,
+      max_tokens=max_tokens,
+      pack=pack,
+      progress=progress,
+    )
     given = dict(
       top_k=top_k,
       doc_stride=doc_stride,
@@ -104,14 +113,6 @@ class QuestionAnsweringPipeline:
     self.options = base.with_aliases(given, ALIASES, self.task)
     self.resolved()  # checks them
     self.symbols = _symbols(self.model.tokenizer)
-    self.runner = base.Runner(
-      self.model,
-      lambda out: {"start": out.start_logits, "end": out.end_logits},
-      batch_size=batch_size,
-      max_tokens=max_tokens,
-      pack=pack,
-      progress=progress,
-    )
 
   def __call__(self, *args: Any, question: Any = None, context: Any = None, **options: Any) -> Any:
     o = self.resolved(**options)

@@ -46,16 +46,11 @@ class TextClassificationPipeline:
     dtype: str | None = None,
     progress: bool = False,
   ):
-    self.model = base.load(model, self.head, self.task, dtype)
+    self.model, self.runner = base.model_and_runner(
+      self, model, dtype, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+    )
     self.labels = base.label_names(self.model)
     self.top_k, self.function_to_apply = top_k, function_to_apply
-    self.runner = base.Runner(
-      self.model,
-      lambda out: {"logits": out.logits},
-      batch_size=batch_size,
-      max_tokens=max_tokens,
-      progress=progress,
-    )
 
   def encode(self, item: Any) -> dict[str, list[int]]:
     if isinstance(item, dict):

@@ -47,18 +47,12 @@ class TokenClassificationPipeline:
       raise UserError(
         f"aggregation_strategy={aggregation_strategy!r}: choose one of {', '.join(STRATEGIES)}."
       )
-    self.model = base.load(model, self.head, self.task, dtype)
+    self.model, self.runner = base.model_and_runner(
+      self, model, dtype, batch_size=batch_size, max_tokens=max_tokens, pack=pack, progress=progress
+    )
     self.labels = base.label_names(self.model)
     self.strategy = aggregation_strategy
     self.ignore = ["O"] if ignore_labels is None else list(ignore_labels)
-    self.runner = base.Runner(
-      self.model,
-      lambda out: {"logits": out.logits},
-      batch_size=batch_size,
-      max_tokens=max_tokens,
-      pack=pack,
-      progress=progress,
-    )
 
   def __call__(self, inputs: str | list[str]) -> Any:
     texts, single = base.as_list(inputs, lambda x: isinstance(x, str))
