@@ -133,13 +133,17 @@ def test_a_mistyped_config_override_is_one_error_line_naming_the_field(tmp_path)
   assert not (tmp_path / "run").exists()
 
 
-def test_nested_overrides_and_missing_configs_are_named():
+def test_nested_overrides_missing_configs_and_the_configs_own_errors_are_named():
   argv = ["x", "--config=configs/finetune/sst2_sample.py", "--config.mesh.shap.data=2"]
   with pytest.raises(UserError, match=r"no field 'shap' in mesh; did you mean --config.mesh.shape"):
     command.check_overrides(argv)
   command.check_overrides([*argv[:2], "--config.mesh.shape.data=2"])  # a real field: no error
   with pytest.raises(UserError, match=r"--config=configs/finetune/nope.py: no such file"):
     command.check_overrides(["x", "--config=configs/finetune/nope.py", "--config.seed=1"])
+  with pytest.raises(
+    UserError, match=r"--config=configs/finetune/glue.py:mnlx: glue.py needs a task"
+  ):
+    command.check_overrides(["x", "--config=configs/finetune/glue.py:mnlx"])  # its own check
 
 
 def test_packaged_configs_resolve_from_any_directory(tmp_path, monkeypatch):

@@ -105,8 +105,11 @@ def load_config(path: str) -> Any:
     )
   spec = importlib.util.spec_from_file_location(Path(file).stem, file)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+  except (ValueError, KeyError, TypeError, AttributeError) as e:  # the config's own checks
+    raise UserError(f"--config={path}: {e}") from None
 
 
 def _packaged_names() -> list[str]:
@@ -114,14 +117,14 @@ def _packaged_names() -> list[str]:
 
 
 def check_overrides(argv: Sequence[str]) -> None:
-  """Every `--config.a.b=...` in `argv` names a field of the `--config` file's config; else a
-  UserError naming the closest field."""
+  """The `--config` file of `argv` loads, and every `--config.a.b=...` names a field of its
+  config; else a UserError naming the closest field."""
   overrides = [
     a.lstrip("-").split("=", 1)[0] for a in argv if a.startswith(("--config.", "-config."))
   ]
   configs = [a.split("=", 1)[1] for a in argv if a.startswith(("--config=", "-config="))]
-  if not overrides or not configs:
-    return  # nothing to check, or --config missing: parsing says so
+  if not configs:
+    return  # --config missing: parsing says so
   config = load_config(configs[-1])
   for override in overrides:
     node, path = config, override.split(".")[1:]
