@@ -56,10 +56,6 @@ LEARN_FLAGS = dict(
 )
 
 
-# Every run of this module shares one persistent XLA cache (conftest.py).
-pytestmark = pytest.mark.usefixtures("xla_cache")
-
-
 def load_module(file: str):
   spec = importlib.util.spec_from_file_location(file, os.path.join(CONFIGS, f"{file}.py"))
   module = importlib.util.module_from_spec(spec)
@@ -319,7 +315,7 @@ def test_a_run_from_before_the_new_fields_resumes_with_their_old_behaviour(tmp_p
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory, xla_cache):
+def learned(tmp_path_factory):
   """The README's command on the SST-2 sample, with a smaller model and shorter run."""
   workdir = str(tmp_path_factory.mktemp("sst2") / "run")
   flags = [f"--config.model_overrides.{k}={v}" for k, v in LEARN.items()]
@@ -332,8 +328,7 @@ def learned(tmp_path_factory, xla_cache):
     *flags,
     f"--workdir={workdir}",
   ]
-  env = {**os.environ, **xla_cache}
-  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done
 

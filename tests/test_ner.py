@@ -31,9 +31,6 @@ from tests.test_finetune import (
   tiny,
 )
 
-# Every run of this module shares one persistent XLA cache (conftest.py).
-pytestmark = pytest.mark.usefixtures("xla_cache")
-
 CONLL = tasks.get_task("conll2003")
 
 
@@ -303,7 +300,7 @@ LEARN_FLAGS = dict(
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory, xla_cache):
+def learned(tmp_path_factory):
   """The README's command on the NER sample, with a smaller model and a shorter run."""
   workdir = str(tmp_path_factory.mktemp("ner") / "run")
   flags = [f"--config.model_overrides.{k}={v}" for k, v in LEARN.items()]
@@ -316,8 +313,7 @@ def learned(tmp_path_factory, xla_cache):
     *flags,
     f"--workdir={workdir}",
   ]
-  env = {**os.environ, **xla_cache}
-  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done
 

@@ -101,8 +101,8 @@ def stopped_step(stderr: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, xla_cache):
-  """The tiny run without interruption, in this process (compiling into the shared cache)."""
+def uninterrupted(tmp_path_factory):
+  """The tiny run without interruption, in this process (compiling into the run's XLA cache)."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
   metrics = finetune.run(config_of(TINY), str(workdir))
   return workdir, metrics
@@ -111,9 +111,9 @@ def uninterrupted(tmp_path_factory, xla_cache):
 # ---- 1. preemption: SIGTERM finishes the step, saves, exits 75; the rerun resumes ------------
 
 
-def test_sigterm_saves_exits_75_and_the_rerun_ends_identical(uninterrupted, xla_cache, tmp_path):
+def test_sigterm_saves_exits_75_and_the_rerun_ends_identical(uninterrupted, tmp_path):
   reference, metrics = uninterrupted
-  workdir, env = tmp_path / "run", environment(xla_cache)
+  workdir, env = tmp_path / "run", environment()
   command = finetune_command(workdir, TINY)
   proc = subprocess.Popen(
     command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -141,13 +141,12 @@ def test_sigterm_saves_exits_75_and_the_rerun_ends_identical(uninterrupted, xla_
     np.testing.assert_array_equal(x, y)  # bit for bit
 
 
-def _processes(workdir, overrides: dict, cache: dict, n: int = 2) -> list[subprocess.Popen]:
+def _processes(workdir, overrides: dict, n: int = 2) -> list[subprocess.Popen]:
   """The CLI as `n` processes of one JAX system on localhost (4 CPU devices each)."""
   port, procs = free_port(), []
   for i in range(n):
     env = environment(
       {
-        **cache,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
         "ALBERT_JAX_COORDINATOR": f"127.0.0.1:{port}",
@@ -196,15 +195,15 @@ def _finish(procs, timeout: float = 300) -> list[tuple[int, str, str]]:
         p.kill()
 
 
-def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(xla_cache, tmp_path):
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
   """The signal reaches process 1 only; both save the same step and exit 75; the rerun of both
   ends identical to an uninterrupted two-process run."""
   overrides = {**TINY, "mesh.shape.fsdp": -1, "num_train_steps": 30}
-  straight = _finish(_processes(tmp_path / "straight", overrides, xla_cache))
+  straight = _finish(_processes(tmp_path / "straight", overrides))
   assert [r[0] for r in straight] == [0, 0], straight[0][2][-3000:] + straight[1][2][-3000:]
 
   workdir = tmp_path / "run"
-  procs = _processes(workdir, overrides, xla_cache)
+  procs = _processes(workdir, overrides)
   try:
     wait_for_checkpoint(workdir, procs)
     procs[1].send_signal(signal.SIGTERM)
@@ -216,7 +215,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(xla_cache, tmp_p
   assert step == int(re.search(r"after step (\d+)", stopped[0][2]).group(1)) < 30
   assert max(int(p.name) for p in (workdir / "checkpoints").iterdir()) == step
 
-  resumed = _finish(_processes(workdir, overrides, xla_cache))
+  resumed = _finish(_processes(workdir, overrides))
   assert [r[0] for r in resumed] == [0, 0], resumed[0][2][-3000:]
   # (stdout also carries gloo's "[Gloo] Rank 0 is connected ..." lines: the files are compared)
   assert json.loads((workdir / "metrics.json").read_text()) == json.loads(
@@ -237,7 +236,7 @@ def test_exit_codes_are_documented():
 # ---- 2. bad numbers: a NaN/inf loss stops the run; token ids outside the vocabulary --------
 
 
-def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_bad(tmp_path, xla_cache):
+def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_bad(tmp_path):
   config = config_of({**TINY, "learning_rate": 1e30, "num_train_steps": 12})
   workdir = tmp_path / "run"
   with pytest.raises(loop.NonFiniteLoss) as raised:
@@ -310,9 +309,7 @@ def test_token_ids_beyond_the_vocabulary_stop_fill_mask_and_finetuning(small_voc
 # ---- 3. a full disk: reported with the path, the previous checkpoint intact ----------------
 
 
-def test_a_checkpoint_that_fails_for_a_full_disk_stops_the_run_naming_it(
-  tmp_path, xla_cache, monkeypatch
-):
+def test_a_checkpoint_that_fails_for_a_full_disk_stops_the_run_naming_it(tmp_path, monkeypatch):
   from orbax.checkpoint._src.path import atomicity  # noqa: PLC0415
 
   finalize = atomicity.AtomicRenameTemporaryPath.finalize
@@ -401,9 +398,7 @@ def test_a_config_value_out_of_range_is_one_line_and_exit_2(
 # ---- 5. the training data changed between a checkpoint and its resumption ------------------
 
 
-def test_resuming_on_changed_training_data_is_refused_or_restarts_the_epoch(
-  tmp_path, xla_cache, monkeypatch
-):
+def test_resuming_on_changed_training_data_is_refused_or_restarts_the_epoch(tmp_path, monkeypatch):
   train = tmp_path / "train.tsv"
   lines = (ROOT / "albert_jax/assets/samples/sst2_sample/train.tsv").read_text().splitlines()
   train.write_text("\n".join(lines) + "\n")
@@ -465,10 +460,10 @@ def test_a_flipped_byte_in_a_converted_model_is_an_error_naming_the_file(
 
 
 def test_a_flipped_byte_in_a_train_state_checkpoint_stops_the_resume_naming_it(
-  tmp_path, xla_cache, monkeypatch
+  tmp_path, monkeypatch
 ):
   overrides = {**TINY, "num_train_steps": 9}
-  workdir, env = tmp_path / "run", environment(xla_cache)
+  workdir, env = tmp_path / "run", environment()
 
   class Killed(Exception):
     pass
@@ -579,12 +574,12 @@ def _kill_at_a_moment(command, env, log, directory: pathlib.Path, mid_save: bool
     proc.wait()
 
 
-def test_sigkill_at_ten_random_moments_ends_identical(tmp_path, xla_cache):
+def test_sigkill_at_ten_random_moments_ends_identical(tmp_path):
   reference = tmp_path / "reference"
   metrics = finetune.run(config_of(LONG), str(reference))
   rng = np.random.default_rng(KILL_SEED)
   print(f"kill moments drawn with seed {KILL_SEED}")
-  workdir, env = tmp_path / "run", environment(xla_cache)
+  workdir, env = tmp_path / "run", environment()
   command = finetune_command(workdir, LONG)
   # half the kills strike mid-save, half mid-step, in a random order
   mid_saves, struck = rng.permutation([True, False] * (KILLS // 2)), []
