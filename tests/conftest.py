@@ -1,33 +1,26 @@
-"""Test setup: 8 simulated CPU devices (set before jax is imported) and shared fixtures."""
+"""Test setup, made before jax is imported: 8 simulated CPU devices, and one persistent XLA
+compilation cache for the whole run.
 
+The cache is a temporary directory named in the environment (JAX_COMPILATION_CACHE_DIR), so the
+subprocesses the tests start (the command-line runs, the multi-process runs, the notebooks'
+kernels) and pytest-xdist's workers use it too: a program compiled once (a tiny model's train
+step, a resumed run's programs, the second process of a two-process run) is read back
+everywhere else. A cache directory already set in the environment is used as it is.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-import jax  # noqa: E402  (after XLA_FLAGS)
-import pytest  # noqa: E402
-from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def xla_cache(tmp_path_factory):
-  """A persistent XLA cache for one test module, shared with the subprocesses it starts: runs of
-  one model compile their steps once (a resumed run reuses the first run's programs). Yields
-  the environment variables that give a subprocess the same cache; restored afterwards."""
-  options = {
-    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla_cache")),
-    "jax_persistent_cache_min_compile_time_secs": 0.0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-  }
-  saved = {name: jax.config.values[name] for name in options}
-  for name, value in options.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield {name.upper(): str(value) for name, value in options.items()}
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+  _cache_dir = tempfile.mkdtemp(prefix="albert_jax_xla_cache_")
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)  # this process made it
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+# every program, however small or quick to compile (the defaults skip those under 1 s)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -1,8 +1,17 @@
-"""A port for the coordinator of a multi-process JAX system started by a test on localhost."""
+"""Commands a test starts on localhost: as subprocesses of this checkout, and as the processes
+of one multi-process JAX system (the ALBERT_JAX_* variables `albert_jax.distributed` reads)."""
 
+import os
 import random
+import signal
 import socket
+import subprocess
+import time
+from pathlib import Path
 
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
@@ -30,3 +39,70 @@ def free_port() -> int:
         continue
       return s.getsockname()[1]
   raise RuntimeError("no free TCP port on 127.0.0.1 after 100 tries")
+
+
+def environment(extra: dict | None = None) -> dict:
+  """This process's environment for a subprocess that imports this checkout, `extra` on top.
+  (It also passes on conftest.py's XLA cache.)"""
+  path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+  # PYTHONFAULTHANDLER: a process stopped with SIGABRT prints every thread's Python stack
+  return {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1", **(extra or {})}
+
+
+def start_processes(command: list[str], n: int = 2, extra: dict | None = None) -> list:
+  """`command` as the `n` processes of one JAX system on localhost, 4 CPU devices each, with
+  `extra` in their environment ("{process}" in a value stands for the process's index)."""
+  port, procs = free_port(), []
+  for i in range(n):
+    env = environment(
+      {
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "ALBERT_JAX_COORDINATOR": f"127.0.0.1:{port}",
+        "ALBERT_JAX_NUM_PROCESSES": str(n),
+        "ALBERT_JAX_PROCESS_ID": str(i),
+        **{k: v.replace("{process}", str(i)) for k, v in (extra or {}).items()},
+      }
+    )
+    procs.append(
+      subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+      )
+    )
+  return procs
+
+
+def finish(procs, timeout: float = 300) -> list[tuple[int, str, str]]:
+  """Each process's (exit code, stdout, stderr). A process still running after `timeout`
+  seconds fails the test with every process's Python stacks (faulthandler, on SIGABRT) and
+  the end of its stderr."""
+  deadline, results = time.monotonic() + timeout, []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+      results.append((p.returncode, out, err))
+    return results
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump every thread's stack
+    ends = [(r, e) for r, _, e in results]
+    for p in procs[len(results) :]:
+      err = p.communicate(timeout=60)[1]
+      ends.append((p.returncode, err))
+    pytest.fail(
+      f"still running after {timeout} s:\n"
+      + "\n".join(f"--- process {i}, exit {r}:\n{e[-6000:]}" for i, (r, e) in enumerate(ends))
+    )
+  finally:
+    for p in procs:  # a process left waiting for a dead peer
+      if p.poll() is None:
+        p.kill()
+
+
+def succeed(procs, timeout: float = 300) -> list[str]:
+  """`finish`, where every process must exit 0; their stdouts."""
+  results = finish(procs, timeout)
+  for i, (code, _, err) in enumerate(results):
+    assert code == 0, f"process {i}, exit {code}:\n{err[-4000:]}"
+  return [out for _, out, _ in results]

@@ -48,8 +48,7 @@ def test_export_round_trip_through_transformers(head, tmp_path, capsys):
     id2label=id2label,
   )
   assert (
-    export.main(["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")])
-    == 0
+    export.main(["e", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")]) == 0
   )
   assert HF_CLASSES[head] in capsys.readouterr().out
   assert sorted(os.listdir(tmp_path / "hf")) == [

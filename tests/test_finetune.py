@@ -5,136 +5,50 @@ Models are tiny presets trained from scratch (no downloads); data are the bundle
 small files written here, or tensorflow-datasets' mock data.
 """
 
-import glob
-import importlib.util
 import json
 import os
 import re
-import struct
-import subprocess
-import sys
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
-from tensorboardX.proto import event_pb2
 
 from albert_jax.data import tasks
 from albert_jax.data.order import DataPosition, epoch_permutation, shuffled_batches
 from albert_jax.trainer import config as config_lib
-from albert_jax.trainer import finetune, loop
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "configs", "finetune")
-TINY = dict(
-  hidden_size=32,
-  num_hidden_layers=2,
-  num_attention_heads=2,
-  intermediate_size=64,
-  embedding_size=16,
-  max_position_embeddings=64,
-)
-# The learning run: big enough to learn the SST-2 sample reliably in 50 steps.
-LEARN = dict(
-  hidden_size=64,
-  num_hidden_layers=2,
-  num_attention_heads=2,
-  intermediate_size=128,
-  embedding_size=32,
-  max_position_embeddings=64,
-)
-LEARN_FLAGS = dict(
-  max_seq_length=32,
-  batch_size=32,
-  learning_rate=3e-3,
-  num_train_steps=50,
-  warmup_steps=5,
-  eval_every_steps=10,
-  checkpoint_every_steps=10,
-  batching="max_length",  # the killed-run test below checks positions counted in examples
+from albert_jax.trainer import finetune
+from tests.runs import (
+  CONFIGS,
+  GLUE,
+  TINY,
+  assert_killed_run_resumes,
+  load_config,
+  read,
+  run_command,
+  saved_state,
+  tb_scalars,
+  tiny,
 )
 
-
-# Every run of this module shares one persistent XLA cache (conftest.py).
-pytestmark = pytest.mark.usefixtures("xla_cache")
-
-
-def load_module(file: str):
-  spec = importlib.util.spec_from_file_location(file, os.path.join(CONFIGS, f"{file}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-GLUE = load_module("glue")
-
-
-def load_config(name: str):
-  """The config of --config=configs/finetune/glue.py:NAME for a GLUE task, else NAME.py."""
-  if name in GLUE.RECIPES:
-    return GLUE.get_config(name)
-  return load_module(name).get_config()
-
-
-def tiny(name: str, **fields):
-  """Config `name` with a tiny preset model, one device, short runs; `fields` on top."""
-  config = load_config(name)
-  config.model = "albert-base-v2"
-  config.from_scratch = True
-  config.model_overrides.update(TINY)
-  config.update(
-    dict(
-      max_seq_length=32,
-      batch_size=8,
-      learning_rate=1e-3,
-      num_train_steps=3,
-      num_epochs=None,
-      warmup_steps=1,
-      warmup_fraction=None,
-      eval_every_steps=2,
-      checkpoint_every_steps=2,
-      log_every_steps=1,
-    )
-  )
-  config.mesh.shape.data = 1
-  config.update(fields)
-  return config
-
-
-def tb_scalars(workdir: str) -> dict[str, dict[int, float]]:
-  """tag -> step -> value, read from the TensorBoard event files in workdir/tb."""
-  out: dict[str, dict[int, float]] = {}
-  for path in glob.glob(os.path.join(workdir, "tb", "events.*")):
-    data, i = open(path, "rb").read(), 0
-    while i < len(data):  # TFRecord framing: length, crc, payload, crc
-      (n,) = struct.unpack("Q", data[i : i + 8])
-      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-      i += n + 16
-      for value in event.summary.value:
-        out.setdefault(value.tag, {})[event.step] = value.simple_value
-  return out
-
-
-def saved_state(workdir: str, step: int, kind: str = "checkpoints"):
-  path = os.path.join(workdir, kind, str(step))
-  arrays = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
-  with open(os.path.join(path, "data", "metadata")) as f:
-    position = json.load(f)
-  assert set(position.pop("data")) == {"examples", "sha256"}  # the training data's fingerprint
-  return arrays, position
-
-
-def assert_trees_equal(a, b):
-  flat_a, flat_b = ocp.tree.to_flat_dict(a), ocp.tree.to_flat_dict(b)
-  assert flat_a.keys() == flat_b.keys()
-  for key in flat_a:
-    np.testing.assert_array_equal(np.asarray(flat_a[key]), np.asarray(flat_b[key]), err_msg=key)
-
-
-def read(path: str) -> str:
-  with open(path) as f:
-    return f.read()
+# The learning run (as --config.X overrides): a model big enough to learn the SST-2 sample
+# reliably in 50 steps.
+LEARN = {
+  "model_overrides.hidden_size": 64,
+  "model_overrides.num_hidden_layers": 2,
+  "model_overrides.num_attention_heads": 2,
+  "model_overrides.intermediate_size": 128,
+  "model_overrides.embedding_size": 32,
+  "model_overrides.max_position_embeddings": 64,
+  "max_seq_length": 32,
+  "batch_size": 32,
+  "learning_rate": 3e-3,
+  "num_train_steps": 50,
+  "warmup_steps": 5,
+  "eval_every_steps": 10,
+  "checkpoint_every_steps": 10,
+  "batching": "max_length",  # the killed-run test below checks positions counted in examples
+  "mesh.shape.data": 1,
+}
 
 
 # ---- the data order -------------------------------------------------------------------------
@@ -319,23 +233,10 @@ def test_a_run_from_before_the_new_fields_resumes_with_their_old_behaviour(tmp_p
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory, xla_cache):
+def learned(tmp_path_factory):
   """The README's command on the SST-2 sample, with a smaller model and shorter run."""
   workdir = str(tmp_path_factory.mktemp("sst2") / "run")
-  flags = [f"--config.model_overrides.{k}={v}" for k, v in LEARN.items()]
-  flags += [f"--config.{k}={v}" for k, v in LEARN_FLAGS.items()] + ["--config.mesh.shape.data=1"]
-  cmd = [
-    sys.executable,
-    "-m",
-    "albert_jax.finetune",
-    "--config=configs/finetune/sst2_sample.py",
-    *flags,
-    f"--workdir={workdir}",
-  ]
-  env = {**os.environ, **xla_cache}
-  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return workdir, done
+  return workdir, run_command(workdir, LEARN, "configs/finetune/sst2_sample.py")
 
 
 def test_command_line_run_learns_the_sst2_sample(learned):
@@ -357,42 +258,18 @@ def test_command_line_run_learns_the_sst2_sample(learned):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["40", "50"]
 
 
-def test_killed_run_resumes_to_the_same_result(learned, tmp_path, monkeypatch):
+def test_killed_run_resumes_to_the_same_result(learned, tmp_path):
   straight, _ = learned
-  config = load_config("sst2_sample")
-  config.model_overrides.update(LEARN)
-  config.update(LEARN_FLAGS)
-  config.mesh.shape.data = 1
-  workdir = str(tmp_path / "run")
-
-  class Killed(Exception):
-    pass
-
-  advance, steps_done = loop.Reporter.advance, []
-
-  def advance_then_die(self, steps=1):
-    advance(self, steps)
-    steps_done.append(steps)
-    if len(steps_done) == 25:  # between the checkpoints of steps 20 and 30
-      raise Killed
-
-  monkeypatch.setattr(loop.Reporter, "advance", advance_then_die)
-  with pytest.raises(Killed):
-    finetune.run(config, workdir)
-  monkeypatch.undo()
-  assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-  arrays, position = saved_state(workdir, 20)
+  resumed_from, position, final_position = assert_killed_run_resumes(
+    load_config("sst2_sample", LEARN),
+    str(tmp_path / "run"),
+    straight,
+    at_step=25,  # between the checkpoints of steps 20 and 30
+    predictions=os.path.join("predictions", "validation", "SST-2.tsv"),
+  )
+  assert resumed_from == 20
   assert position == {"epoch": 3, "index": 40}  # 20 steps x 32 = 3 epochs of 200 + 40
-  assert int(arrays["step"]) == 20
-
-  metrics = finetune.run(config, workdir)  # the same command again
-  assert metrics == json.loads(read(os.path.join(straight, "metrics.json")))
-  final, position = saved_state(workdir, 50)
-  expected, expected_position = saved_state(straight, 50)
-  assert position == expected_position == {"epoch": 8, "index": 0}
-  assert_trees_equal(final, expected)  # params, optimizer state and step, bit for bit
-  pred = os.path.join("predictions", "validation", "SST-2.tsv")
-  assert read(os.path.join(workdir, pred)) == read(os.path.join(straight, pred))
+  assert final_position == {"epoch": 8, "index": 0}
 
 
 def test_bucketed_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
@@ -433,31 +310,19 @@ def test_bucketed_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
   assert scalars["train/compiled_shapes"][8] == len(shapes)
   assert all(0 <= v < 1 for v in scalars["train/padding_fraction"].values())
 
-  class Killed(Exception):
-    pass
-
-  advance, steps_done = loop.Reporter.advance, []
-
-  def advance_then_die(self, steps=1):
-    advance(self, steps)
-    steps_done.append(steps)
-    if len(steps_done) == 5:  # after the checkpoint of step 4
-      raise Killed
+  assert json.loads(read(os.path.join(straight, "metrics.json"))) == expected
 
   workdir = str(tmp_path / "run")
-  monkeypatch.setattr(loop.Reporter, "advance", advance_then_die)
-  with pytest.raises(Killed):
-    finetune.run(config, workdir)
-  monkeypatch.setattr(loop.Reporter, "advance", advance)
-  _, position = saved_state(workdir, 4)
+  resumed_from, position, final_position = assert_killed_run_resumes(
+    config,
+    workdir,
+    straight,
+    at_step=5,  # after the checkpoint of step 4
+    predictions=os.path.join("predictions", "validation", "SST-2.tsv"),
+  )
+  assert resumed_from == 4
   assert position == {"epoch": 1, "index": 2}  # 8 micro-batches: one epoch of 6, then 2
-  assert finetune.run(config, workdir) == expected  # the same command again
-  final, position = saved_state(workdir, 8)
-  want, want_position = saved_state(straight, 8)
-  assert position == want_position == {"epoch": 2, "index": 4}  # 16 micro-batches
-  assert_trees_equal(final, want)  # params, optimizer state and step, bit for bit
-  pred = os.path.join("predictions", "validation", "SST-2.tsv")
-  assert read(os.path.join(workdir, pred)) == read(os.path.join(straight, pred))
+  assert final_position == {"epoch": 2, "index": 4}  # 16 micro-batches
 
   config.max_train_examples = 21  # other data, other buckets? The rerun is refused.
   with pytest.raises(ValueError, match="different config"):

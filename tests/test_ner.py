@@ -7,8 +7,6 @@ Metrics themselves are tested against seqeval in tests/test_entity_metrics.py.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,21 +16,17 @@ import tensorflow_datasets as tfds
 from albert_jax.data import conll, ner, tasks
 from albert_jax.errors import UserError
 from albert_jax.tokenizer import AlbertTokenizer
-from albert_jax.trainer import finetune, loop
+from albert_jax.trainer import finetune
 from tests.make_ner_sample import OUT as SAMPLE_DIR
 from tests.make_ner_sample import generate
-from tests.test_finetune import (
-  ROOT,
-  assert_trees_equal,
+from tests.runs import (
+  assert_killed_run_resumes,
   load_config,
   read,
-  saved_state,
+  run_command,
   tb_scalars,
   tiny,
 )
-
-# Every run of this module shares one persistent XLA cache (conftest.py).
-pytestmark = pytest.mark.usefixtures("xla_cache")
 
 CONLL = tasks.get_task("conll2003")
 
@@ -281,45 +275,31 @@ def test_ner_sample_is_what_its_generator_writes():
   assert tags == set(CONLL.label_names)
 
 
-LEARN = dict(
-  hidden_size=64,
-  num_hidden_layers=2,
-  num_attention_heads=2,
-  intermediate_size=128,
-  embedding_size=32,
-  max_position_embeddings=32,
-)
-LEARN_FLAGS = dict(
-  max_seq_length=32,
-  batch_size=32,
-  learning_rate=3e-3,
-  num_train_steps=40,
-  warmup_steps=5,
-  eval_every_steps=1,  # step 1's model is the initial one: the warm-up's first rate is 0
-  checkpoint_every_steps=10,
-  log_every_steps=10,
-  batching="max_length",  # the killed-run test below checks positions counted in examples
-)
+LEARN = {  # as --config.X overrides
+  "model_overrides.hidden_size": 64,
+  "model_overrides.num_hidden_layers": 2,
+  "model_overrides.num_attention_heads": 2,
+  "model_overrides.intermediate_size": 128,
+  "model_overrides.embedding_size": 32,
+  "model_overrides.max_position_embeddings": 32,
+  "max_seq_length": 32,
+  "batch_size": 32,
+  "learning_rate": 3e-3,
+  "num_train_steps": 40,
+  "warmup_steps": 5,
+  "eval_every_steps": 1,  # step 1's model is the initial one: the warm-up's first rate is 0
+  "checkpoint_every_steps": 10,
+  "log_every_steps": 10,
+  "batching": "max_length",  # the killed-run test below checks positions counted in examples
+  "mesh.shape.data": 1,
+}
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory, xla_cache):
+def learned(tmp_path_factory):
   """The README's command on the NER sample, with a smaller model and a shorter run."""
   workdir = str(tmp_path_factory.mktemp("ner") / "run")
-  flags = [f"--config.model_overrides.{k}={v}" for k, v in LEARN.items()]
-  flags += [f"--config.{k}={v}" for k, v in LEARN_FLAGS.items()] + ["--config.mesh.shape.data=1"]
-  cmd = [
-    sys.executable,
-    "-m",
-    "albert_jax.finetune",
-    "--config=configs/finetune/ner_sample.py",
-    *flags,
-    f"--workdir={workdir}",
-  ]
-  env = {**os.environ, **xla_cache}
-  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return workdir, done
+  return workdir, run_command(workdir, LEARN, "configs/finetune/ner_sample.py")
 
 
 def test_command_line_run_learns_the_ner_sample(learned):
@@ -336,38 +316,13 @@ def test_command_line_run_learns_the_ner_sample(learned):
   assert len([s for s in lines if s.strip()]) == 100
 
 
-def test_killed_ner_run_resumes_to_the_same_result(learned, tmp_path, monkeypatch):
+def test_killed_ner_run_resumes_to_the_same_result(learned, tmp_path):
   straight, _ = learned
-  config = load_config("ner_sample")
-  config.model_overrides.update(LEARN)
-  config.update(LEARN_FLAGS)
-  config.mesh.shape.data = 1
-  workdir = str(tmp_path / "run")
-
-  class Killed(Exception):
-    pass
-
-  advance, steps_done = loop.Reporter.advance, []
-
-  def advance_then_die(self, steps=1):
-    advance(self, steps)
-    steps_done.append(steps)
-    if len(steps_done) == 25:  # between the checkpoints of steps 20 and 30
-      raise Killed
-
-  monkeypatch.setattr(loop.Reporter, "advance", advance_then_die)
-  with pytest.raises(Killed):
-    finetune.run(config, workdir)
-  monkeypatch.undo()
-  assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-  arrays, position = saved_state(workdir, 20)
-  assert int(arrays["step"]) == 20 and position == {"epoch": 2, "index": 40}  # 640 = 2 x 300 + 40
-
-  metrics = finetune.run(config, workdir)
-  assert metrics == json.loads(read(os.path.join(straight, "metrics.json")))
-  final, position = saved_state(workdir, 40)
-  expected, expected_position = saved_state(straight, 40)
-  assert position == expected_position
-  assert_trees_equal(final, expected)
-  pred = os.path.join("predictions", "dev", "dev.conll")
-  assert read(os.path.join(workdir, pred)) == read(os.path.join(straight, pred))
+  resumed_from, position, _ = assert_killed_run_resumes(
+    load_config("ner_sample", LEARN),
+    str(tmp_path / "run"),
+    straight,
+    at_step=25,  # between the checkpoints of steps 20 and 30
+    predictions=os.path.join("predictions", "dev", "dev.conll"),
+  )
+  assert resumed_from == 20 and position == {"epoch": 2, "index": 40}  # 640 = 2 x 300 + 40

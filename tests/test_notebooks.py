@@ -20,19 +20,13 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
+from tests import runs
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PREFIX = "NOTEBOOK_RESULT "
 TIMEOUT_S = 600  # per cell: a busy 2-core machine is slow, a hung kernel still ends
-TINY = dict(  # the bundled tokenizer's 30k ids; everything else small
-  vocab_size=30000,
-  embedding_size=16,
-  hidden_size=32,
-  num_hidden_layers=2,
-  num_attention_heads=4,
-  intermediate_size=64,
-  max_position_embeddings=64,
-)
+TINY = dict(runs.TINY, vocab_size=30000)  # the suite's tiny model; the bundled tokenizer's ids
 
 
 def repo_url() -> str:

@@ -112,9 +112,7 @@ def test_predict_export_and_transformers_agree(run, tmp_path):
   assert predict.main(args) == 0
   ours = [json.loads(line) for line in out.read_text().splitlines()]
   assert len(ours) == len(SENTENCES)
-  assert (
-    export.main(["e", "--model", str(run / "export"), "--output", str(tmp_path / "hf")]) == 0
-  )
+  assert export.main(["e", "--model", str(run / "export"), "--output", str(tmp_path / "hf")]) == 0
   hf = transformers.pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
   theirs = hf(SENTENCES, top_k=None)
   worst = 0.0
