@@ -161,6 +161,17 @@ class AlbertTokenizer:
     return {self._sp.id_to_piece(i): i for i in range(self.vocab_size)}
 
   @property
+  def user_defined_symbols(self) -> frozenset[str]:
+    """The SentencePiece model's user-defined symbols (score 0, not control, unknown or unused;
+    `( ) " - . – £ €` in the bundled model): pieces HF's fast tokenizer splits out as words."""
+    sp = self._sp
+    return frozenset(
+      sp.id_to_piece(i)
+      for i in range(sp.get_piece_size())
+      if sp.get_score(i) == 0 and not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i))
+    )
+
+  @property
   def pad_token_id(self) -> int:
     return self._special_ids[PAD]
 

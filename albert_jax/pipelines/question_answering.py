@@ -239,13 +239,7 @@ def _symbols(tokenizer: Any) -> frozenset[str]:
   """The pieces transformers' fast ALBERT tokenizer splits out of the text before anything else,
   so that each is a word of its own: the special tokens and the SentencePiece model's
   user-defined symbols (score 0, of no other type; `( ) " - . – £ €` in the bundled one)."""
-  sp = tokenizer._sp
-  user = {
-    sp.id_to_piece(i)
-    for i in range(sp.get_piece_size())
-    if sp.get_score(i) == 0 and not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i))
-  }
-  return frozenset(user | set(tokenizer.all_special_tokens))
+  return tokenizer.user_defined_symbols | set(tokenizer.all_special_tokens)
 
 
 def _spans(context: str, pieces: list[str], offsets: np.ndarray) -> np.ndarray:
