@@ -97,17 +97,17 @@ USAGE = (
 )
 # HF transformers' pipeline spellings, accepted as they are.
 ALIASES = {"max_seq_len": "max_seq_length", "max_question_len": "max_query_length"}
-# The flags that are pipeline options: flag -> the pipeline's keyword (HF's name).
-_OPTIONS = {
-  "function_to_apply": "function_to_apply",
-  "doc_stride": "doc_stride",
-  "max_answer_len": "max_answer_len",
-  "max_seq_length": "max_seq_len",
-  "max_query_length": "max_question_len",
-  "handle_impossible_answer": "handle_impossible_answer",
-  "aggregation_strategy": "aggregation_strategy",
-  "pack": "pack",
-}
+# The flags that are pipeline options (the pipelines take these names).
+_OPTIONS = (
+  "function_to_apply",
+  "doc_stride",
+  "max_answer_len",
+  "max_seq_length",
+  "max_query_length",
+  "handle_impossible_answer",
+  "aggregation_strategy",
+  "pack",
+)
 
 
 def _top_k(value: str | None) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def main(argv: Sequence[str]) -> int:
         "or - for stdin."
       ) from None
   inputs = records.pipeline_inputs(FLAGS.task, FLAGS.input, records.read_records(FLAGS.input, text))
-  options = {key: FLAGS[f].value for f, key in _OPTIONS.items() if FLAGS[f].value is not None}
+  options = {k: FLAGS[k].value for k in _OPTIONS if FLAGS[k].value is not None}
   options.update(_top_k(FLAGS.top_k))
   if FLAGS.max_tokens is not None:
     options["max_tokens"] = FLAGS.max_tokens or None
@@ -166,8 +166,7 @@ def _constructor(task: str, options: dict[str, Any]) -> dict[str, Any]:
   accepted = set(inspect.signature(PIPELINES[task].__init__).parameters)
   wrong = sorted(set(options) - accepted)
   if wrong:
-    flag = {key: f for f, key in _OPTIONS.items()}.get(wrong[0], wrong[0])
-    raise UserError(f"--{flag} does not apply to task {task}.")
+    raise UserError(f"--{wrong[0]} does not apply to task {task}.")
   return options
 
 

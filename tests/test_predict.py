@@ -297,6 +297,12 @@ def test_question_answering_journey(squad_run, tmp_path):
     want = _hf_answer(ref, tokenizer, q["question"], q["context"], max_answer_len=15)
     assert (a["start"], a["end"], a["answer"]) == (want["start"], want["end"], want["answer"])
     assert a["score"] == pytest.approx(want["score"], abs=1e-4)
+  # the length flags reach the pipeline under either name: short windows, as the library call
+  direct = pipeline("question-answering", model=str(squad_run / "export"), max_seq_len=32,
+                    doc_stride=8)(QUESTIONS)  # fmt: skip
+  for lengths in (["--max_seq_length", "32"], ["--max_seq_len", "32"]):
+    assert predict.main([*args, *lengths, "--doc_stride", "8"]) == 0
+    assert [json.loads(line) for line in out.read_text().splitlines()] == direct
   # a question that leaves no room for the context: an error naming it, no output file
   inputs.write_text(json.dumps({"question": "why " * 200, "context": "short."}) + "\n")
   out.unlink()

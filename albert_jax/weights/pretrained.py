@@ -26,6 +26,7 @@ shardings say so; new parameters are initialized by a jitted init with the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -110,7 +111,7 @@ def from_pretrained(
   elif converted.is_converted(path / runs.EXPORT_DIR):  # a workdir: the model it exported
     source = _ConvertedDir(path / runs.EXPORT_DIR)
   elif runs.is_run(path):  # a training workdir or step directory (runs without export/)
-    start = lambda name: from_pretrained(name, head="base", strict=False)  # noqa: E731
+    start = functools.partial(from_pretrained, head="base", strict=False)  # the run's start
     source = runs.RunCheckpoint(path, start)
   else:
     source = _InMemory(sources.load_source(path))
