@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from absl import flags
 
+from albert_jax import watchdog
 from albert_jax.errors import EXIT_USER_ERROR, UserError
 from albert_jax.preemption import Preempted
 
@@ -101,6 +102,7 @@ def run(
     if _verbose(flag_values):
       traceback.print_exc()
     print(f"error: {e}", file=sys.stderr)
+    watchdog.fail(f"error: {e}", EXIT_USER_ERROR)  # several processes: tell the others, exit
     sys.exit(EXIT_USER_ERROR)
   except Preempted as e:  # SIGTERM / Ctrl-C: the checkpoint is written
     print(f"stopped: {e}", file=sys.stderr)

@@ -14,6 +14,11 @@ How processes find each other, in order:
   2. on a Cloud TPU VM (libtpu installed, TPU chips attached), JAX's own detection of the
      slice's workers (no arguments needed);
   3. otherwise a single process: nothing to do.
+
+A multi-process run also starts `albert_jax.watchdog`: a process that dies, hangs or raises
+ends the others within a minute, with a line naming it and a documented exit code
+(docs/troubleshooting.md). JAX's own heartbeat timeout (which aborts with SIGABRT and no name)
+is set longer than the watchdog's, so the watchdog speaks first.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import sys
 import jax
 import numpy as np
 
-from albert_jax import sharding
+from albert_jax import coordination, sharding, watchdog
 
 ENV_COORDINATOR = "ALBERT_JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "ALBERT_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "ALBERT_JAX_PROCESS_ID"
+# JAX declares a silent process dead (and aborts every process) after this; longer than the
+# watchdog's peer timeout, so that the watchdog's exit, which names the process, comes first.
+HEARTBEAT_TIMEOUT_S = 4 * int(watchdog.PEER_TIMEOUT_S)
 
 
 def _env_int(name: str) -> int | None:
@@ -77,12 +85,18 @@ def initialize(
       )
     if not 0 <= process_id < num_processes:
       raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes}).")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif _on_cloud_tpu_vm():
-    jax.distributed.initialize()  # JAX finds the slice's workers itself (one or several)
+    jax.distributed.initialize(
+      coordinator_address,
+      num_processes,
+      process_id,
+      heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+    )
+  elif _on_cloud_tpu_vm():  # JAX finds the slice's workers itself (one or several)
+    jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   else:
     return
   _stdout_for_results_only()
+  _start_watchdog()
   logging.info(
     "Process %d of %d; %d local of %d devices.",
     jax.process_index(),
@@ -90,6 +104,21 @@ def initialize(
     jax.local_device_count(),
     jax.device_count(),
   )
+
+
+def _start_watchdog() -> None:
+  """Starts the watchdog of a multi-process run, and makes an uncaught exception tell the
+  other processes (as `cli.run` does for a user error) instead of leaving them waiting."""
+  if jax.process_count() == 1:
+    return
+  watchdog.start(coordination.client(), jax.process_index(), jax.process_count())
+  previous = sys.excepthook
+
+  def tell_the_others(kind, value, tb):
+    previous(kind, value, tb)  # the traceback first
+    watchdog.fail(f"{kind.__name__}: {value}", 1)
+
+  sys.excepthook = tell_the_others
 
 
 def _stdout_for_results_only() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 EXIT_USER_ERROR = 2  # a user error: fix the input or the flags and rerun
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM / Ctrl-C after saving; rerun to resume
+EXIT_PEER_FAILED = 69  # EX_UNAVAILABLE: another process of the job died, stopped or failed
+EXIT_HUNG = 79  # no training step completed within step_timeout (albert_jax.watchdog)
 
 
 class UserError(ValueError):

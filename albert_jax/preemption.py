@@ -16,7 +16,8 @@ all must save at the same step. `agreed()` gathers every process's flag so that 
 same answer at the same step; one process is enough to stop all. The flags go through the
 coordination service's key-value store, not an XLA collective: Orbax's background saves run
 collectives of their own, and collectives issued by two threads in different orders on
-different processes deadlock.
+different processes deadlock. A peer that dies while the others wait here is caught by
+`albert_jax.watchdog` (the wait itself is long: a slow step is not a failure).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from types import FrameType
 
 import numpy as np
 
+from albert_jax import coordination
 from albert_jax.errors import EXIT_PREEMPTED
 
 _KEY = "albert_jax/stop_requested"
@@ -94,9 +96,8 @@ class StopRequests:
 def _all_flags(flag: int, call: int) -> list[int]:
   """Every process's `flag` at its `call`-th agreement, through the key-value store."""
   import jax  # noqa: PLC0415
-  from jax._src import distributed  # noqa: PLC0415  (the client Orbax's barriers use too)
 
-  client, me = distributed.global_state.client, jax.process_index()
+  client, me = coordination.client(), jax.process_index()
   client.key_value_set(f"{_KEY}/{call}/{me}", str(flag))
   flags = [
     int(client.blocking_key_value_get(f"{_KEY}/{call}/{p}", _TIMEOUT_MS))

@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = (
   "keep_checkpoints",
   "mesh",
   "allow_data_change",
+  "step_timeout",
 )
 LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
 OPTIMIZERS = ("adamw", "lamb")
@@ -79,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = placeholder(int)  # None or 0 = only at the end
   c.checkpoint_every_steps = placeholder(int)
   c.keep_checkpoints = placeholder(int)  # the latest N checkpoints are kept
+  # Several processes: seconds without a completed step before a process dumps its stacks and
+  # ends the job (exit 79, albert_jax.watchdog); 0 = max(60, 10x the median step time).
+  c.step_timeout = 0.0
 
   c.mesh = ml_collections.ConfigDict()  # see albert_jax.sharding
   # A preset name (`sharding.MESH_PRESETS`: "data", "fsdp", "data_tensor") or devices per
@@ -114,7 +118,7 @@ SHARED_RANGES = (
   ("seed", 0, False),
 )
 POSITIVE_RATES = ("learning_rate",)  # finite and > 0
-NONNEGATIVE_RATES = ("weight_decay", "clip_norm")  # finite and >= 0
+NONNEGATIVE_RATES = ("weight_decay", "clip_norm", "step_timeout")  # finite and >= 0
 
 
 def check_ranges(config: ml_collections.ConfigDict, ranges=SHARED_RANGES) -> None:

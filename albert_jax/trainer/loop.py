@@ -15,6 +15,8 @@ and saves a checkpoint with the data position; at the last step it calls the tra
 SIGTERM (preemption) or Ctrl-C during training finishes the step in flight, writes a
 checkpoint at that step, waits for it, and raises `preemption.Preempted` (the CLI exits 75);
 every process of a multi-host run agrees on that step (`StopRequests.agreed`, once per step).
+A multi-host run's `albert_jax.watchdog` hears of each completed step (`config.step_timeout`),
+and is paused around evaluation and `finish`.
 A NaN or infinite loss or gradient norm stops the run (`NonFiniteLoss`) before anything
 computed from it is logged as good, evaluated or saved.
 `Reporter` shows a progress bar (loss, steps/s, ETA) on stderr and writes TensorBoard scalars.
@@ -32,7 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from albert_jax import distributed, preemption, train
+from albert_jax import distributed, preemption, train, watchdog
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.errors import UserError
 
@@ -181,6 +183,9 @@ def run(
     raise preemption.Preempted(step, stop.received or "a stop signal")
 
   result = Result(state, step, None, None)
+  dog = watchdog.running()  # several processes: the step timeout starts after the first step
+  if dog is not None:
+    dog.step_timeout = float(config.get("step_timeout") or 0)
   history, tick, ticked_step = [], time.perf_counter(), step
   unchecked: list[tuple[int, Metrics]] = []  # (step, metrics) not yet checked to be finite
   try:
@@ -210,17 +215,23 @@ def run(
           report({"train": means}, position)
           result.train_metrics, history, tick, ticked_step = means, [], now, step
         if evaluating:
-          report(evaluate(step, state), position)
+          with watchdog.paused():
+            report(evaluate(step, state), position)
         if saved:
           ckpts.save(step, state, position)
         if jax.process_count() > 1:  # the step's collectives complete before the processes
           jax.block_until_ready(metrics)  # wait on each other in `agreed` (else: deadlock)
         if step < total and stop.agreed():  # at the last step: finish, the work is done
           stop_here(stop, saved)
+        if dog is not None:
+          dog.progress(step)
     result.state, result.step = state, step
     if step == total and finish is not None:
-      result.finished, tagged = finish(step, state, position)
-      report(tagged, position)
+      with watchdog.paused():
+        result.finished, tagged = finish(step, state, position)
+        report(tagged, position)
     return result
   finally:
+    if dog is not None:
+      dog.done()
     reporter.close()

@@ -1,0 +1,253 @@
+"""Ends every process of a multi-process job fast when one dies, hangs or fails, naming it.
+
+Without this, a dead peer (SIGKILL, OOM-kill, a preempted VM) leaves the others in their next
+collective until JAX's coordination service aborts them (SIGABRT, a C++ stack, no name), a
+stopped one (SIGSTOP, stuck I/O) the same, and a peer that raises leaves them waiting forever.
+`distributed.initialize` starts one `Watchdog` per process of a multi-process run: a daemon
+thread that, every `beat_s` seconds, through the coordination service's key-value store
+(`albert_jax.coordination`):
+
+  - publishes this process's heartbeat (a counter and the last step it completed);
+  - reads every process's heartbeat and failure note;
+  - ends this process, with one line `job failed: ...` on stderr that names the process at
+    fault and the last step all processes completed, when
+      * another process wrote a failure note (it raised; its own error line came first):
+        exit EXIT_PEER_FAILED;
+      * another process's heartbeat has not changed for `peer_timeout_s` (killed, out of
+        memory, stopped, its host gone), or the coordination service (process 0) stopped
+        answering for as long: every thread's Python stack is dumped, exit EXIT_PEER_FAILED;
+      * this process completed no training step for `step_timeout` seconds (a hang in a
+        collective, in I/O, anywhere): every thread's Python stack is dumped, exit EXIT_HUNG.
+
+The train loop reports each completed step (`progress`) and pauses the step timeout around
+evaluation and the final export (`paused`). `step_timeout` 0 means max(60 s, 10x the median
+step time), armed once three steps are timed; a set value is armed after the first step (the
+first includes compilation). A process that raises calls `fail` (via `albert_jax.cli`): the
+note goes to the store, the peers read it, and it exits without JAX's shutdown barrier, which
+would wait for peers that are gone. Everything ends with `os._exit`: no atexit handler, no
+Orbax save in flight finishes, so the last complete checkpoint is the one a rerun resumes from.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import faulthandler
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from albert_jax.errors import EXIT_HUNG, EXIT_PEER_FAILED
+
+PREFIX = "albert_jax/watchdog"
+BEAT_S = 1.0  # how often a process publishes its heartbeat and reads the others'
+PEER_TIMEOUT_S = 30.0  # a heartbeat unchanged this long: the process is dead or stopped
+MIN_STEP_TIMEOUT_S = 60.0  # the automatic step timeout: at least this ...
+STEP_TIMEOUT_FACTOR = 10  # ... and this many median steps
+TIMED_STEPS = 3  # steps timed before the automatic step timeout is armed
+FAILED = "job failed"  # how every line of this module starts (the launcher reads it)
+
+
+class Watchdog:
+  """One process's watchdog; `start()` runs it in a daemon thread (see the module doc)."""
+
+  def __init__(
+    self,
+    client: Any,
+    process: int,
+    count: int,
+    *,
+    beat_s: float = BEAT_S,
+    peer_timeout_s: float = PEER_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
+    exit: Callable[[int], Any] = os._exit,
+  ):
+    self._client, self.process, self.count = client, process, count
+    self.beat_s, self.peer_timeout_s = beat_s, peer_timeout_s
+    self._clock, self._exit = clock, exit
+    self.step_timeout = 0.0  # seconds; 0: automatic (see the module doc)
+    self._step: int | None = None  # the last step this process completed
+    self._last_progress: float | None = None  # when (clock), None before the first step
+    self._durations: collections.deque[float] = collections.deque(maxlen=100)
+    self._paused = 0
+    self._beats = 0
+    self._heard: dict[int, tuple[str, float]] = {}  # process -> (its heartbeat, when seen)
+    self._steps: dict[int, int | None] = {}  # process -> its last completed step
+    self._unreachable_since: float | None = None
+    self._started = clock()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, name="albert_jax-watchdog", daemon=True)
+
+  # ---- the train loop's side ----------------------------------------------------------------
+
+  def progress(self, step: int) -> None:
+    """This process completed `step` (all its collectives done)."""
+    now = self._clock()
+    if self._last_progress is not None and not self._paused:
+      self._durations.append(now - self._last_progress)
+    self._step, self._last_progress = step, now
+
+  @contextlib.contextmanager
+  def paused(self) -> Iterator[None]:
+    """No step timeout inside (evaluation, the final export); heartbeats go on."""
+    self._paused += 1
+    try:
+      yield
+    finally:
+      self._paused -= 1
+      if self._last_progress is not None:
+        self._last_progress = self._clock()
+
+  def done(self) -> None:
+    """Training is over: no step timeout from now on (heartbeats go on until the exit)."""
+    self._last_progress = None
+    self._durations.clear()
+
+  def timeout(self) -> float | None:
+    """The step timeout in force now, in seconds; None while not armed."""
+    if self.step_timeout > 0:
+      return self.step_timeout if self._last_progress is not None else None
+    if len(self._durations) < TIMED_STEPS:
+      return None
+    return max(MIN_STEP_TIMEOUT_S, STEP_TIMEOUT_FACTOR * statistics.median(self._durations))
+
+  # ---- a process that raises ----------------------------------------------------------------
+
+  def fail(self, line: str, code: int) -> None:
+    """This process failed with `line` (already printed): tells the others, waits (at most
+    `peer_timeout_s`) until each has read it, and exits with `code`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    line = (line.splitlines() or [""])[0]
+    try:
+      self._client.key_value_set(f"{PREFIX}/failed/{self.process}", f"{self._step}\t{line}")
+      deadline = self._clock() + self.peer_timeout_s
+      while self._clock() < deadline:
+        read = {k for k, _ in self._client.key_value_dir_get(f"{PREFIX}/read/")}
+        if all(f"{PREFIX}/read/{p}" in read for p in self._peers()):
+          break
+        time.sleep(self.beat_s / 4)
+    except Exception:  # noqa: BLE001  (the service is gone: nobody is left to tell)
+      pass
+    self._exit(code)
+
+  # ---- the thread ---------------------------------------------------------------------------
+
+  def start(self) -> Watchdog:
+    self._thread.start()
+    return self
+
+  def stop(self) -> None:
+    self._stop.set()
+
+  def _run(self) -> None:
+    while not self._stop.wait(self.beat_s):
+      self.check()
+
+  def _peers(self) -> list[int]:
+    return [p for p in range(self.count) if p != self.process]
+
+  def check(self) -> None:
+    """One round: publish, read, and end the process if a peer or this one is at fault."""
+    now = self._clock()
+    try:
+      self._beats += 1
+      self._client.key_value_set(
+        f"{PREFIX}/beat/{self.process}", f"{self._beats} {self._step}", allow_overwrite=True
+      )
+      entries = dict(self._client.key_value_dir_get(f"{PREFIX}/"))
+      self._unreachable_since = None
+    except Exception as e:  # noqa: BLE001  (any RPC error: the service is unreachable)
+      self._unreachable_since = self._unreachable_since or now
+      if now - self._unreachable_since >= self.peer_timeout_s:
+        self._end(
+          EXIT_PEER_FAILED,
+          f"process 0 (the coordination service) stopped answering for "
+          f"{now - self._unreachable_since:.0f} s ({type(e).__name__}: {str(e)[:200]})",
+          stacks=True,
+        )
+      return
+    for p in self._peers():
+      beat = entries.get(f"{PREFIX}/beat/{p}")
+      if beat is not None and beat != self._heard.get(p, ("",))[0]:
+        self._heard[p] = (beat, now)
+        step = beat.split()[1]
+        self._steps[p] = None if step == "None" else int(step)
+    for p in self._peers():
+      note = entries.get(f"{PREFIX}/failed/{p}")
+      if note is not None:
+        step, _, line = note.partition("\t")
+        self._steps[p] = None if step == "None" else int(step)
+        with contextlib.suppress(Exception):
+          self._client.key_value_set(f"{PREFIX}/read/{self.process}", "1", allow_overwrite=True)
+        self._end(EXIT_PEER_FAILED, f"process {p} failed: {line}", stacks=False)
+        return
+    for p in self._peers():
+      silent = now - self._heard.get(p, ("", self._started))[1]
+      if silent >= self.peer_timeout_s:
+        self._end(
+          EXIT_PEER_FAILED,
+          f"process {p} stopped responding: no heartbeat for {silent:.0f} s (killed, out of "
+          f"memory, stopped, or its host is gone)",
+          stacks=True,
+        )
+        return
+    timeout = self.timeout()
+    if timeout is not None and not self._paused and now - self._last_progress >= timeout:
+      behind = sorted(p for p in self._peers() if self._steps.get(p) != self._step)
+      waiting = f"; processes {behind} last reported steps " if behind else ""
+      waiting += ", ".join(str(self._steps.get(p)) for p in behind)
+      self._end(
+        EXIT_HUNG,
+        f"process {self.process} completed no step for {now - self._last_progress:.0f} s "
+        f"(step_timeout {timeout:.0f} s) after step {self._step}{waiting}",
+        stacks=True,
+      )
+
+  def last_common_step(self) -> int | None:
+    """The last step every process completed (None: some process completed none)."""
+    steps = [self._step, *(self._steps.get(p) for p in self._peers())]
+    return None if None in steps else min(steps)
+
+  def _end(self, code: int, what: str, stacks: bool) -> None:
+    step = self.last_common_step()
+    common = "none yet" if step is None else str(step)
+    line = f"{FAILED}: {what}; the last step all processes completed is {common}."
+    if stacks:
+      print(f"Process {self.process}'s Python stacks:", file=sys.stderr, flush=True)
+      faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    print(line, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    self._exit(code)
+
+
+_running: list[Watchdog] = []  # the process's watchdog, once `start` ran
+
+
+def start(client: Any, process: int, count: int, **kwargs: Any) -> Watchdog:
+  """Starts this process's watchdog (once; `distributed.initialize` calls it)."""
+  if not _running:
+    _running.append(Watchdog(client, process, count, **kwargs).start())
+  return _running[0]
+
+
+def running() -> Watchdog | None:
+  """This process's watchdog; None in a single-process run."""
+  return _running[0] if _running else None
+
+
+def paused() -> contextlib.AbstractContextManager:
+  """`Watchdog.paused` of the running watchdog, else nothing."""
+  dog = running()
+  return dog.paused() if dog is not None else contextlib.nullcontext()
+
+
+def fail(line: str, code: int) -> None:
+  """A failing process's last word (see `Watchdog.fail`); returns at once without a watchdog."""
+  dog = running()
+  if dog is not None:
+    dog.fail(line, code)
