@@ -49,6 +49,7 @@ PEER_TIMEOUT_S = 30.0  # a heartbeat unchanged this long: the process is dead or
 MIN_STEP_TIMEOUT_S = 60.0  # the automatic step timeout: at least this ...
 STEP_TIMEOUT_FACTOR = 10  # ... and this many median steps
 TIMED_STEPS = 3  # steps timed before the automatic step timeout is armed
+EXIT_WAIT_S = 10.0  # process 0 waits at most this for the others to exit before it does
 FAILED = "job failed"  # how every line of this module starts (the launcher reads it)
 
 
@@ -70,6 +71,7 @@ class Watchdog:
     self.beat_s, self.peer_timeout_s = beat_s, peer_timeout_s
     self._clock, self._exit = clock, exit
     self.step_timeout = 0.0  # seconds; 0: automatic (see the module doc)
+    self.exit_wait_s = EXIT_WAIT_S
     self._step: int | None = None  # the last step this process completed
     self._last_progress: float | None = None  # when (clock), None before the first step
     self._durations: collections.deque[float] = collections.deque(maxlen=100)
@@ -83,6 +85,10 @@ class Watchdog:
     self._thread = threading.Thread(target=self._run, name="albert_jax-watchdog", daemon=True)
 
   # ---- the train loop's side ----------------------------------------------------------------
+
+  def resumed(self, step: int) -> None:
+    """Training starts (or resumes) after `step`; the step timeout is not armed yet."""
+    self._step = step
 
   def progress(self, step: int) -> None:
     """This process completed `step` (all its collectives done)."""
@@ -118,21 +124,37 @@ class Watchdog:
   # ---- a process that raises ----------------------------------------------------------------
 
   def fail(self, line: str, code: int) -> None:
-    """This process failed with `line` (already printed): tells the others, waits (at most
-    `peer_timeout_s`) until each has read it, and exits with `code`."""
+    """This process failed with `line` (already printed): tells the others and exits with
+    `code` once they have read it (at most `peer_timeout_s` later)."""
     sys.stdout.flush()
     sys.stderr.flush()
     line = (line.splitlines() or [""])[0]
-    try:
-      self._client.key_value_set(f"{PREFIX}/failed/{self.process}", f"{self._step}\t{line}")
-      deadline = self._clock() + self.peer_timeout_s
-      while self._clock() < deadline:
-        read = {k for k, _ in self._client.key_value_dir_get(f"{PREFIX}/read/")}
-        if all(f"{PREFIX}/read/{p}" in read for p in self._peers()):
-          break
-        time.sleep(self.beat_s / 4)
-    except Exception:  # noqa: BLE001  (the service is gone: nobody is left to tell)
-      pass
+    with contextlib.suppress(Exception):  # an error: the service is gone, nobody to tell
+      self._set("failed", f"{self._step}\t{line}")
+      self._wait_for_the_others(self.peer_timeout_s)
+    self._gone(code)
+
+  def _set(self, kind: str, value: str) -> None:
+    self._client.key_value_set(f"{PREFIX}/{kind}/{self.process}", value, allow_overwrite=True)
+
+  def _wait_for_the_others(self, seconds: float, skip: tuple[int, ...] = ()) -> None:
+    """Waits until the others are gone (process 0, which hosts the coordination service: its
+    exit would abort them before they print why) or, elsewhere, until process 0 has read this
+    process's note (then every process will); at most `seconds`, skipping `skip`."""
+    wanted = {f"{PREFIX}/gone/{p}" for p in self._peers() if p not in skip}
+    if self.process:
+      wanted = {f"{PREFIX}/ended/0", f"{PREFIX}/gone/0"}
+    for _ in range(max(1, int(seconds / 0.25))):
+      seen = {k for k, _ in self._client.key_value_dir_get(f"{PREFIX}/")}
+      if (wanted <= seen) if not self.process else (wanted & seen):
+        return
+      time.sleep(0.25)
+
+  def _gone(self, code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(Exception):
+      self._set("gone", "")
     self._exit(code)
 
   # ---- the thread ---------------------------------------------------------------------------
@@ -177,15 +199,17 @@ class Watchdog:
         self._heard[p] = (beat, now)
         step = beat.split()[1]
         self._steps[p] = None if step == "None" else int(step)
-    for p in self._peers():
-      note = entries.get(f"{PREFIX}/failed/{p}")
-      if note is not None:
-        step, _, line = note.partition("\t")
-        self._steps[p] = None if step == "None" else int(step)
-        with contextlib.suppress(Exception):
-          self._client.key_value_set(f"{PREFIX}/read/{self.process}", "1", allow_overwrite=True)
-        self._end(EXIT_PEER_FAILED, f"process {p} failed: {line}", stacks=False)
-        return
+    for kind in ("failed", "ended"):  # another process raised, or its watchdog ended it
+      for p in self._peers():
+        note = entries.get(f"{PREFIX}/{kind}/{p}")
+        if note is not None:
+          step, _, what = note.partition("\t")
+          self._steps[p] = None if step == "None" else int(step)
+          if kind == "failed":
+            self._end(EXIT_PEER_FAILED, f"process {p} failed: {what}", stacks=False)
+          else:
+            self._end(EXIT_PEER_FAILED, f"{what} (seen by process {p})", stacks=True)
+          return
     for p in self._peers():
       silent = now - self._heard.get(p, ("", self._started))[1]
       if silent >= self.peer_timeout_s:
@@ -214,15 +238,27 @@ class Watchdog:
     return None if None in steps else min(steps)
 
   def _end(self, code: int, what: str, stacks: bool) -> None:
+    """Tells the others why (they end too), prints it, and exits with `code`."""
+    with contextlib.suppress(Exception):
+      self._set("ended", f"{self._step}\t{what}")
     step = self.last_common_step()
-    common = "none yet" if step is None else str(step)
-    line = f"{FAILED}: {what}; the last step all processes completed is {common}."
+    line = f"{FAILED}: {what}; " + (
+      "training had not started."
+      if step is None
+      else f"the last step all processes completed is {step}."
+    )
     if stacks:
       print(f"Process {self.process}'s Python stacks:", file=sys.stderr, flush=True)
       faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     print(line, file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    self._exit(code)
+    if self.process == 0:  # the others first (see _wait_for_the_others); not the silent ones
+      now = self._clock()
+      silent = tuple(
+        p for p in self._peers() if now - self._heard.get(p, ("", 0.0))[1] > 3 * self.beat_s
+      )
+      with contextlib.suppress(Exception):
+        self._wait_for_the_others(self.exit_wait_s, skip=silent)
+    self._gone(code)
 
 
 _running: list[Watchdog] = []  # the process's watchdog, once `start` ran

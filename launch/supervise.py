@@ -31,7 +31,10 @@ import sys
 import threading
 import time
 
-STEP_LINE = re.compile(r"job failed: .*the last step all processes completed is (\d+|none yet)\.")
+# what `albert_jax.watchdog` prints when it ends a process
+STEP_LINE = re.compile(
+  r"job failed: .*; (?:the last step all processes completed is (\d+)|training had not started)\."
+)
 
 
 def say(line: str) -> None:
@@ -74,7 +77,7 @@ class Attempt:
       dst.flush()
       found = STEP_LINE.search(line)
       if found:
-        self.steps.append(found[1])
+        self.steps.append(found[1] or "")
 
   def wait(self, grace: float) -> int:
     """Waits for the end of every process (killing those left `grace` s after a failure);
@@ -105,10 +108,10 @@ class Attempt:
   def step(self) -> str:
     """The last step all processes completed, as the failure lines say ("unknown" if none
     said it, e.g. all were killed at once)."""
-    numbers = [int(s) for s in self.steps if s.isdigit()]
+    numbers = [int(s) for s in self.steps if s]
     if numbers:
-      return str(max(numbers))
-    return "none yet" if self.steps else "unknown"
+      return f"step {max(numbers)}"
+    return "the start of training" if self.steps else "an unknown step"
 
 
 def supervise(command: list[str], processes: int | None, restarts: int, grace: float) -> int:
@@ -141,21 +144,29 @@ def supervise(command: list[str], processes: int | None, restarts: int, grace: f
     last_step = step
     if streak > restarts:
       say(
-        f"{streak} consecutive failures at step {step} (--restarts {restarts}); not "
+        f"{streak} consecutive failures at {step} (--restarts {restarts}); not "
         f"restarting. Fix the cause the errors above name, then rerun to resume."
       )
       return code
-    say(f"attempt {number} failed (exit {code}) at step {step}; restarting ({streak} of "
-        f"{restarts} restarts from this step)")
+    say(
+      f"attempt {number} failed (exit {code}) at step {step}; restarting ({streak} of "
+      f"{restarts} restarts from this step)"
+    )
 
 
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(
     prog="python launch/supervise.py", description=__doc__.split("\n\n")[0]
   )
-  parser.add_argument("--processes", type=int, default=None, help="local processes (default: run COMMAND once)")
-  parser.add_argument("--restarts", type=int, default=0, help="restarts allowed from one step (default 0)")
-  parser.add_argument("--grace", type=float, default=90.0, help="seconds before killing the rest after a failure")
+  parser.add_argument(
+    "--processes", type=int, default=None, help="local processes (default: run COMMAND once)"
+  )
+  parser.add_argument(
+    "--restarts", type=int, default=0, help="restarts allowed from one step (default 0)"
+  )
+  parser.add_argument(
+    "--grace", type=float, default=90.0, help="seconds before killing the rest after a failure"
+  )
   parser.add_argument("command", nargs=argparse.REMAINDER)
   args = parser.parse_args(argv)
   command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -6,6 +6,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -49,9 +50,12 @@ def environment(extra: dict | None = None) -> dict:
   return {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1", **(extra or {})}
 
 
-def start_processes(command: list[str], n: int = 2, extra: dict | None = None) -> list:
+def start_processes(
+  command: list[str], n: int = 2, extra: dict | None = None, cwd: str | None = None
+) -> list:
   """`command` as the `n` processes of one JAX system on localhost, 4 CPU devices each, with
-  `extra` in their environment ("{process}" in a value stands for the process's index)."""
+  `extra` in their environment, in directory `cwd` (default: the checkout's root); "{process}"
+  in `cwd` or a value of `extra` stands for the process's index."""
   port, procs = free_port(), []
   for i in range(n):
     env = environment(
@@ -66,7 +70,12 @@ def start_processes(command: list[str], n: int = 2, extra: dict | None = None) -
     )
     procs.append(
       subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=cwd.replace("{process}", str(i)) if cwd else ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
       )
     )
   return procs
@@ -98,6 +107,37 @@ def finish(procs, timeout: float = 300) -> list[tuple[int, str, str]]:
     for p in procs:  # a process left waiting for a dead peer
       if p.poll() is None:
         p.kill()
+
+
+def finish_timed(procs, timeout: float = 300) -> list[tuple[int, str, str, float]]:
+  """Each process's (exit code, stdout, stderr, time.monotonic() when it ended), reading their
+  pipes as they go; a process still running after `timeout` fails the test as in `finish`."""
+  done: dict[int, tuple[int, str, str, float]] = {}
+
+  def wait(i: int, p) -> None:
+    out, err = p.communicate()
+    done[i] = (p.returncode, out, err, time.monotonic())
+
+  threads = [threading.Thread(target=wait, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+  deadline = time.monotonic() + timeout
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(max(deadline - time.monotonic(), 0))
+  if len(done) < len(procs):
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: dump every thread's stack
+    for t in threads:
+      t.join(60)
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    pytest.fail(
+      f"still running after {timeout} s:\n"
+      + "\n".join(f"--- process {i}, exit {r[0]}:\n{r[2][-6000:]}" for i, r in sorted(done.items()))
+    )
+  return [done[i] for i in range(len(procs))]
 
 
 def succeed(procs, timeout: float = 300) -> list[str]:

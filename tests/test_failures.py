@@ -12,10 +12,8 @@ restart are in test_multihost.py, next to the uninterrupted run they are compare
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,9 +23,10 @@ import time
 import pytest
 
 from albert_jax import coordination, watchdog
+from albert_jax.data import tasks
 from albert_jax.errors import EXIT_HUNG, EXIT_PEER_FAILED, EXIT_USER_ERROR
-from tests.localhost import ROOT, environment, finish, start_processes
-from tests.runs import SST2_SAMPLE, TINY_FLAGS, finetune_command
+from tests.localhost import ROOT, environment, finish, finish_timed, start_processes
+from tests.runs import TINY_FLAGS, finetune_command
 
 # ---- the watchdog's decisions, on a fake store and a fake clock -------------------------------
 
@@ -70,6 +69,8 @@ def _dogs(n: int = 2, **kwargs) -> tuple[list[watchdog.Watchdog], Store, Clock]:
     raise Ended(code)
 
   dogs = [watchdog.Watchdog(store, p, n, clock=clock, exit=exit, **kwargs) for p in range(n)]
+  for d in dogs:
+    d.exit_wait_s = 0.25  # the real clock: how long process 0 waits for the others to exit
   return dogs, store, clock
 
 
@@ -100,16 +101,39 @@ def test_a_peer_that_raised_ends_the_others_naming_it_and_its_error():
     d.progress(4)
   _beat_all(dogs, clock, 2)
   dogs[2].progress(5)
-  dogs[2]._exit = lambda code: None  # the failing process's own exit
-  dogs[2].peer_timeout_s = 0  # no waiting for the others to read its note
-  dogs[2].fail("error: data/train.tsv line 5: 3 fields, but the header has 2\nUsage: ...", 2)
-  code, err = _check(dogs[0])
-  assert code == EXIT_PEER_FAILED
-  assert err == (
-    "job failed: process 2 failed: error: data/train.tsv line 5: 3 fields, but the header has 2;"
-    " the last step all processes completed is 4.\n"
-  )  # no stacks: the failed process said what happened
-  assert store.kv[f"{watchdog.PREFIX}/read/0"] == "1"  # it tells the failed one it read it
+  dogs[2].peer_timeout_s = 0.25  # (real seconds) the wait for process 0 to read its note
+  with pytest.raises(Ended, match=str(EXIT_USER_ERROR)):
+    dogs[2].fail("error: data/train.tsv line 5: 3 fields, but the header has 2\nUsage: ...", 2)
+  assert f"{watchdog.PREFIX}/gone/2" in store.kv
+  for d in dogs[:2]:
+    code, err = _check(d)
+    assert code == EXIT_PEER_FAILED
+    assert err == (
+      "job failed: process 2 failed: error: data/train.tsv line 5: 3 fields, but the header has"
+      " 2; the last step all processes completed is 4.\n"
+    )  # no stacks: the failed process said what happened
+
+
+def test_process_0_exits_after_the_others_and_they_after_it_read_their_note():
+  """Process 0 hosts the coordination service: when it exits, JAX aborts the others (SIGABRT,
+  no line of theirs). So it waits for the others' exit, and a failing process waits until
+  process 0 has read its note."""
+  dogs, store, clock = _dogs(2)
+  _beat_all(dogs, clock, 2)
+  store.kv[f"{watchdog.PREFIX}/failed/1"] = "None\terror: bad"
+  started = time.monotonic()
+  assert _check(dogs[0])[0] == EXIT_PEER_FAILED
+  assert time.monotonic() - started >= dogs[0].exit_wait_s  # process 1 is alive: waited
+  assert f"{watchdog.PREFIX}/ended/0" in store.kv
+  started = time.monotonic()
+  store.kv[f"{watchdog.PREFIX}/gone/1"] = ""
+  assert _check(dogs[0])[0] == EXIT_PEER_FAILED
+  assert time.monotonic() - started < dogs[0].exit_wait_s  # process 1 is gone: no wait
+  dogs[1].peer_timeout_s = 60.0
+  started = time.monotonic()
+  with pytest.raises(Ended):
+    dogs[1].fail("error: bad", 2)  # process 0 read it (ended/0 is there): no wait
+  assert time.monotonic() - started < 1
 
 
 def test_a_silent_peer_ends_the_others_after_peer_timeout_with_stacks():
@@ -135,7 +159,7 @@ def test_a_peer_that_never_beat_counts_from_the_start():
   assert _check(dogs[0]) == (None, "")
   clock.now += 1
   code, err = _check(dogs[0])
-  assert code == EXIT_PEER_FAILED and err.endswith("completed is none yet.\n")
+  assert code == EXIT_PEER_FAILED and err.endswith("; training had not started.\n")
 
 
 def test_no_step_within_step_timeout_dumps_stacks_and_exits_79_naming_the_laggard():
@@ -158,10 +182,18 @@ def test_no_step_within_step_timeout_dumps_stacks_and_exits_79_naming_the_laggar
     "job failed: process 0 completed no step for 10 s (step_timeout 10 s) after step 2; "
     "processes [1] last reported steps 1; the last step all processes completed is 1.\n"
   )
-  dogs[1].done()  # training over: no step timeout
-  clock.now += 100
-  dogs[1].peer_timeout_s = 1e9
-  assert _check(dogs[1]) == (None, "")
+  code, err = _check(dogs[1])  # the others end too, with process 0's reason and their stacks
+  assert code == EXIT_PEER_FAILED and "Process 1's Python stacks:" in err
+  assert "(step_timeout 10 s) after step 2; processes [1] last reported steps 1 (seen by " in err
+
+
+def test_no_step_timeout_once_training_is_done():
+  dogs, _, clock = _dogs(1)
+  dogs[0].step_timeout = 10
+  dogs[0].progress(1)
+  clock.now += 10
+  dogs[0].done()
+  assert dogs[0].timeout() is None and _check(dogs[0]) == (None, "")
 
 
 def test_the_automatic_step_timeout_is_10_median_steps_and_at_least_60_s():
@@ -208,3 +240,134 @@ def test_the_coordination_client_is_where_we_read_it():
   assert coordination.client() is None
   for path in pathlib.Path(coordination.__file__).parent.rglob("*.py"):  # no import of it
     assert "from jax._src" not in path.read_text() and "import jax._src" not in path.read_text()
+
+
+# ---- two real processes on localhost --------------------------------------------------------
+
+# The tiny model on the bundled SST-2 sample, one batch shape (no recompilation mid-run), a
+# checkpoint every 2 steps, and more steps than a test waits for.
+OVERRIDES = {
+  "mesh.shape.data": 1,
+  "mesh.shape.fsdp": -1,
+  **TINY_FLAGS,
+  "max_seq_length": 32,
+  "batch_size": 8,
+  "num_train_steps": 400,
+  "warmup_steps": 1,
+  "max_train_examples": 32,
+  "max_eval_examples": 8,
+  "eval_every_steps": 0,
+  "checkpoint_every_steps": 2,
+  "batching": "max_length",
+}
+STEP_TIMEOUT = 20  # s; a step of this run takes well under a second on an idle machine
+EXIT_S = 5  # from the watchdog's decision (once a second) to the process's end
+DETECTION_S = 60  # the peers of a process that raised end within this
+
+
+def _saved(workdir: pathlib.Path) -> dict[str, str]:
+  """The complete checkpoints of a run: step -> its checksums.json."""
+  return {
+    p.parent.name: p.read_text() for p in sorted((workdir / "checkpoints").glob("*/checksums.json"))
+  }
+
+
+def test_a_stopped_process_ends_the_job_within_step_timeout_and_sigcont_changes_nothing(
+  tmp_path,
+):
+  run = tmp_path / "run"
+  overrides = {**OVERRIDES, "step_timeout": STEP_TIMEOUT}
+  procs = start_processes(finetune_command(run, overrides), 2)
+  try:
+    deadline = time.monotonic() + 300
+    while "2" not in _saved(run):  # the first checkpoint is complete
+      if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+        finish(procs, timeout=1)
+        pytest.fail("a process ended, or no checkpoint in 300 s")
+      time.sleep(0.2)
+    os.kill(procs[1].pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    ((code, _, err, ended),) = finish_timed(procs[:1], timeout=STEP_TIMEOUT + 60)
+  finally:
+    os.kill(procs[1].pid, signal.SIGCONT)
+  took = ended - stopped
+  print(f"process 0 ended {took:.1f} s after process 1's SIGSTOP, exit {code}")
+  assert code == EXIT_HUNG, err[-3000:]
+  assert took < STEP_TIMEOUT + EXIT_S
+  assert "Process 0's Python stacks:" in err and "(most recent call first)" in err
+  failed = [line for line in err.splitlines() if line.startswith("job failed:")]
+  assert len(failed) == 1 and "processes [1] last reported steps" in failed[0], failed
+  assert f"(step_timeout {STEP_TIMEOUT} s)" in failed[0]
+  before = _saved(run)
+  assert before and "400" not in before
+
+  ((code1, _, err1, _),) = finish_timed(procs[1:], timeout=120)  # SIGCONT: the job is over
+  print(f"process 1 after SIGCONT: exit {code1}")
+  assert code1 != 0, err1[-3000:]
+  assert _saved(run) == before and not (run / "metrics.json").exists()
+
+
+def test_a_process_raising_on_a_malformed_record_ends_both_naming_the_file_and_line(tmp_path):
+  """Each process reads train.tsv in its own directory (as each host its local copy); line 5
+  of process 1's copy has a field too many. Process 1 prints its error and exits 2; process 0
+  exits EXIT_PEER_FAILED with the same error, naming process 1, well within a minute."""
+  _local_copies(tmp_path)
+  overrides = {**OVERRIDES, "train_file": "train.tsv"}
+  procs = start_processes(
+    finetune_command(tmp_path / "run", overrides), 2, cwd=str(tmp_path / "{process}")
+  )
+  (code0, _, err0, end0), (code1, _, err1, end1) = finish_timed(procs, timeout=300)
+  error = [line for line in err1.splitlines() if line.startswith("error:")]
+  assert code1 == EXIT_USER_ERROR and len(error) == 1, err1[-3000:]
+  assert "train.tsv line 5: 3 fields, but the header has 2" in error[0]
+  assert code0 == EXIT_PEER_FAILED, err0[-3000:]
+  assert f"job failed: process 1 failed: {error[0]}; training had not started." in err0
+  assert "Python stacks" not in err0  # the failed process said what happened
+  print(f"process 0 ended {end0 - end1:+.1f} s after process 1")
+  assert end0 - end1 < DETECTION_S
+
+
+def _local_copies(tmp_path: pathlib.Path) -> None:
+  """tmp_path/0/train.tsv: the SST-2 sample's; tmp_path/1/train.tsv: the same with a field too
+  many on line 5."""
+  lines = pathlib.Path(tasks.sample_files("sst2")["train"]).read_text().splitlines(True)
+  for i in (0, 1):
+    (tmp_path / str(i)).mkdir()
+    bad = [*lines[:4], lines[4].replace("\t", "\textra\t", 1), *lines[5:]] if i else lines
+    (tmp_path / str(i) / "train.tsv").write_text("".join(bad))
+
+
+def test_supervised_launcher_stops_after_3_failures_at_the_same_step(tmp_path):
+  """Process 1 fails at the same point on every attempt (its copy of the data is malformed):
+  with --restarts 2 the launcher starts the job 3 times, then stops with a line saying why and
+  the failure's exit code."""
+  _local_copies(tmp_path)
+  program = (  # the CLI in directory argv[1], "{p}" there standing for the process's index
+    "import os, runpy, sys; "
+    "os.chdir(sys.argv.pop(1).replace('{p}', os.environ['ALBERT_JAX_PROCESS_ID'])); "
+    "runpy.run_module('albert_jax.finetune', run_name='__main__')"
+  )
+  overrides = {**OVERRIDES, "train_file": "train.tsv"}
+  command = finetune_command(
+    tmp_path / "run", overrides, program=["-c", program, str(tmp_path / "{p}")]
+  )
+  env = environment(
+    {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  )
+  supervise = [sys.executable, str(ROOT / "launch" / "supervise.py"), "--processes=2"]
+  done = subprocess.run(
+    [*supervise, "--restarts=2", "--", *command],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  decisions = [line for line in done.stderr.splitlines() if line.startswith("supervise:")]
+  assert done.returncode in (EXIT_USER_ERROR, EXIT_PEER_FAILED), done.stderr[-3000:]
+  assert len([d for d in decisions if "restarting (" in d]) == 2, decisions
+  assert decisions[-1] == (
+    "supervise: 3 consecutive failures at the start of training (--restarts 2); not "
+    "restarting. Fix the cause the errors above name, then rerun to resume."
+  ), decisions
+  assert done.stderr.count("train.tsv line 5: 3 fields") >= 3

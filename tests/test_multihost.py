@@ -6,22 +6,26 @@ over an fsdp mesh of all 8 devices (parameters split across processes), each pro
 its rows of every batch, and they save each Orbax checkpoint together. The same run in this
 (single) process on the 8 devices of conftest.py must end with the same parameters, optimizer
 state and eval metrics, and its checkpoint must read back the two-process one. The run batches
-by length buckets, and one uninterrupted two-process run serves both tests: the one above, and
-the reference for the run killed mid-way and run again.
+by length buckets, and one uninterrupted two-process run serves three tests: the one above, and
+the reference for a run one of whose processes is killed mid-way (the other must end within a
+minute, naming it), run again; and for the supervised launcher's restart of such a run.
 """
 
 import json
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
+from albert_jax.errors import EXIT_PEER_FAILED
 from albert_jax.trainer import finetune
-from tests.localhost import start_processes, succeed
+from tests.localhost import ROOT, environment, finish, start_processes, succeed
 from tests.runs import TINY_FLAGS, assert_trees_equal, finetune_command, load_config, restore
 
 NUM_PROCESSES, STEPS = 2, 6
@@ -85,59 +89,116 @@ def test_finetune_two_processes_equals_one(two_processes, tmp_path):
   assert len(buckets) > 1  # the run really batched at several lengths
 
 
-# ---- kill -9 of both processes mid-run, with length buckets: the rerun ends bit for bit --------
+# ---- kill -9 of one process mid-run, with length buckets: the other ends, the rerun is exact -----
 
-# The CLI with a pause: after its PAUSE_AFTER-th step a process marks a file and sleeps, so the
-# test kills both processes at a known point of the run (after the checkpoint of step 4 started).
+# The CLI with a pause: after its PAUSE_AFTER-th step, process PAUSE_PROCESS marks a file and
+# sleeps, so the test kills it at a known point of the run (after the checkpoint of step 4
+# started); the other process goes on into step 5's collectives and waits there. With KILL_MARK
+# instead, process PAUSE_PROCESS kills itself there, once (when KILL_MARK does not exist yet).
 PAUSING_CLI = """
-import os, time
+import os, signal, time
 from albert_jax.trainer import loop
 advance, done = loop.Reporter.advance, []
 def advance_then_pause(self, steps=1):
   advance(self, steps)
   done.append(steps)
+  if os.environ["ALBERT_JAX_PROCESS_ID"] != os.environ["PAUSE_PROCESS"]:
+    return
   if len(done) == int(os.environ["PAUSE_AFTER"]):
-    open(os.environ["PAUSED"], "w").close()
-    time.sleep(600)
+    mark = os.environ.get("KILL_MARK")
+    if mark and not os.path.exists(mark):
+      open(mark, "w").close()
+      os.kill(os.getpid(), signal.SIGKILL)
+    elif not mark:
+      open(os.environ["PAUSED"], "w").close()
+      time.sleep(600)
 loop.Reporter.advance = advance_then_pause
 from albert_jax import cli, finetune
 cli.run(finetune.main, finetune.FLAGS)
 """
+DETECTION_S = 60  # a dead process's peers end within this (watchdog.PEER_TIMEOUT_S is 30 s)
 
 
-def test_bucketed_two_process_run_killed_and_rerun_equals_uninterrupted(two_processes, tmp_path):
-  """Both processes get SIGKILL mid-run; the same two-process command again resumes from the
-  last checkpoint and its data position, and ends with the uninterrupted two-process run's
-  metrics, parameters and optimizer state, bit for bit."""
-  straight, _ = two_processes
-  run = tmp_path / "run"
-  marks = [tmp_path / f"paused.{i}" for i in range(NUM_PROCESSES)]
-  extra = {"PAUSE_AFTER": "5", "PAUSED": str(tmp_path / "paused.{process}")}
-  command = finetune_command(run, OVERRIDES, program=["-c", PAUSING_CLI])
-  procs = start_processes(command, NUM_PROCESSES, extra)
-  try:
-    deadline = time.monotonic() + 300
-    while not all(m.exists() for m in marks):
-      dead = [p for p in procs if p.poll() is not None]
-      assert not dead, dead[0].communicate()[1][-4000:]
-      assert time.monotonic() < deadline, "the processes did not reach step 5"
-      time.sleep(0.2)
-    for p in procs:
-      os.kill(p.pid, signal.SIGKILL)
-    for p in procs:
-      p.wait(timeout=60)
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  assert [p.returncode for p in procs] == [-signal.SIGKILL] * NUM_PROCESSES
-  assert not (run / "metrics.json").exists()
-  saved = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
-  assert saved and max(saved) < STEPS  # killed mid-run, after a checkpoint
-
-  _finetune_in_processes(run)  # the same command again
+def _assert_ends_as_uninterrupted(run: pathlib.Path, straight: pathlib.Path) -> None:
   assert json.loads((run / "metrics.json").read_text()) == json.loads(
     (straight / "metrics.json").read_text()
   )
   checkpoint = pathlib.Path("checkpoints", str(STEPS), "state")
   assert_trees_equal(restore(run / checkpoint), restore(straight / checkpoint))  # bit for bit
+
+
+def test_one_process_killed_ends_the_other_naming_it_and_the_rerun_equals_uninterrupted(
+  two_processes, tmp_path
+):
+  """Process 1 gets SIGKILL mid-run: process 0 exits with EXIT_PEER_FAILED within a minute,
+  naming it (not aborted by JAX's coordination service after its heartbeat timeout). The same
+  two-process command again resumes from the last checkpoint and its data position, and ends
+  with the uninterrupted two-process run's metrics, parameters and optimizer state, bit for
+  bit."""
+  straight, _ = two_processes
+  run, paused = tmp_path / "run", tmp_path / "paused"
+  extra = {"PAUSE_PROCESS": "1", "PAUSE_AFTER": "5", "PAUSED": str(paused)}
+  command = finetune_command(run, OVERRIDES, program=["-c", PAUSING_CLI])
+  procs = start_processes(command, NUM_PROCESSES, extra)
+  deadline = time.monotonic() + 300
+  while not paused.exists():
+    dead = [p for p in procs if p.poll() is not None]
+    if dead or time.monotonic() > deadline:
+      finish(procs, timeout=1)
+      pytest.fail("a process ended, or did not reach step 5")
+    time.sleep(0.2)
+  os.kill(procs[1].pid, signal.SIGKILL)
+  killed = time.monotonic()
+  (code, _, err), (dead, _, _) = finish(procs, timeout=DETECTION_S + 30)
+  took = time.monotonic() - killed
+  print(f"process 0 ended {took:.1f} s after process 1's SIGKILL, exit {code}")
+  assert dead == -signal.SIGKILL
+  assert code == EXIT_PEER_FAILED, err[-3000:]
+  assert took < DETECTION_S
+  assert "job failed: process 1 stopped responding" in err
+  assert "Process 0's Python stacks:" in err
+  assert not (run / "metrics.json").exists()
+  saved = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and max(saved) < STEPS  # killed mid-run, after a checkpoint
+
+  _finetune_in_processes(run)  # the same command again
+  _assert_ends_as_uninterrupted(run, straight)
+
+
+# ---- the supervised launcher restarts the job after one process is killed --------------------
+
+
+def test_supervised_launcher_restarts_a_killed_job_once_and_it_ends_as_uninterrupted(
+  two_processes, tmp_path
+):
+  """`launch/supervise.py --processes 2 --restarts 2`: process 1 kills itself (SIGKILL) after
+  step 3 of the first attempt; process 0 ends by itself, the launcher starts both again once,
+  and the job ends with the uninterrupted run's metrics and train state, bit for bit."""
+  straight, _ = two_processes
+  run = tmp_path / "run"
+  command = finetune_command(run, OVERRIDES, program=["-c", PAUSING_CLI])
+  env = environment(
+    {
+      "JAX_PLATFORMS": "cpu",
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+      "PAUSE_PROCESS": "1",
+      "PAUSE_AFTER": "3",
+      "KILL_MARK": str(tmp_path / "killed"),
+    }
+  )
+  supervise = [sys.executable, str(ROOT / "launch" / "supervise.py"), "--processes=2"]
+  done = subprocess.run(
+    [*supervise, "--restarts=2", "--", *command],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert done.returncode == 0, done.stderr[-4000:]
+  decisions = [line for line in done.stderr.splitlines() if line.startswith("supervise:")]
+  assert len([d for d in decisions if "restarting" in d]) == 1, decisions
+  assert "supervise: exit codes process 0: 69, process 1: -9" in decisions, decisions
+  assert decisions[-1] == "supervise: attempt 2 succeeded"
+  assert json.loads(done.stdout) == json.loads((straight / "metrics.json").read_text())
+  _assert_ends_as_uninterrupted(run, straight)

@@ -186,6 +186,7 @@ def run(
   dog = watchdog.running()  # several processes: the step timeout starts after the first step
   if dog is not None:
     dog.step_timeout = float(config.get("step_timeout") or 0)
+    dog.resumed(step)
   history, tick, ticked_step = [], time.perf_counter(), step
   unchecked: list[tuple[int, Metrics]] = []  # (step, metrics) not yet checked to be finite
   try:
