@@ -82,6 +82,7 @@ class Watchdog:
     self._unreachable_since: float | None = None
     self._started = clock()
     self._stop = threading.Event()
+    self._ending = threading.Lock()  # held by the one path (fail or _end) that exits
     self._thread = threading.Thread(target=self._run, name="albert_jax-watchdog", daemon=True)
 
   # ---- the train loop's side ----------------------------------------------------------------
@@ -126,6 +127,8 @@ class Watchdog:
   def fail(self, line: str, code: int) -> None:
     """This process failed with `line` (already printed): tells the others and exits with
     `code` once they have read it (at most `peer_timeout_s` later)."""
+    if not self._ending.acquire(blocking=False):
+      threading.Event().wait()  # forever: the watchdog thread is ending the process
     sys.stdout.flush()
     sys.stderr.flush()
     line = (line.splitlines() or [""])[0]
@@ -155,7 +158,10 @@ class Watchdog:
     sys.stderr.flush()
     with contextlib.suppress(Exception):
       self._set("gone", "")
-    self._exit(code)
+    try:
+      self._exit(code)
+    finally:  # (only a test's `exit` returns)
+      self._ending.release()
 
   # ---- the thread ---------------------------------------------------------------------------
 
@@ -239,6 +245,8 @@ class Watchdog:
 
   def _end(self, code: int, what: str, stacks: bool) -> None:
     """Tells the others why (they end too), prints it, and exits with `code`."""
+    if not self._ending.acquire(blocking=False):
+      return  # the main thread is failing (`fail`): it exits
     with contextlib.suppress(Exception):
       self._set("ended", f"{self._step}\t{what}")
     step = self.last_common_step()
@@ -253,9 +261,8 @@ class Watchdog:
     print(line, file=sys.stderr, flush=True)
     if self.process == 0:  # the others first (see _wait_for_the_others); not the silent ones
       now = self._clock()
-      silent = tuple(
-        p for p in self._peers() if now - self._heard.get(p, ("", 0.0))[1] > 3 * self.beat_s
-      )
+      heard = {p: self._heard.get(p, ("", self._started))[1] for p in self._peers()}
+      silent = tuple(p for p in self._peers() if now - heard[p] > self.peer_timeout_s / 3)
       with contextlib.suppress(Exception):
         self._wait_for_the_others(self.exit_wait_s, skip=silent)
     self._gone(code)
