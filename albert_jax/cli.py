@@ -11,6 +11,8 @@ and ends with `cli.run(main, FLAGS)`. Then:
     `--verbosity=1` shows the traceback as well;
   - a training run stopped by SIGTERM or Ctrl-C (`albert_jax.preemption`) prints where it
     stopped and exits with code 75 (`EXIT_PREEMPTED`) once its checkpoint is written;
+  - with several processes, a user error also tells the other processes, which end with
+    code 69; a dead or hung process ends them with 69 or 79 (`albert_jax.watchdog`);
   - results go to stdout alone; progress and logs go to stderr.
 
 One vocabulary across the commands: `--model` names the model a command reads (convert's

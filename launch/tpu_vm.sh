@@ -23,7 +23,17 @@
 #   KEEP=1            keep the TPU VM at the end (default: delete it)
 #   SETUP             extra shell run on every worker before COMMAND, e.g. a mount command
 #   LOG_DIR           where worker logs go (default: logs/$TPU_NAME)
+#
+# --restarts N (the only argument): when the job fails (a worker dies, hangs or raises: every
+# worker then ends within a minute, see docs/troubleshooting.md), run COMMAND again on every
+# worker from its last checkpoint; N+1 consecutive failures at the same step stop it
+# (launch/supervise.py).
 set -euo pipefail
+
+restarts=0
+if [[ "${1:-}" == "--restarts" ]]; then
+  restarts="${2:?--restarts needs a number}"
+fi
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${COMMAND:?set COMMAND}"
 RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"
@@ -56,8 +66,9 @@ rm -rf "$tmp"
 
 echo "Running on every worker: $COMMAND"
 status=0
-"${GCLOUD[@]}" ssh "$TPU_NAME" "${WHERE[@]}" --worker=all --command "
-  set -o pipefail; cd ~/albert_jax && ($COMMAND) 2>&1 | tee ~/albert_jax.log" || status=$?
+python3 "$REPO/launch/supervise.py" --restarts "$restarts" -- \
+  "${GCLOUD[@]}" ssh "$TPU_NAME" "${WHERE[@]}" --worker=all --command "
+  set -o pipefail; cd ~/albert_jax && ($COMMAND) 2>&1 | tee -a ~/albert_jax.log" || status=$?
 
 echo "Fetching logs into $LOG_DIR"
 mkdir -p "$LOG_DIR"

@@ -11,7 +11,7 @@ import shlex
 import ml_collections
 import pytest
 
-from albert_jax.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
+from albert_jax.errors import EXIT_HUNG, EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -105,7 +105,9 @@ def test_exit_codes_are_documented():
   """docs/troubleshooting.md's table holds exactly the exit codes the commands use."""
   text = (DOCS / "troubleshooting.md").read_text()
   documented = re.findall(r"^\| `(\d+)` \|", text, re.M)
-  assert sorted(map(int, documented)) == sorted({0, EXIT_USER_ERROR, EXIT_PREEMPTED})
+  assert sorted(map(int, documented)) == sorted(
+    {0, EXIT_USER_ERROR, EXIT_PREEMPTED, EXIT_PEER_FAILED, EXIT_HUNG}
+  )
 
 
 # ---- every command shown is a real module with real flags and config fields ---------------
