@@ -228,15 +228,26 @@ class Watchdog:
         return
     timeout = self.timeout()
     if timeout is not None and not self._paused and now - self._last_progress >= timeout:
-      behind = sorted(p for p in self._peers() if self._steps.get(p) != self._step)
-      waiting = f"; processes {behind} last reported steps " if behind else ""
-      waiting += ", ".join(str(self._steps.get(p)) for p in behind)
+      waiting = "; ".join(self._whereabouts(now)) or "every process is alive at this step"
       self._end(
         EXIT_HUNG,
         f"process {self.process} completed no step for {now - self._last_progress:.0f} s "
-        f"(step_timeout {timeout:.0f} s) after step {self._step}{waiting}",
+        f"(step_timeout {timeout:.0f} s) after step {self._step}; {waiting}",
         stacks=True,
       )
+
+  def _whereabouts(self, now: float) -> list[str]:
+    """What the others are doing, for a hang: those silent for 3 beats, those at other steps."""
+    said = []
+    for p in self._peers():
+      silent = now - self._heard.get(p, ("", self._started))[1]
+      if silent > 3 * self.beat_s:
+        said.append(
+          f"process {p} sent no heartbeat for {silent:.0f} s (at step {self._steps.get(p)})"
+        )
+      elif self._steps.get(p) != self._step:
+        said.append(f"process {p} is at step {self._steps.get(p)}")
+    return said
 
   def last_common_step(self) -> int | None:
     """The last step every process completed (None: some process completed none)."""
