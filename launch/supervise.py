@@ -149,7 +149,7 @@ def supervise(command: list[str], processes: int | None, restarts: int, grace: f
       )
       return code
     say(
-      f"attempt {number} failed (exit {code}) at step {step}; restarting ({streak} of "
+      f"attempt {number} failed (exit {code}) at {step}; restarting ({streak} of "
       f"{restarts} restarts from this step)"
     )
 

@@ -370,4 +370,35 @@ def test_supervised_launcher_stops_after_3_failures_at_the_same_step(tmp_path):
     "supervise: 3 consecutive failures at the start of training (--restarts 2); not "
     "restarting. Fix the cause the errors above name, then rerun to resume."
   ), decisions
-  assert done.stderr.count("train.tsv line 5: 3 fields") >= 3
+  attempts = done.stderr.split("supervise: attempt ")  # the job's log, one part per attempt
+  assert len(attempts) == 3
+  for log in attempts:  # the failed process's error line is the first word of the failure
+    assert log.index("error: train.tsv line 5: 3 fields") < log.index("job failed: process 1")
+
+
+def test_supervised_launcher_counts_failures_at_the_same_step_only(tmp_path):
+  """A job that progresses between failures is restarted past --restarts; the streak at one
+  step stops it. (The command stands in for a job: it prints the watchdog's line.)"""
+  steps = [2, 4, 4, 4, 4]
+  job = (
+    "import pathlib, sys; f = pathlib.Path(sys.argv[1]); n = len(f.read_text()) if f.exists() "
+    "else 0; f.write_text('x' * (n + 1)); "
+    f"print('job failed: process 1 stopped responding; the last step all processes completed "
+    f"is %d.' % {steps}[n], file=sys.stderr); sys.exit(69)"
+  )
+  supervise = [sys.executable, str(ROOT / "launch" / "supervise.py"), "--restarts=2", "--"]
+  done = subprocess.run(
+    [*supervise, sys.executable, "-c", job, str(tmp_path / "attempts")],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert done.returncode == EXIT_PEER_FAILED
+  decisions = [line for line in done.stderr.splitlines() if line.startswith("supervise:")]
+  assert decisions == [
+    "supervise: attempt 1 failed (exit 69) at step 2; restarting (1 of 2 restarts from this step)",
+    "supervise: attempt 2 failed (exit 69) at step 4; restarting (1 of 2 restarts from this step)",
+    "supervise: attempt 3 failed (exit 69) at step 4; restarting (2 of 2 restarts from this step)",
+    "supervise: 3 consecutive failures at step 4 (--restarts 2); not restarting. Fix the cause "
+    "the errors above name, then rerun to resume.",
+  ]
