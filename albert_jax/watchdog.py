@@ -266,6 +266,7 @@ class Watchdog:
       if step is None
       else f"the last step all processes completed is {step}."
     )
+    print(file=sys.stderr)  # a progress bar may hold the line
     if stacks:
       print(f"Process {self.process}'s Python stacks:", file=sys.stderr, flush=True)
       faulthandler.dump_traceback(file=sys.stderr, all_threads=True)

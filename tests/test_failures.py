@@ -109,7 +109,7 @@ def test_a_peer_that_raised_ends_the_others_naming_it_and_its_error():
     code, err = _check(d)
     assert code == EXIT_PEER_FAILED
     assert err == (
-      "job failed: process 2 failed: error: data/train.tsv line 5: 3 fields, but the header has"
+      "\njob failed: process 2 failed: error: data/train.tsv line 5: 3 fields, but the header has"
       " 2; the last step all processes completed is 4.\n"
     )  # no stacks: the failed process said what happened
 
