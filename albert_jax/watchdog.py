@@ -8,7 +8,7 @@ thread that, every `beat_s` seconds, through the coordination service's key-valu
 (`albert_jax.coordination`):
 
   - publishes this process's heartbeat (a counter and the last step it completed);
-  - reads every process's heartbeat and failure note;
+  - reads every process's heartbeat and notes;
   - ends this process, with one line `job failed: ...` on stderr that names the process at
     fault and the last step all processes completed, when
       * another process wrote a failure note (it raised; its own error line came first):
@@ -17,15 +17,22 @@ thread that, every `beat_s` seconds, through the coordination service's key-valu
         memory, stopped, its host gone), or the coordination service (process 0) stopped
         answering for as long: every thread's Python stack is dumped, exit EXIT_PEER_FAILED;
       * this process completed no training step for `step_timeout` seconds (a hang in a
-        collective, in I/O, anywhere): every thread's Python stack is dumped, exit EXIT_HUNG.
+        collective, in I/O, anywhere): every thread's Python stack is dumped, exit EXIT_HUNG;
+      * another process's watchdog ended it for one of these reasons (its note says which):
+        stacks dumped, exit EXIT_PEER_FAILED.
 
 The train loop reports each completed step (`progress`) and pauses the step timeout around
 evaluation and the final export (`paused`). `step_timeout` 0 means max(60 s, 10x the median
 step time), armed once three steps are timed; a set value is armed after the first step (the
-first includes compilation). A process that raises calls `fail` (via `albert_jax.cli`): the
-note goes to the store, the peers read it, and it exits without JAX's shutdown barrier, which
-would wait for peers that are gone. Everything ends with `os._exit`: no atexit handler, no
-Orbax save in flight finishes, so the last complete checkpoint is the one a rerun resumes from.
+first includes compilation). A process that raises calls `fail` (via `albert_jax.cli`, or the
+excepthook `distributed` installs): the note goes to the store, the peers read it, and it
+exits without JAX's shutdown barrier, which would wait for peers that are gone.
+
+Process 0 hosts the coordination service, and JAX aborts every other process (SIGABRT) the
+moment it is gone; so process 0 exits last: it waits (at most EXIT_WAIT_S) until the others
+that still beat have marked themselves gone, and a failing process waits until process 0 has
+read its note. Everything ends with `os._exit`: no atexit handler runs and no Orbax save in
+flight completes, so the last complete checkpoint is the one a rerun resumes from.
 """
 
 from __future__ import annotations
