@@ -16,7 +16,7 @@ SIGTERM (preemption) or Ctrl-C during training finishes the step in flight, writ
 checkpoint at that step, waits for it, and raises `preemption.Preempted` (the CLI exits 75);
 every process of a multi-host run agrees on that step (`StopRequests.agreed`, once per step).
 A multi-host run's `albert_jax.watchdog` hears of each completed step (`config.step_timeout`),
-and is paused around evaluation and `finish`.
+and is paused around evaluation, the final save of a preempted run and `finish`.
 A NaN or infinite loss or gradient norm stops the run (`NonFiniteLoss`) before anything
 computed from it is logged as good, evaluated or saved.
 `Reporter` shows a progress bar (loss, steps/s, ETA) on stderr and writes TensorBoard scalars.
@@ -185,7 +185,7 @@ def run(
   result = Result(state, step, None, None)
   dog = watchdog.running()  # several processes: the step timeout starts after the first step
   if dog is not None:
-    dog.step_timeout = float(config.get("step_timeout") or 0)
+    dog.step_timeout = float(getattr(config, "step_timeout", 0) or 0)
     dog.resumed(step)
   history, tick, ticked_step = [], time.perf_counter(), step
   unchecked: list[tuple[int, Metrics]] = []  # (step, metrics) not yet checked to be finite
@@ -223,7 +223,8 @@ def run(
         if jax.process_count() > 1:  # the step's collectives complete before the processes
           jax.block_until_ready(metrics)  # wait on each other in `agreed` (else: deadlock)
         if step < total and stop.agreed():  # at the last step: finish, the work is done
-          stop_here(stop, saved)
+          with watchdog.paused():
+            stop_here(stop, saved)
         if dog is not None:
           dog.progress(step)
     result.state, result.step = state, step
