@@ -15,8 +15,9 @@ is read from the `job failed: ... the last step all processes completed is N.` l
 processes print; after N+1 consecutive failures at the same step (N = --restarts: the
 restarts allowed from one step), the supervisor stops with a line saying so, exit code the
 last failure's. A job that keeps progressing is restarted as often as it fails.
-Output passes through unchanged (stdout stays the results); each decision is one line on
-stderr starting with "supervise:".
+SIGTERM is passed on to the processes (they save and exit 75) and Ctrl-C reaches them from the
+terminal; either way the supervisor does not restart them. Output passes through unchanged
+(stdout stays the results); each decision is one line on stderr starting with "supervise:".
 """
 
 from __future__ import annotations
@@ -115,14 +116,15 @@ class Attempt:
 
 
 def supervise(command: list[str], processes: int | None, restarts: int, grace: float) -> int:
-  stopped: list[int] = []  # a signal sent to the supervisor: pass it on, do not restart
+  stopped: list[int] = []  # a signal sent to the supervisor: the job ends, no restart
   current: list[Attempt] = []
 
   def forward(signum, frame):
     del frame
     stopped.append(signum)
-    for attempt in current:
-      attempt.signal(signum)
+    if signum == signal.SIGTERM:  # (Ctrl-C reaches the processes from the terminal; a
+      for attempt in current:  # second SIGINT would make them quit without saving)
+        attempt.signal(signum)
 
   for s in (signal.SIGTERM, signal.SIGINT):
     signal.signal(s, forward)
