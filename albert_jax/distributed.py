@@ -39,6 +39,8 @@ ENV_NUM_PROCESSES = "ALBERT_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "ALBERT_JAX_PROCESS_ID"
 # JAX declares a silent process dead (and aborts every process) after this; longer than the
 # watchdog's peer timeout, so that the watchdog's exit, which names the process, comes first.
+# (shutdown_timeout_seconds stays JAX's 300 s: at a normal exit the others wait in that
+# barrier for process 0's final export; a failing process skips it, see albert_jax.watchdog.)
 HEARTBEAT_TIMEOUT_S = 4 * int(watchdog.PEER_TIMEOUT_S)
 
 
