@@ -31,7 +31,7 @@ TEXTS = [
   "$100, €20, £5, ¥300",
   "UPPER CASE SHOUTING!!!",
   "(parentheses) - dashes – en — em … ellipsis",
-  "word " * 300,
+  "word " * 600,
   "supercalifragilisticexpialidocious " * 40,
 ]
 # (text, text_pair) for the pair signature: short, empty, and both long (longest_first cuts)

@@ -3,7 +3,7 @@
 `GraphTokenizer(tokenizer, max_length)` repeats `albert_jax.tokenizer`'s steps in the graph:
 
 1. the special tokens `<pad> <unk> [CLS] [SEP] [MASK]` are cut out of the text
-   (`tf_text.regex_split`, keeping them) and become their ids;
+   (`split_special`) and become their ids;
 2. each piece of text between them is preprocessed: whitespace (every character Python's
    `str.isspace` takes, as a character class) stripped and collapsed, `` and '' turned into ",
    NFKD (`tf_text.normalize_utf8`) with combining marks dropped (those with a nonzero
@@ -81,11 +81,11 @@ class GraphTokenizer(tf.Module):
     if not keep_accents:
       text_N = tf_text.normalize_utf8(text_N, "NFKD")
       text_N = tf.strings.regex_replace(text_N, f"{COMBINING}+", "")
-    return tf.strings.lower(text_N, encoding="utf-8") if lower else text_N
+    return _lower(text_N) if lower else text_N
 
   def tokenize(self, text_B: tf.Tensor) -> tf.RaggedTensor:
     """The ids of each text's pieces (no [CLS]/[SEP] added): int32 [B, None]."""
-    chunks_BC = tf_text.regex_split(text_B, SPECIAL, SPECIAL)  # [B, None] strings
+    chunks_BC = split_special(text_B)  # [B, None] strings
     special_N = self.special.lookup(chunks_BC.flat_values)
     is_special_N = special_N >= 0
     plain_N = tf.where(is_special_N, "", chunks_BC.flat_values)
@@ -121,6 +121,28 @@ class GraphTokenizer(tf.Module):
       "attention_mask": tf.ones_like(ids).to_tensor(0),
       "token_type_ids": types.to_tensor(0),
     }
+
+
+def split_special(text_B: tf.Tensor) -> tf.RaggedTensor:
+  """Each text cut into the special tokens and the text between them: [B, None] strings.
+
+  (`tf_text.regex_split` would end a text at U+0000.) The cuts are marked with `\\x01\\x03`
+  after every `\\x01` of the text is escaped as `\\x01\\x02`, so no text can hold a mark.
+  """
+  escaped_B = tf.strings.regex_replace(text_B, "\x01", "\x01\x02")
+  marked_B = tf.strings.regex_replace(escaped_B, f"({SPECIAL})", "\x01\x03\\1\x01\x03")
+  chunks_BC = tf.strings.split(marked_B, "\x01\x03")
+  return chunks_BC.with_flat_values(
+    tf.strings.regex_replace(chunks_BC.flat_values, "\x01\x02", "\x01")
+  )
+
+
+def _lower(text_N: tf.Tensor) -> tf.Tensor:
+  """`tf.strings.lower`, around U+0000 (where that op would end the string)."""
+  parts_NP = tf.strings.lower(tf.strings.split(text_N, "\x00"), encoding="utf-8") + "\x00"
+  joined_N = tf.strings.reduce_join(parts_NP, axis=-1)
+  length_N = tf.strings.length(joined_N)
+  return tf.strings.substr(joined_N, tf.zeros_like(length_N), length_N - 1)
 
 
 def longest_first(n_a: tf.Tensor, n_b: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
