@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import transformers
 
 import albert_jax
-from albert_jax import AlbertConfig, export
+from albert_jax import AlbertConfig, cli, export
 from albert_jax.heads import create_module, init_params
 from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.trainer import finetune
@@ -238,3 +239,49 @@ def test_stablehlo_runs_where_albert_jax_cannot_be_imported(masked_lm, forward, 
   assert sorted(out.files) == sorted(cases)
   for key, (_, want) in cases.items():
     np.testing.assert_allclose(out[key], want, atol=TOL, rtol=TOL, err_msg=key)
+
+
+# ---- bad input: exit 2, one line, nothing written --------------------------------------------
+
+
+def exits_2(argv, capsys) -> str:
+  """Runs `python -m albert_jax.export ARGV` as the program does; returns its error line."""
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(export.main, export.FLAGS, ["export", *map(str, argv)])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[0].startswith("error: ")
+  return err[0]
+
+
+def test_bad_input_exits_2_and_writes_nothing(masked_lm, tmp_path, capsys, monkeypatch):
+  root, _, _ = masked_lm
+  model, out = ["--model", root / "model"], tmp_path / "out"
+  assert "--format" in exits_2([*model, "--format", "onnx", "--output", out], capsys)
+  line = exits_2(
+    [*model, "--format", "stablehlo", "--platforms", "cpu,gpu", "--output", out], capsys
+  )
+  assert "--platforms=cpu,gpu" in line and "cuda" in line
+  assert "--dtype" in exits_2([*model, "--dtype", "bfloat16", "--output", out], capsys)  # hf
+
+  out.mkdir()
+  for form in ("saved_model", "stablehlo"):
+    line = exits_2([*model, "--format", form, "--output", out], capsys)
+    assert "already exists" in line
+  assert os.listdir(out) == []
+  out.rmdir()
+
+  with monkeypatch.context() as patch:
+    patch.setitem(sys.modules, "tensorflow_text", None)  # not installed
+    line = exits_2([*model, "--format", "saved_model", "--output", out], capsys)
+  assert "pip install 'albert_jax[serve]'" in line
+
+  import tensorflow as tf
+
+  def fail(module, path, **kwargs):
+    (Path(path) / "saved_model.pb").write_text("half")
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(tf.saved_model, "save", fail)
+  assert "No space left" in exits_2([*model, "--format", "saved_model", "--output", out], capsys)
+  assert os.listdir(tmp_path) == []  # neither OUT nor its temporary sibling
