@@ -85,43 +85,86 @@ def random_classifier(path, labels):
   return path
 
 
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+
+
 @pytest.fixture(scope="module")
-def classifiers(tmp_path_factory):
-  """Two sequence classifiers, each exported as a SavedModel: a fine-tuned run's export and a
-  random-weight HF model converted."""
+def served(tmp_path_factory):
+  """{name: (pipeline task, model directory, SavedModel)}: a sequence classifier and a token
+  classifier each from a fine-tuning run's export and from a random-weight HF model converted,
+  each exported once."""
   root = tmp_path_factory.mktemp("serve")
-  workdir = root / "run"
-  finetune.run(tiny("sst2_sample"), str(workdir))
-  config = transformers.AlbertConfig(
-    vocab_size=30000, num_labels=3, id2label={0: "neg", 1: "mixed", 2: "pos"}, **TINY
-  )
-  transformers.AlbertForSequenceClassification(config).save_pretrained(root / "hf")
-  sources.convert(root / "hf", root / "hf_converted")
-  models = {"finetuned": workdir / "export", "hf": root / "hf_converted"}
-  for name, model in models.items():
+  models = {}
+  for name, task, config in [
+    ("sst2_run", "text-classification", "sst2_sample"),
+    ("ner_run", "token-classification", "ner_sample"),
+  ]:
+    finetune.run(tiny(config), str(root / name))
+    models[name] = task, root / name / "export"
+  for name, task, hf_class, labels in [
+    (
+      "hf_classifier",
+      "text-classification",
+      "AlbertForSequenceClassification",
+      {0: "neg", 1: "mixed", 2: "pos"},
+    ),
+    ("hf_tagger", "token-classification", "AlbertForTokenClassification", NER_LABELS),
+  ]:
+    config = transformers.AlbertConfig(vocab_size=30000, id2label=labels, **TINY)
+    getattr(transformers, hf_class)(config).save_pretrained(root / name)
+    sources.convert(root / name, root / f"{name}_converted")
+    models[name] = task, root / f"{name}_converted"
+  for name, (_, model) in models.items():
     run_export("--model", model, "--format", "saved_model", "--output", root / f"{name}_sm")
-  return root, models
+  return {name: (task, model, root / f"{name}_sm") for name, (task, model) in models.items()}
 
 
-def saved_model_answers(paths: dict) -> dict:
-  """serving_default on TEXTS and text_pair on PAIRS of each SavedModel, in a process that
-  imports neither jax nor albert_jax (it checks)."""
+def fits(text: str) -> bool:
+  """Whether the token-classification pipeline takes `text` with the tiny model (it refuses
+  longer texts; the SavedModel truncates them)."""
+  return len(AlbertTokenizer().tokenize(text)) + 2 <= TINY["max_position_embeddings"]
+
+
+TAG_TEXTS = [t for t in TEXTS if fits(t)]
+# Where the SavedModel's entities differ from the pipeline's (docs/serving.md, tested below):
+# special tokens written in the text are text to the graph's offsets tokenizer (other pieces),
+# and the pipeline's alignment puts a repeated Hangul word's piece on the later copy (other
+# offsets).
+SPECIAL_TEXT = "special [CLS] tokens [SEP] in <unk> the [MASK] text<pad>"
+HANGUL_TEXT = "한국어 텍스트"
+
+
+@pytest.fixture(scope="module")
+def answers(served) -> dict:
+  """Every SavedModel's answers on the test texts, from a process that cannot import jax or
+  albert_jax: text classification's serving_default on TEXTS and text_pair on PAIRS, token
+  classification's serving_default on TAG_TEXTS."""
+  paths = {name: (task, str(sm)) for name, (task, _, sm) in served.items()}
   script = f"""
-    import json, sys
+    import json
     import tensorflow as tf
     import tensorflow_text  # the SentencePiece ops
-    texts, pairs = {TEXTS!r}, {PAIRS!r}
+    texts, pairs, tag_texts = {TEXTS!r}, {PAIRS!r}, {TAG_TEXTS!r}
+
+    def plain(x):
+      if isinstance(x, bytes):
+        return x.decode()
+      return [plain(y) for y in x] if isinstance(x, list) else x
+
+    def lists(out):
+      return {{k: plain(v.numpy().tolist()) for k, v in out.items()}}
+
     out = {{}}
-    for name, path in { ({k: str(v) for k, v in paths.items()})!r}.items():
+    for name, (task, path) in {paths!r}.items():
       model = tf.saved_model.load(path)
-      one = model.signatures["serving_default"](text=tf.constant(texts))
-      two = model.signatures["text_pair"](
-        text=tf.constant([a for a, _ in pairs]), text_pair=tf.constant([b for _, b in pairs])
-      )
-      out[name] = [
-        {{"label": [l.decode() for l in o["label"].numpy()], "score": o["score"].numpy().tolist()}}
-        for o in (one, two)
-      ]
+      if task == "text-classification":
+        one = model.signatures["serving_default"](text=tf.constant(texts))
+        two = model.signatures["text_pair"](
+          text=tf.constant([a for a, _ in pairs]), text_pair=tf.constant([b for _, b in pairs])
+        )
+        out[name] = [lists(one), lists(two)]
+      else:
+        out[name] = lists(model.signatures["serving_default"](text=tf.constant(tag_texts)))
     assert_no_jax()
     print(json.dumps(out))
   """
@@ -130,16 +173,53 @@ def saved_model_answers(paths: dict) -> dict:
   return json.loads(done.stdout.splitlines()[-1])
 
 
-def test_saved_model_answers_as_the_pipeline_in_a_process_without_jax(classifiers):
-  root, models = classifiers
-  answers = saved_model_answers({name: root / f"{name}_sm" for name in models})
-  for name, model in models.items():
-    classify = albert_jax.pipeline("text-classification", model=model)
-    singles = classify(TEXTS)
-    pairs = classify([{"text": a, "text_pair": b} for a, b in PAIRS])
-    for got, want in zip(answers[name], (singles, pairs), strict=True):
-      assert got["label"] == [w["label"] for w in want], name
-      np.testing.assert_allclose(got["score"], [w["score"] for w in want], atol=TOL, err_msg=name)
+@pytest.mark.parametrize("name", ["sst2_run", "hf_classifier"])
+def test_text_classification_answers_as_the_pipeline(served, answers, name):
+  _, model, _ = served[name]
+  classify = albert_jax.pipeline("text-classification", model=model)
+  singles = classify(TEXTS)
+  pairs = classify([{"text": a, "text_pair": b} for a, b in PAIRS])
+  for got, want in zip(answers[name], (singles, pairs), strict=True):
+    assert got["label"] == [w["label"] for w in want]
+    np.testing.assert_allclose(got["score"], [w["score"] for w in want], atol=TOL)
+
+
+def saved_entities(out: dict, b: int) -> list[dict]:
+  """Text b's pieces from the token-classification signature's [B, T] outputs."""
+  n = sum(1 for i in out["index"][b] if i > 0)
+  return [{key: out[key][b][k] for key in ENTITY_KEYS} for k in range(n)]
+
+
+ENTITY_KEYS = ("entity", "score", "index", "word", "start", "end")
+
+
+@pytest.mark.parametrize("name", ["ner_run", "hf_tagger"])
+def test_token_classification_answers_as_the_pipeline(served, answers, name):
+  _, model, _ = served[name]
+  tag = albert_jax.pipeline("token-classification", model=model, ignore_labels=[])
+  assert len(TAG_TEXTS) >= 28
+  for b, (text, want) in enumerate(zip(TAG_TEXTS, tag(TAG_TEXTS), strict=True)):
+    got = saved_entities(answers[name], b)
+    if text == SPECIAL_TEXT:
+      assert [g["word"] for g in got] != [w["word"] for w in want]
+      continue
+    assert [g["entity"] for g in got] == [w["entity"] for w in want], repr(text)
+    np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], atol=TOL)
+    for key in ("index", "word", "start", "end"):
+      same = [g[key] for g in got] == [w[key] for w in want]
+      assert same == (text != HANGUL_TEXT or key in ("index", "word")), (key, repr(text))
+
+
+def test_token_classification_exceptions_are_as_documented(served, answers):
+  """Special tokens: the graph's pieces are those of the words `[`, `cls`, `]`; Hangul: the
+  graph's offsets cut each word where it is in the text."""
+  out = answers["hf_tagger"]
+  words = [g["word"] for g in saved_entities(out, TAG_TEXTS.index(SPECIAL_TEXT))]
+  assert "[CLS]" not in words and "▁[" in words
+  text = HANGUL_TEXT
+  got = saved_entities(out, TAG_TEXTS.index(text))
+  assert [(g["start"], g["end"]) for g in got] == [(0, 0), (0, 3), (4, 4), (4, 7)]
+  assert [text[g["start"] : g["end"]] for g in got if g["word"] != "▁"] == ["한국어", "텍스트"]
 
 
 # ---- token ids: a head without a task (masked LM), lowered for three platforms --------------

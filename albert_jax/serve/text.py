@@ -60,11 +60,12 @@ class GraphTokenizer(tf.Module):
     self.options = (tokenizer.do_lower_case, tokenizer.keep_accents, tokenizer.replace_quotes)
     self.max_length = max_length
     self.sp = tf_text.SentencepieceTokenizer(tokenizer.serialized_model, out_type=tf.int32)
-    self.cls, self.sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, 0
-    self.pad = tokenizer.pad_token_id
+    self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    self.pad, self.unk = tokenizer.pad_token_id, tokenizer.unk_token_id
     split = tokenizer.split_pieces()
     rows = [split.get(i, [i]) for i in range(tokenizer.vocab_size)]
     self.rows = tf.ragged.constant(rows, dtype=tf.int32)  # id -> the ids it becomes [V, None]
+    self.pieces = tf.constant(tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size)))
     special_ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     self.special = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(list(SPECIAL_TOKENS), special_ids), default_value=-1
@@ -72,7 +73,7 @@ class GraphTokenizer(tf.Module):
 
   def preprocess(self, text_N: tf.Tensor) -> tf.Tensor:
     """ALBERT's preprocessing of each string (step 2)."""
-    lower, keep_accents, replace_quotes = self.options
+    lowercase, keep_accents, replace_quotes = self.options
     text_N = tf.strings.regex_replace(text_N, f"^{SPACE}+|{SPACE}+$", "")
     text_N = tf.strings.regex_replace(text_N, f"{SPACE}+", " ")
     if replace_quotes:
@@ -81,7 +82,7 @@ class GraphTokenizer(tf.Module):
     if not keep_accents:
       text_N = tf_text.normalize_utf8(text_N, "NFKD")
       text_N = tf.strings.regex_replace(text_N, f"{COMBINING}+", "")
-    return _lower(text_N) if lower else text_N
+    return lower(text_N) if lowercase else text_N
 
   def tokenize(self, text_B: tf.Tensor) -> tf.RaggedTensor:
     """The ids of each text's pieces (no [CLS]/[SEP] added): int32 [B, None]."""
@@ -137,7 +138,7 @@ def split_special(text_B: tf.Tensor) -> tf.RaggedTensor:
   )
 
 
-def _lower(text_N: tf.Tensor) -> tf.Tensor:
+def lower(text_N: tf.Tensor) -> tf.Tensor:
   """`tf.strings.lower`, around U+0000 (where that op would end the string)."""
   parts_NP = tf.strings.lower(tf.strings.split(text_N, "\x00"), encoding="utf-8") + "\x00"
   joined_N = tf.strings.reduce_join(parts_NP, axis=-1)
