@@ -386,3 +386,28 @@ def test_bad_input_exits_2_and_writes_nothing(masked_lm, tmp_path, capsys, monke
   monkeypatch.setattr(tf.saved_model, "save", fail)
   assert "No space left" in exits_2([*model, "--format", "saved_model", "--output", out], capsys)
   assert os.listdir(tmp_path) == []  # neither OUT nor its temporary sibling
+
+
+def test_bfloat16_stablehlo_computes_as_the_bfloat16_model(masked_lm, tmp_path):
+  """--dtype bfloat16: the program computes in bfloat16, as the model loaded with that dtype
+  (the same XLA program on the same CPU: equal up to float32 rounding of its outputs)."""
+  import jax.numpy as jnp
+
+  from albert_jax import from_pretrained, serving
+
+  root, _, _ = masked_lm
+  out = tmp_path / "bf16"
+  run_export(
+    "--model", root / "model", "--format", "stablehlo", "--dtype", "bfloat16", "--output", out
+  )
+  assert json.loads((out / serving.MANIFEST_FILE).read_text())["dtype"] == "bfloat16"
+  ids, mask, types = random_inputs(2, 9)
+  got = serving.load(out).token_ids(ids, mask, types)["logits"]
+  logits = {}
+  for dtype in (jnp.bfloat16, jnp.float32):
+    model = from_pretrained(root / "model", dtype=dtype)
+    apply = jax.jit(lambda p, *x, m=model: m.module.apply({"params": p}, *x).logits)
+    logits[dtype] = np.asarray(apply(model.params, ids, mask, types).astype(jnp.float32))
+  want, f32 = logits[jnp.bfloat16], logits[jnp.float32]
+  np.testing.assert_allclose(got, want, atol=TOL, rtol=TOL)
+  assert np.abs(got - f32).max() > 1e-3  # it did compute in bfloat16

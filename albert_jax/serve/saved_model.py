@@ -5,8 +5,9 @@ Signatures:
   token_ids        `input_ids`, `attention_mask`, `token_type_ids` int32 [batch, length], both
                    dimensions symbolic (length <= max_position_embeddings) -> the head's raw
                    outputs (`albert_jax.serve.program.OUTPUTS`), float32
-  serving_default  raw text -> the task's answer (`albert_jax.serve.tasks`); only for heads
-                   with a task (all but pretraining and masked_lm)
+  serving_default  raw text -> the task's answer (`albert_jax.serve.tasks`): sequence and
+                   token classification, base (features); the other heads get token_ids
+                   only, and the export says so on stderr
   text_pair        (sequence classification) `text` and `text_pair` -> as serving_default
 
 Loading it needs `import tensorflow_text` first (it registers the SentencePiece ops), nothing of
@@ -15,6 +16,7 @@ jax or albert_jax.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from albert_jax import files
@@ -74,7 +76,12 @@ def build(model: Pretrained, platforms: tuple[str, ...] = ("cpu",)):
   return root, signatures
 
 
-def write(model, output, platforms=("cpu",), overwrite=False) -> list[str]:
+def write(
+  model: Pretrained,
+  output: str | os.PathLike,
+  platforms: tuple[str, ...] = ("cpu",),
+  overwrite: bool = False,
+) -> list[str]:
   """Saves the SavedModel into `output` (a temporary sibling renamed into place); returns the
   signature names."""
   tf = import_tensorflow()
@@ -86,7 +93,13 @@ def write(model, output, platforms=("cpu",), overwrite=False) -> list[str]:
   return sorted(signatures)
 
 
-def export(checkpoint, output, platforms="cpu", dtype="float32", overwrite=False) -> Pretrained:
+def export(
+  checkpoint: str | os.PathLike,
+  output: str | os.PathLike,
+  platforms: str | tuple[str, ...] = "cpu",
+  dtype: str = "float32",
+  overwrite: bool = False,
+) -> Pretrained:
   """`checkpoint` (anything `from_pretrained` reads) -> a SavedModel in `output`."""
   platforms = program.check_platforms(platforms)
   import_tensorflow()
@@ -100,6 +113,3 @@ def export(checkpoint, output, platforms="cpu", dtype="float32", overwrite=False
       file=sys.stderr,
     )
   return model
-
-
-__all__ = ["build", "export", "import_tensorflow", "write"]

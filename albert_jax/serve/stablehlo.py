@@ -23,7 +23,10 @@ def exported(model: Pretrained, platforms: tuple[str, ...] = ("cpu",)) -> jax.ex
   return jax.export.export(fn, platforms=platforms)(specs, *program.input_specs(model))
 
 
-def manifest(model: Pretrained, platforms: tuple[str, ...], dtype: str, outputs) -> dict:
+def manifest(
+  model: Pretrained, platforms: tuple[str, ...], dtype: str, outputs: tuple[str, ...]
+) -> dict:
+  """What `serving.json` says: head, labels, max length, platforms, dtype, signatures."""
   return {
     "head": model.head,
     "labels": program.label_names(model),
@@ -53,7 +56,13 @@ def write(
     model.tokenizer.save_pretrained(tmp)
 
 
-def export(checkpoint, output, platforms="cpu", dtype="float32", overwrite=False) -> Pretrained:
+def export(
+  checkpoint: str | os.PathLike,
+  output: str | os.PathLike,
+  platforms: str | tuple[str, ...] = "cpu",
+  dtype: str = "float32",
+  overwrite: bool = False,
+) -> Pretrained:
   """`checkpoint` (anything `from_pretrained` reads) -> StableHLO in `output`."""
   platforms = program.check_platforms(platforms)
   files.refuse_existing(output, overwrite)

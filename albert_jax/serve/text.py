@@ -20,7 +20,10 @@ Where the graph can differ from `AlbertTokenizer` (docs/serving.md lists and
 tests/test_serve_text.py tests them): the character tables are taken from the Python that
 exports, NFKD from TF's ICU (Unicode versions may differ for characters newer than either);
 `tf.strings.lower` maps one character at a time (Python's `str.lower` turns a word-final `Σ`
-into `ς`, and `İ` into two characters, which NFKD has already split).
+into `ς`, and `İ` into two characters, which NFKD has already split; the test texts hold such
+words and their ids are equal). Over every code point between two letters, the one difference
+is Unicode 16's outlined letters U+1CCD6..U+1CCEF, which TF's ICU decomposes and Python 3.11
+does not know.
 """
 
 from __future__ import annotations
