@@ -172,6 +172,20 @@ class AlbertTokenizer:
     )
 
   @property
+  def serialized_model(self) -> bytes:
+    """The SentencePiece model's bytes (what `save_vocabulary` writes)."""
+    return self._proto
+
+  def split_pieces(self) -> dict[int, list[int]]:
+    """The vocabulary's pieces that step 4 splits (`▁1990,` -> `▁1990` `,`), each with the ids
+    it becomes: what a tokenizer built from the ids alone (the SavedModel's) needs."""
+    return {
+      i: self.convert_tokens_to_ids(self._split_number_comma(piece))
+      for i, piece in enumerate(self.convert_ids_to_tokens(range(self.vocab_size)))
+      if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit()
+    }
+
+  @property
   def pad_token_id(self) -> int:
     return self._special_ids[PAD]
 
