@@ -1,0 +1,307 @@
+"""The persistent XLA compilation cache every command uses, and a log of what XLA compiled.
+
+`setup()` (each command calls it; `--nocompilation_cache` / `compilation_cache=False` calls
+`setup(False)`) keeps every compiled program on disk, so a second run with the same programs
+reads them back instead of compiling them again. Where:
+  1. a `jax_compilation_cache_dir` of the user's own (`JAX_COMPILATION_CACHE_DIR`, or
+     `jax.config.update` before the command), as it is;
+  2. else `$ALBERT_JAX_CACHE`;
+  3. else `~/.cache/albert_jax/xla`.
+JAX keys each entry by the program, the jax and XLA versions, the compile options and flags and
+the devices it runs on (the mesh), so one directory serves every version, flag set and mesh;
+an entry is only ever read back by the program it was compiled from. Every program is cached,
+however small or quick to compile (`jax_persistent_cache_min_compile_time_secs` is set to 0
+unless the user set it: JAX's default skips those under 1 s, which are most of a CPU run's).
+
+Entries are written whole (a temporary file renamed into place), by one process of a
+multi-process run (JAX writes from process 0 only; the others read), so no process ever reads
+half an entry. An entry that does not decompress (truncated, corrupted) is ignored with one
+warning line, compiled again and replaced. A directory that cannot be created or written warns
+once and the run goes on without a cache. The cache is trusted code: do not share a directory
+with users you do not trust.
+
+`CompileLog` counts the XLA compilations of a block of code (`with CompileLog() as log:`), each
+with its function name, seconds and whether it came from the cache.
+
+`Programs` compiles a jitted function ahead of time for each of the argument shapes a run will
+give it, concurrently (a thread pool: XLA compiles outside the GIL; the traces, which hold it,
+one at a time), and calls the compiled program of a call's shapes (waiting for it while it
+compiles); a shape not compiled ahead goes through the jitted function as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import jax
+from jax._src import compilation_cache as _jax_cache  # the cache object JAX reads through
+from jax._src import compilation_cache_interface as _jax_cache_interface
+
+ENV = "ALBERT_JAX_CACHE"  # the cache directory, when no jax_compilation_cache_dir is set
+DEFAULT_DIR = os.path.join("~", ".cache", "albert_jax", "xla")
+_SUFFIX = "-cache"  # JAX's file name for an entry: KEY-cache
+_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+_COMPILE = "/jax/core/compile/backend_compile_duration"  # compiled or read from the cache
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_state: dict = {"ours": None, "installed": None, "warned": set(), "listening": False}
+
+
+def cache_dir() -> str:
+  """The directory `setup` uses when the user set no `jax_compilation_cache_dir`."""
+  return os.path.expanduser(os.environ.get(ENV) or DEFAULT_DIR)
+
+
+def setup(enabled: bool = True) -> str | None:
+  """Turns the persistent compilation cache on (see the module doc for where) or off; returns
+  the directory in use, None when off (or when the directory cannot be written)."""
+  with _lock:
+    if not enabled:
+      jax.config.update("jax_enable_compilation_cache", False)
+      _reset(None)
+      return None
+    current = jax.config.jax_compilation_cache_dir
+    path = current if current and current != _state["ours"] else cache_dir()
+    if (problem := _unwritable(path)) is not None:
+      _warn_once(
+        ("unwritable", path),
+        f"the compilation cache directory {path} cannot be written ({problem}); running without "
+        f"a cache. Set {ENV} to a writable directory, or pass --nocompilation_cache.",
+      )
+      jax.config.update("jax_enable_compilation_cache", False)
+      _reset(None)
+      return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if path != current:
+      jax.config.update("jax_compilation_cache_dir", path)
+      _state["ours"] = path
+    if _state["installed"] != path:
+      _reset(path)
+    return path
+
+
+def _unwritable(path: str) -> str | None:
+  """Why `path` cannot hold cache entries (None: it can)."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
+
+
+def _reset(path: str | None) -> None:
+  """JAX's cache object dropped (read again at the next compilation), and ours installed at
+  `path` (None: none). JAX's own (`LRUCache`) stays where it evicts entries (a
+  `jax_compilation_cache_max_size` was set)."""
+  _jax_cache.reset_cache()
+  _state["installed"] = path
+  if path is not None and jax.config.jax_compilation_cache_max_size == -1:
+    _jax_cache._cache = WholeEntryCache(path)
+    _jax_cache._cache_initialized = True
+
+
+def _warn_once(key, message: str) -> None:
+  if key not in _state["warned"]:
+    _state["warned"].add(key)
+    log.warning("%s", message)
+
+
+class WholeEntryCache(_jax_cache_interface.CacheInterface):
+  """JAX's file layout (`KEY-cache`, compressed), written whole and checked when read: a
+  damaged entry is a miss (one warning line), replaced by the next write."""
+
+  def __init__(self, path: str):
+    self._path = pathlib.Path(path)
+
+  def get(self, key: str) -> bytes | None:
+    file = self._path / f"{key}{_SUFFIX}"
+    try:
+      data = file.read_bytes()
+    except FileNotFoundError:
+      return None
+    except OSError as e:
+      _warn_once(
+        ("read", file), f"cannot read the compilation cache entry {file} ({e}); compiling."
+      )
+      return None
+    try:
+      _jax_cache.decompress_executable(data)
+    except Exception as e:  # zlib.error, zstd's: truncated or corrupted
+      _warn_once(
+        ("damaged", file),
+        f"the compilation cache entry {file} is damaged ({e}); compiling the "
+        "program again and replacing it.",
+      )
+      return None
+    return data
+
+  def put(self, key: str, value: bytes) -> None:
+    file = self._path / f"{key}{_SUFFIX}"
+    try:
+      with tempfile.NamedTemporaryFile(dir=self._path, prefix=f".{key}-", delete=False) as f:
+        f.write(value)
+      os.replace(f.name, file)  # readers see the old entry, none, or the whole new one
+    except OSError as e:
+      with contextlib.suppress(OSError, NameError):
+        os.unlink(f.name)
+      _warn_once(
+        ("write", self._path), f"cannot write to the compilation cache {self._path} ({e})."
+      )
+
+  def clear(self) -> None:
+    pass
+
+
+# ---- what was compiled ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Compilation:
+  name: str  # the jitted function's name, e.g. "train_step"
+  seconds: float  # compiling, or reading from the cache
+  from_cache: bool
+
+
+_local = threading.local()  # per thread: whether its compilation in progress hit the cache
+_logs: list[CompileLog] = []
+
+
+class CompileLog:
+  """The XLA compilations made while it is open (`with CompileLog() as log:`), in any thread,
+  or in the opening thread only (`this_thread=True`)."""
+
+  def __init__(self, this_thread: bool = False):
+    self.compilations: list[Compilation] = []
+    self._thread = threading.get_ident() if this_thread else None
+
+  def __enter__(self) -> CompileLog:
+    _listen()
+    with _lock:
+      _logs.append(self)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    with _lock:
+      _logs.remove(self)
+
+  def compiled(self, name: str | None = None) -> int:
+    """How many programs (named `name`, else all) XLA compiled (not read from the cache)."""
+    return sum(1 for c in self.compilations if not c.from_cache and name in (None, c.name))
+
+  def from_cache(self, name: str | None = None) -> int:
+    return sum(1 for c in self.compilations if c.from_cache and name in (None, c.name))
+
+
+def _listen() -> None:
+  """Registers the two monitoring listeners, once per process."""
+  with _lock:
+    if _state["listening"]:
+      return
+    _state["listening"] = True
+  jax.monitoring.register_event_listener(_on_event)
+  jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def _on_event(event: str, **_) -> None:
+  if event == _CACHE_HIT:  # comes before the compilation's duration, in its thread
+    _local.hit = True
+
+
+def _on_duration(event: str, seconds: float, fun_name: str = "", **_) -> None:
+  if event != _COMPILE:
+    return
+  hit, _local.hit = getattr(_local, "hit", False), False
+  name = fun_name[4:-1] if fun_name.startswith("jit(") else fun_name  # jit(train_step)
+  record = Compilation(name, seconds, hit)
+  thread = threading.get_ident()
+  with _lock:
+    for compile_log in _logs:
+      if compile_log._thread in (None, thread):
+        compile_log.compilations.append(record)
+
+
+# ---- ahead of time --------------------------------------------------------------------------
+
+
+def abstract(tree: Any, sharding: Any = None) -> Any:
+  """`tree`'s arrays (numpy or jax) as `jax.ShapeDtypeStruct`s, with `sharding` (else each
+  jax array's own), dtypes as jax canonicalizes them."""
+
+  def spec(x):
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
+    return jax.ShapeDtypeStruct(x.shape, dtype, sharding=sharding or getattr(x, "sharding", None))
+
+  return jax.tree.map(spec, tree)
+
+
+class Programs:
+  """`fn` (a jitted function with `.lower`) compiled ahead for each of `shapes`: (key,
+  arguments to lower with), keys in the order they are needed first. Calling it with arguments
+  whose `key_of(*args)` is a key runs that compiled program; any other goes to `fn`.
+
+  `what` names the programs in the log line ("train step"); `workers` threads compile (default:
+  the CPU count); `on_done(self)` is called once every program is compiled.
+  """
+
+  def __init__(
+    self,
+    fn: Callable,
+    shapes: Sequence[tuple[Hashable, tuple]],
+    key_of: Callable[..., Hashable],
+    what: str,
+    pool: ThreadPoolExecutor | None = None,
+  ):
+    self._fn, self._key_of, self.what = fn, key_of, what
+    self._lower_lock = threading.Lock()  # traces hold the GIL: one at a time, in order
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(max(1, min(len(shapes), os.cpu_count() or 1)))
+    self.start = time.perf_counter()
+    self.futures: dict[Hashable, Future] = {
+      key: pool.submit(self._compile, args) for key, args in shapes
+    }
+    self.fallbacks = 0  # calls with shapes not compiled ahead
+    if own:
+      pool.shutdown(wait=False)
+
+  def _compile(self, args: tuple) -> tuple[Any, list[Compilation], float]:
+    with CompileLog(this_thread=True) as compile_log:
+      with self._lower_lock:
+        lowered = self._fn.lower(*args)
+      compiled = lowered.compile()
+    return compiled, compile_log.compilations, time.perf_counter()
+
+  def __call__(self, *args):
+    future = self.futures.get(self._key_of(*args))
+    if future is None:
+      self.fallbacks += 1
+      return self._fn(*args)
+    return future.result()[0](*args)
+
+  def wait(self) -> None:
+    for future in self.futures.values():
+      future.result()
+
+  def summary(self) -> dict[str, float]:
+    """Once compiled: programs, how many came from the cache, seconds from the start to the
+    last one done."""
+    results = [f.result() for f in self.futures.values()]
+    return {
+      "programs": len(results),
+      "from_cache": sum(cs[-1].from_cache for _, cs, _ in results if cs),  # the last: its own
+      "seconds": max((end for _, _, end in results), default=self.start) - self.start,
+    }
