@@ -27,12 +27,16 @@ with its function name, seconds and whether it came from the cache.
 give it, concurrently (a thread pool: XLA compiles outside the GIL; the traces, which hold it,
 one at a time), and calls the compiled program of a call's shapes (waiting for it while it
 compiles); a shape not compiled ahead goes through the jitted function as before.
+`timing` / `record_timing` keep what a program took to run (a prediction plan's calibration)
+beside the cache's entries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -250,33 +254,37 @@ def abstract(tree: Any, sharding: Any = None) -> Any:
 
 
 class Programs:
-  """`fn` (a jitted function with `.lower`) compiled ahead for each of `shapes`: (key,
-  arguments to lower with), keys in the order they are needed first. Calling it with arguments
-  whose `key_of(*args)` is a key runs that compiled program; any other goes to `fn`.
+  """`fn` (a jitted function with `.lower`) compiled ahead of time, shape by shape: `add(shapes)`
+  starts compiling each (key, arguments to lower with) not added before, in order (put the one
+  needed first first). Calling it with arguments whose `key_of(*args)` was added runs that
+  compiled program (waiting for it while it compiles); any other call goes to `fn`.
 
-  `what` names the programs in the log line ("train step"); `workers` threads compile (default:
-  the CPU count); `on_done(self)` is called once every program is compiled.
+  `what` names the programs in the log line ("train step"); the threads are `pool`'s, else
+  this object's own (as many as CPUs).
   """
 
   def __init__(
     self,
     fn: Callable,
-    shapes: Sequence[tuple[Hashable, tuple]],
     key_of: Callable[..., Hashable],
     what: str,
+    shapes: Sequence[tuple[Hashable, tuple]] = (),
     pool: ThreadPoolExecutor | None = None,
   ):
     self._fn, self._key_of, self.what = fn, key_of, what
     self._lower_lock = threading.Lock()  # traces hold the GIL: one at a time, in order
-    own = pool is None
-    pool = pool or ThreadPoolExecutor(max(1, min(len(shapes), os.cpu_count() or 1)))
+    self._pool = pool or ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compile")
     self.start = time.perf_counter()
-    self.futures: dict[Hashable, Future] = {
-      key: pool.submit(self._compile, args) for key, args in shapes
-    }
+    self.futures: dict[Hashable, Future] = {}
     self.fallbacks = 0  # calls with shapes not compiled ahead
-    if own:
-      pool.shutdown(wait=False)
+    self.add(shapes)
+
+  def add(self, shapes: Sequence[tuple[Hashable, tuple]]) -> list[Hashable]:
+    """Starts compiling the shapes not added before; returns their keys."""
+    new = [(key, args) for key, args in shapes if key not in self.futures]
+    for key, args in new:
+      self.futures[key] = self._pool.submit(self._compile, args)
+    return [key for key, _ in new]
 
   def _compile(self, args: tuple) -> tuple[Any, list[Compilation], float]:
     with CompileLog(this_thread=True) as compile_log:
@@ -285,6 +293,10 @@ class Programs:
       compiled = lowered.compile()
     return compiled, compile_log.compilations, time.perf_counter()
 
+  def compiled(self, key: Hashable) -> Any:
+    """The compiled program of `key` (waits for it)."""
+    return self.futures[key].result()[0]
+
   def __call__(self, *args):
     future = self.futures.get(self._key_of(*args))
     if future is None:
@@ -292,16 +304,58 @@ class Programs:
       return self._fn(*args)
     return future.result()[0](*args)
 
-  def wait(self) -> None:
-    for future in self.futures.values():
-      future.result()
-
-  def summary(self) -> dict[str, float]:
-    """Once compiled: programs, how many came from the cache, seconds from the start to the
-    last one done."""
-    results = [f.result() for f in self.futures.values()]
+  def summary(self, keys: Sequence[Hashable] | None = None) -> dict[str, float]:
+    """Once compiled (waits): how many programs (of `keys`, else all), how many came from the
+    cache, seconds from the start (or the first of `keys` submitted) to the last done."""
+    results = [self.futures[k].result() for k in (self.futures if keys is None else keys)]
     return {
       "programs": len(results),
       "from_cache": sum(cs[-1].from_cache for _, cs, _ in results if cs),  # the last: its own
       "seconds": max((end for _, _, end in results), default=self.start) - self.start,
     }
+
+
+# ---- measured times, kept with the programs -------------------------------------------------
+
+_timings: dict[str, float] = {}  # this process's, by key
+
+
+def _timing_file(key: str) -> pathlib.Path | None:
+  """Where `key`'s time is kept: beside the cache entries (None: no cache in use)."""
+  path = jax.config.jax_compilation_cache_dir
+  if not path or not jax.config.jax_enable_compilation_cache:
+    return None
+  digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+  return pathlib.Path(path) / f"albert_jax-timing-{digest}.json"
+
+
+def timing(key: str) -> float | None:
+  """The seconds `record_timing` kept for `key` (this process, else the cache), or None."""
+  if key in _timings:
+    return _timings[key]
+  file = _timing_file(key)
+  try:
+    saved = json.loads(file.read_text()) if file is not None else {}
+  except (OSError, ValueError):  # none yet, or damaged: measured again
+    return None
+  if saved.get("key") == key and isinstance(saved.get("seconds"), float):
+    _timings[key] = saved["seconds"]
+    return saved["seconds"]
+  return None
+
+
+def record_timing(key: str, seconds: float) -> None:
+  """Keeps `seconds` for `key`: in this process, and in the cache directory (whole-file writes)."""
+  _timings[key] = float(seconds)
+  if (file := _timing_file(key)) is None:
+    return
+  with contextlib.suppress(OSError):  # an unwritable cache warned already
+    with tempfile.NamedTemporaryFile("w", dir=file.parent, prefix=".timing-", delete=False) as f:
+      json.dump({"key": key, "seconds": float(seconds)}, f)
+    os.replace(f.name, file)
+
+
+def device_key() -> str:
+  """What measured times depend on besides the program: jax's version, the devices."""
+  devices = jax.devices()
+  return f"jax {jax.__version__} {jax.default_backend()} {len(devices)}x{devices[0].device_kind}"

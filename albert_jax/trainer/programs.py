@@ -87,16 +87,16 @@ def compile_ahead(train_fn, predict_fn, state, train_batches, eval_batches, mesh
   pool = ThreadPoolExecutor(max(1, min(len(train_batches) + len(eval_batches), os.cpu_count())))
   train = compilation.Programs(
     train_fn,
-    [(batch_key(b), (state, compilation.abstract(b, batch_sharding), rng)) for b in train_batches],
     lambda state, batch, rng: batch_key(batch),
     "train step",
+    [(batch_key(b), (state, compilation.abstract(b, batch_sharding), rng)) for b in train_batches],
     pool,
   )
   evaluate = compilation.Programs(
     predict_fn,
-    [(batch_key(b), (state, compilation.abstract(b, batch_sharding))) for b in eval_batches],
     lambda state, batch: batch_key(batch),
     "eval step",
+    [(batch_key(b), (state, compilation.abstract(b, batch_sharding))) for b in eval_batches],
     pool,
   )
   pool.shutdown(wait=False)
