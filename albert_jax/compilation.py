@@ -114,7 +114,8 @@ def _reset(path: str | None) -> None:
   `jax_compilation_cache_max_size` was set)."""
   _jax_cache.reset_cache()
   _state["installed"] = path
-  if path is not None and jax.config.jax_compilation_cache_max_size == -1:
+  evicts = jax.config.jax_compilation_cache_max_size != -1
+  if path is not None and not evicts and hasattr(_jax_cache, "_cache_initialized"):
     _jax_cache._cache = WholeEntryCache(path)
     _jax_cache._cache_initialized = True
 

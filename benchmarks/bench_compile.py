@@ -15,6 +15,10 @@ directory, "warm" the same command again. Timed from the process's start (import
 - predict: the pipeline's first call and the second (steady state) on the same inputs, text
   classification (--n sentences) and question answering (--n_qa questions, contexts up to 900
   words) on random-weight models of --size, built as benchmarks/bench_predict.py builds them.
+The fine-tuning runs hide torch (`--torch` lets them see it), as the package's own install
+(`pip install -e .`, the README's demo) has none: the test extras install it, and tensorboardX
+(the runs' TensorBoard writer) imports it when it is there, several seconds of every run that
+no cache can save.
 Prints one line per case and a table (markdown) at the end, with the CPU model and the load
 average before and after: on a machine shared with other jobs, compare the ratios of one run.
 """
@@ -40,6 +44,8 @@ from bench_predict import SIZES, WORDS, questions, sentences  # noqa: E402
 # Runs the finetune command, noting when its first optimizer step is done.
 FINETUNE = """
 import json, os, sys, time
+if os.environ.get("BENCH_NO_TORCH"):  # as the package's own install: no torch
+  sys.modules["torch"] = None
 from albert_jax.trainer import loop
 advance, first = loop.Reporter.advance, []
 def timed(self, steps=1):
@@ -70,7 +76,9 @@ json.dump({"first_call": times[0], "steady_call": times[1],
 """
 
 
-def run_python(code: str, args: list[str], cache: Path, out: Path) -> dict:
+def run_python(
+  code: str, args: list[str], cache: Path, out: Path, extra: dict | None = None
+) -> dict:
   """`python -c code args` in a fresh process on cache directory `cache`: its JSON, plus the
   whole process's seconds ("whole")."""
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
@@ -81,6 +89,7 @@ def run_python(code: str, args: list[str], cache: Path, out: Path) -> dict:
     BENCH_OUT=str(out),
     PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
     TQDM_DISABLE="1",
+    **(extra or {}),
   )
   done = subprocess.run(
     [sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True
@@ -107,10 +116,12 @@ def longtail_file(path: Path, n: int, seed: int) -> None:
   path.write_text("\n".join(lines) + "\n")
 
 
-def finetune(tmp: Path, name: str, cache: Path, flags: list[str]) -> dict:
+def finetune(tmp: Path, name: str, cache: Path, flags: list[str], torch: bool) -> dict:
   workdir = tmp / "runs" / f"{name}-{time.time_ns()}"
   args = ["--config=configs/finetune/sst2_sample.py", f"--workdir={workdir}", *flags]
-  return run_python(FINETUNE, args, cache, tmp / "out.json")
+  return run_python(
+    FINETUNE, args, cache, tmp / "out.json", {} if torch else {"BENCH_NO_TORCH": "1"}
+  )
 
 
 def main() -> None:
@@ -119,6 +130,9 @@ def main() -> None:
   parser.add_argument("--size", choices=sorted(SIZES), default="base")
   parser.add_argument("--n", type=int, default=300, help="sentences (text classification)")
   parser.add_argument("--n_qa", type=int, default=100, help="questions (question answering)")
+  parser.add_argument(
+    "--torch", action="store_true", help="let the fine-tuning runs import torch (see the doc)"
+  )
   args = parser.parse_args()
   only = set(args.only.split(","))
   rows: list[tuple[str, str, dict]] = []
@@ -134,7 +148,7 @@ def main() -> None:
     if "demo" in only:
       cache = tmp / "demo-cache"
       for state in ("cold", "warm"):
-        show("demo (150 steps)", state, finetune(tmp, "demo", cache, []))
+        show("demo (150 steps)", state, finetune(tmp, "demo", cache, [], args.torch))
     if "longtail" in only:
       longtail_file(tmp / "train.tsv", 600, 0)
       longtail_file(tmp / "dev.tsv", 100, 1)
@@ -149,9 +163,8 @@ def main() -> None:
         "--config.checkpoint_every_steps=60",
       ]
       for batching in ("bucket", "max_length"):
-        result = finetune(
-          tmp, batching, tmp / f"longtail-{batching}", [*flags, f"--config.batching={batching}"]
-        )
+        flag = f"--config.batching={batching}"
+        result = finetune(tmp, batching, tmp / f"longtail-{batching}", [*flags, flag], args.torch)
         show(f"long-tailed 60 steps, batching={batching}", "cold", result)
     if "predict" in only:
       models = build_models(tmp, args.size)
