@@ -274,7 +274,7 @@ def main() -> None:
         chosen = record_plans(ours)
         warm_up(ours, items)
         packed = isinstance(chosen[-1][0], PackedBatch)
-        print(f"  the plan chosen (timed on this machine): {'packed' if packed else 'bucketed'}")
+        print(f"  the plan chosen: {'packed' if packed else 'bucketed'}")
         hf_question_answering(model, tokenizer, items[:4], 32)
         other = pipeline(
           task, model=ours.model, batch_size=args.batch, max_tokens=max_tokens, pack=not packed
