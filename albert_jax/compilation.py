@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -288,6 +288,8 @@ class Programs:
     return [key for key, _ in new]
 
   def _compile(self, args: tuple) -> tuple[Any, list[Compilation], float]:
+    if not threading.main_thread().is_alive():  # the process is exiting (an error, SIGTERM):
+      raise CancelledError("exiting")  # the programs still queued are not compiled
     with CompileLog(this_thread=True) as compile_log:
       with self._lower_lock:
         lowered = self._fn.lower(*args)
