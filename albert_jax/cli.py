@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from absl import flags
 
-from albert_jax import watchdog
+from albert_jax import compilation, watchdog
 from albert_jax.errors import EXIT_USER_ERROR, UserError
 from albert_jax.preemption import Preempted
 
@@ -52,7 +52,8 @@ def parse(
   `--help` prints `usage` and the flags and exits 0; a bad flag is a UserError naming it.
   `renamed` (old name -> name) and `aliases` (another spelling -> name) are other names of
   flags; a renamed one prints a deprecation note on stderr. Parsing again (another call in the
-  same process) starts from the flags' defaults.
+  same process) starts from the flags' defaults. A command with `--compilation_cache`
+  (`define_compilation_cache`) gets its compilation cache set up here.
   """
   if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
     print(f"{usage}\n\n{flag_values.get_help()}")
@@ -60,9 +61,24 @@ def parse(
   argv = [argv[0], *(_canonical(arg, renamed or {}, aliases or {}) for arg in argv[1:])]
   flag_values.unparse_flags()
   try:
-    return flag_values(list(argv))[1:]
+    rest = flag_values(list(argv))[1:]
   except flags.Error as e:
     raise UserError(f"{e}\n\nUsage: {usage}") from None
+  if "compilation_cache" in flag_values:  # a command that compiles: its cache on or off
+    compilation.setup(flag_values.compilation_cache)
+  return rest
+
+
+def define_compilation_cache(flag_values: flags.FlagValues) -> None:
+  """`--[no]compilation_cache`, which `parse` applies (`albert_jax.compilation.setup`)."""
+  flags.DEFINE_bool(
+    "compilation_cache",
+    True,
+    f"Keep compiled XLA programs for the next run, in ${compilation.ENV} (default "
+    "~/.cache/albert_jax/xla) or your own jax_compilation_cache_dir; "
+    "--nocompilation_cache compiles everything again.",
+    flag_values=flag_values,
+  )
 
 
 def _canonical(arg: str, renamed: Mapping[str, str], aliases: Mapping[str, str]) -> str:

@@ -38,6 +38,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool("pooled", False, "Also write the pooled output.", flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace an existing output file.", flag_values=FLAGS)
+cli.define_compilation_cache(FLAGS)
 
 USAGE = (
   "python -m albert_jax.features --model DIR --input texts.txt --output feats.npz "

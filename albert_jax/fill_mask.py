@@ -38,6 +38,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("top_k", 5, "Candidates per mask.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 8, "Texts per batch.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_bool("json", False, "Print a JSON list (one result per text).", flag_values=FLAGS)
+cli.define_compilation_cache(FLAGS)
 
 USAGE = (
   "python -m albert_jax.fill_mask --model DIR [--top_k 5] [--json] [--batch_size 8] "

@@ -90,6 +90,7 @@ flags.DEFINE_bool(
   flag_values=FLAGS,
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.", flag_values=FLAGS)
+cli.define_compilation_cache(FLAGS)
 
 USAGE = (
   "python -m albert_jax.predict --model DIR --task TASK --input FILE [--output FILE] "
@@ -148,6 +149,7 @@ def main(argv: Sequence[str]) -> int:
     batch_size=FLAGS.batch_size,
     dtype=FLAGS.dtype,
     progress=FLAGS.progress,
+    compilation_cache=FLAGS.compilation_cache,
     **_constructor(FLAGS.task, options),
   )
   results = run(inputs)

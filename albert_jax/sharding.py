@@ -431,13 +431,19 @@ def under_mesh(fn: Callable, mesh: Mesh, rules: Rules = RULES) -> Callable:
   """`fn` called with `mesh` and `rules` set, so the model's activation constraints apply.
 
   For jitted steps of one's own (e.g. an eval that also returns counts): the constraints are
-  read while `fn` is traced, i.e. on its first call.
+  read while `fn` is traced, i.e. on its first call, or by `.lower(*args)` (a jitted `fn`'s,
+  with them set: for compiling ahead of time, `albert_jax.compilation.Programs`).
   """
 
   def call(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return fn(*args)
 
+  def lower(*args):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return fn.lower(*args)
+
+  call.lower = lower
   return call
 
 

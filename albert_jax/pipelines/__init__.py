@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from albert_jax import compilation
 from albert_jax.errors import UserError
 from albert_jax.pipelines.extraction import FeatureExtractionPipeline, FillMaskPipeline
 from albert_jax.pipelines.multiple_choice import MultipleChoicePipeline
@@ -43,9 +44,11 @@ PIPELINES = {
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
-def pipeline(task: str, model: Any, **options: Any):
-  """The pipeline for `task` (an HF task name) over `model`; see the module docstring."""
+def pipeline(task: str, model: Any, *, compilation_cache: bool = True, **options: Any):
+  """The pipeline for `task` (an HF task name) over `model`; see the module docstring.
+  `compilation_cache`: the persistent XLA cache on or off (`albert_jax.compilation.setup`)."""
   task = ALIASES.get(task, task)
   if task not in PIPELINES:
     raise UserError(f"Unknown pipeline task {task!r}; choose one of {', '.join(PIPELINES)}.")
+  compilation.setup(compilation_cache)
   return PIPELINES[task](model, **options)

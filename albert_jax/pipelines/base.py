@@ -5,7 +5,10 @@ compilation per bucket; `albert_jax.data.batching`).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from albert_jax import compilation
 from albert_jax.data import batching, packing
 from albert_jax.errors import UserError
 from albert_jax.weights.pretrained import Pretrained, from_pretrained
@@ -90,6 +94,10 @@ def max_tokens_for(value: int | str | None) -> int | None:
 
 # Packed-row lengths tried besides the longest row's (rounded up to a multiple of 8).
 PACKED_LENGTHS = (128, 256, 384, 512)
+# The packed and the bucketed plans are timed (`Runner.plan`) when they hold at least this many
+# batches per shape to time, or every shape's time is known already; else the cost model picks.
+CALIBRATE_BATCHES_PER_SHAPE = 4
+log = logging.getLogger(__name__)
 
 
 class Runner:
@@ -111,6 +119,12 @@ class Runner:
   `outputs(model_output) -> {name: [B, ...] array}` picks the fields a pipeline needs; each
   row's arrays come back float32 with the batch axis dropped (sequence axes padded to the
   batch's bucket, or cut to the row's own length when packed: cut them with the row's length).
+
+  Every shape of a call's plan is compiled ahead, concurrently, before its batches run
+  (`albert_jax.compilation.Programs`; the persistent cache keeps them for the next process).
+  Packed or not is decided by measurement where it can pay: each shape of both plans is run
+  once on this machine and the plan that adds up to less time runs (`plan`); the times are
+  kept beside the compilation cache, so a later process plans without measuring.
   """
 
   def __init__(
@@ -144,7 +158,13 @@ class Runner:
     def run_packed(params, ids, segments, types, positions):
       return run(params, ids, packing.attention_mask(segments), types, positions)
 
-    self._run, self._run_packed = run, run_packed
+    pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compile")
+    self._programs = compilation.Programs(run, _shape_key, "prediction", pool=pool)
+    self._packed = compilation.Programs(run_packed, _shape_key, "packed prediction", pool=pool)
+    self._run, self._run_packed = self._programs, self._packed  # what a batch calls
+    self._unlogged: list[tuple[compilation.Programs, list]] = []  # compiled, not yet logged
+    what = f"{model.module!r} {getattr(outputs, '__qualname__', outputs)}"
+    self._timing_key = f"{compilation.device_key()} {hashlib.sha256(what.encode()).hexdigest()}"
 
   def __call__(self, rows: Sequence[Row]) -> list[dict[str, np.ndarray]]:
     if not rows:
@@ -154,8 +174,10 @@ class Runner:
     if lengths.max() > limit:
       i = int(lengths.argmax())
       raise UserError(f"Input {i} is {lengths[i]} tokens long; the model takes at most {limit}.")
-    choices = int(np.prod(np.shape(rows[0]["input_ids"])[:-1], dtype=np.int64))
+    lead = np.shape(rows[0]["input_ids"])[:-1]  # (choices,) of multiple-choice rows, else ()
+    choices = int(np.prod(lead, dtype=np.int64))
     plan = self.plan(lengths, choices)
+    self._compile(plan, lead)  # every shape, concurrently, before the batches need them
     results: list[dict[str, np.ndarray] | None] = [None] * len(rows)
 
     def run(b: batching.Batch | packing.PackedBatch) -> dict[str, np.ndarray]:
@@ -179,7 +201,49 @@ class Runner:
           for k, i in enumerate(b.indices[b.weights > 0]):
             results[i] = {name: value[k] for name, value in out.items()}
         bar.update(len(b.indices) if isinstance(b, packing.PackedBatch) else (b.weights > 0).sum())
+    for programs, keys in self._unlogged:
+      done = programs.summary(keys)
+      log.info(
+        "compiled %d %s programs ahead; %d read from the compilation cache",
+        done["programs"],
+        programs.what,
+        done["from_cache"],
+      )
+    self._unlogged = []
     return results
+
+  def _compile(self, plan, lead: tuple[int, ...]) -> None:
+    """Starts compiling the plan's shapes not compiled yet (logged at the end of the call)."""
+    params = self.model.params
+    bucketed = dict.fromkeys(  # in the order the plan needs them
+      _shape_key(None, _spec((len(b.indices), *lead, b.length)))
+      for b in plan
+      if isinstance(b, batching.Batch)
+    )
+    packed = dict.fromkeys((b.rows, b.length) for b in plan if isinstance(b, packing.PackedBatch))
+    new = [
+      (self._programs, self._programs.add([(k, (params, *[_spec(k[0])] * 3)) for k in bucketed])),
+      (self._packed, self._packed.add([((s,), (params, *[_spec(s)] * 4)) for s in packed])),
+    ]
+    self._unlogged += [(programs, keys) for programs, keys in new if keys]
+
+  def _seconds(self, b: batching.Batch | packing.PackedBatch) -> float:
+    """What one batch of `b`'s shape takes here: measured once (kept with the cache)."""
+    packed = isinstance(b, packing.PackedBatch)
+    shape = (b.rows, b.length) if packed else (len(b.indices), b.length)
+    key = f"{self._timing_key} {_plan_shape(b)}"
+    if (seconds := compilation.timing(key)) is not None:
+      return seconds
+    compiled = (self._packed if packed else self._programs).compiled((shape,))
+    inputs = [np.ones(shape, np.int32) if packed else np.zeros(shape, np.int32)] * (
+      4 if packed else 3
+    )  # packed: segment 1 everywhere (one segment a row); else ids 0
+    jax.block_until_ready(compiled(self.model.params, *inputs))  # the first run's own costs
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(self.model.params, *inputs))
+    seconds = time.perf_counter() - start
+    compilation.record_timing(key, seconds)
+    return seconds
 
   def plan(
     self, lengths: np.ndarray, choices: int = 1
@@ -198,9 +262,23 @@ class Runner:
     length = packing.choose_length(lengths, candidates, self.row_cost)
     rows = self.batch_size if self.max_tokens is None else max(1, self.max_tokens // length)
     packed = packing.packed_batches(lengths, length, rows)
+    if self._calibrates(packed, bucketed):  # the plan that runs faster here
+      self._compile(packed + bucketed, ())
+      return packed if self.seconds(packed) < self.seconds(bucketed) else bucketed
     # rows all near the longest pack no better than buckets; nor do tiny models, where
     # attention (growing with the packed length) is most of the compute
     return packed if self.cost(packed) < self.cost(bucketed) else bucketed
+
+  def _calibrates(self, packed, bucketed) -> bool:
+    """Whether to time the two plans: each shape's time is known, or the plans hold at least
+    CALIBRATE_BATCHES_PER_SHAPE batches a shape (timing costs little beside them)."""
+    shapes = {_plan_shape(b) for b in packed + bucketed}
+    unknown = [s for s in shapes if compilation.timing(f"{self._timing_key} {s}") is None]
+    return not unknown or len(packed) + len(bucketed) >= CALIBRATE_BATCHES_PER_SHAPE * len(shapes)
+
+  def seconds(self, plan: Sequence[batching.Batch | packing.PackedBatch]) -> float:
+    """The plan's time on this machine: its batches' measured times (`_seconds`), added."""
+    return sum(self._seconds(b) for b in plan)
 
   def cost(self, plan: Sequence[batching.Batch | packing.PackedBatch]) -> float:
     """Multiply-adds of one layer over all the plan's rows (filler and empty rows included)."""
@@ -215,6 +293,22 @@ class Runner:
     c = self.model.config
     h, f = c.hidden_size, c.intermediate_size
     return length * (4 * h * h + 2 * h * f + 2 * h * length)
+
+
+def _shape_key(params, ids, *rest) -> tuple:
+  """The key of a call's program: its input_ids' shape."""
+  return (tuple(ids.shape),)
+
+
+def _spec(shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(shape, jnp.int32)
+
+
+def _plan_shape(b: batching.Batch | packing.PackedBatch) -> str:
+  """A batch's shape as `Runner._seconds` keys its time."""
+  if isinstance(b, packing.PackedBatch):
+    return f"packed {(b.rows, b.length)}"
+  return f"rows {(len(b.indices), b.length)}"
 
 
 def _pad(rows: Sequence[Row], length: int) -> tuple[np.ndarray, ...]:

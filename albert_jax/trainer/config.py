@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = (
   "mesh",
   "allow_data_change",
   "step_timeout",
+  "compilation_cache",
 )
 LR_SCHEDULES = ("google", "hf")  # forms of `optim.warmup_linear_decay`
 OPTIMIZERS = ("adamw", "lamb")
@@ -75,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Resuming on training data other than the checkpoint's (its fingerprint) is an error; True
   # continues on the new data from the start of the saved epoch.
   c.allow_data_change = False
+  # Keep compiled programs for the next run (`albert_jax.compilation`: $ALBERT_JAX_CACHE, else
+  # ~/.cache/albert_jax/xla); False = compile everything again.
+  c.compilation_cache = True
 
   c.log_every_steps = placeholder(int)
   c.eval_every_steps = placeholder(int)  # None or 0 = only at the end

@@ -42,7 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from albert_jax import distributed, sharding
+from albert_jax import compilation, distributed, sharding
 from albert_jax import metrics as metrics_lib
 from albert_jax.checkpoint import Checkpoints, abstract_state
 from albert_jax.config import PRESETS, AlbertConfig
@@ -53,7 +53,7 @@ from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
 from albert_jax.tokenizer import AlbertTokenizer, check_token_ids
 from albert_jax.trainer import config as config_lib
-from albert_jax.trainer import export, loop
+from albert_jax.trainer import export, loop, programs
 from albert_jax.trainer.batches import (
   TARGETS,
   BatchStats,
@@ -326,6 +326,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   An exception (Ctrl-C) lets checkpoint writes in flight finish first.
   """
   task, mesh, rules = check_config(config, workdir)
+  compilation.setup(config.get("compilation_cache", True))
   module, params, tokenizer = _load_model(config, task)
   max_positions = module.config.max_position_embeddings
   train_arrays, eval_sets = _load_data(config, task, tokenizer, max_positions)
@@ -389,6 +390,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     predict_fn = sharding.jit_predict_step(sharding.shardings_of(state), mesh, rules)
     eval_batch = _eval_batch_size(config)
     micro = config.batch_size // config.grad_accum_steps
+    train_fn, predict_fn = programs.compile_ahead(  # every shape, concurrently, from now on
+      train_fn,
+      predict_fn,
+      state,
+      programs.train_templates(
+        config, train_arrays, micro, position, buckets, total * config.grad_accum_steps
+      ),
+      programs.eval_templates(eval_sets, eval_batch, buckets),
+      mesh,
+      rules,
+    )
     stats = BatchStats(batching.row_lengths(train_arrays["attention_mask"]))
     batches = (  # each position also records the data's fingerprint (checked on resume)
       (batch, {**after, "data": fingerprint})

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from albert_jax import distributed, sharding, train
+from albert_jax import compilation, distributed, sharding, train
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.config import AlbertConfig
 from albert_jax.data import pretraining as data_lib
@@ -348,6 +348,7 @@ def run(
   rerunning continues from there.
   """
   albert, mesh, rules = check_config(config, workdir)
+  compilation.setup(config.get("compilation_cache", True))
   try:
     inputs = open_inputs(config, albert, mesh, rules)  # every data check, before any compute
   except data_lib.PretrainingDataError as e:  # a bad file or directory: the message names it
