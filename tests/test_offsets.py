@@ -5,13 +5,14 @@ emoji sequences, special tokens glued to words.
 
 Two references: each piece's characters, normalized, are the piece (ground truth); and
 transformers' fast `AlbertTokenizer` (the vocabulary converted as HF's `AlbertConverter` does,
-as in tests/test_tokenizer.py) `offset_mapping`, equal to ours but for these conventions:
+as in tests/test_tokenizer.py) `offset_mapping`, equal to ours but for these conventions (the
+last row: e + U+0301, whose mark is dropped, or joined into é when accents are kept):
 
 | case | ours | HF's |
 |---|---|---|
 | a `▁` alone (no characters of its own) | (-1, -1) | the next character's |
 | `` or '' (one `"`) | both characters | the second only |
-| a character normalization drops after a piece's last (e + U+0301) | the piece's | nobody's |
+| a character normalization drops after a piece's last or joins to it | the piece's | none |
 """
 
 from __future__ import annotations
@@ -55,17 +56,27 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def hf():
+def hf_keep():
+  """{keep_accents: HF's fast tokenizer}."""
   transformers = pytest.importorskip("transformers")
   from transformers.convert_slow_tokenizer import AlbertConverter
 
   converter = AlbertConverter(types.SimpleNamespace(vocab_file=str(bundled_model_path())))
-  fast = transformers.AlbertTokenizer(
-    vocab=converter.vocab(converter.proto),
-    _spm_precompiled_charsmap=converter.proto.normalizer_spec.precompiled_charsmap,
-  )
-  assert fast.is_fast
-  return fast
+  out = {
+    keep: transformers.AlbertTokenizer(
+      vocab=converter.vocab(converter.proto),
+      _spm_precompiled_charsmap=converter.proto.normalizer_spec.precompiled_charsmap,
+      keep_accents=keep,
+    )
+    for keep in (False, True)
+  }
+  assert all(fast.is_fast for fast in out.values())
+  return out
+
+
+@pytest.fixture(scope="module")
+def hf(hf_keep):
+  return hf_keep[False]
 
 
 def hf_offsets(hf, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -104,10 +115,12 @@ def test_each_piece_is_its_characters_normalized(tok, text):
     assert got == unicodedata.normalize("NFKC", joined).casefold(), (joined, written)
 
 
+@pytest.mark.parametrize("keep_accents", [False, True])
 @pytest.mark.parametrize("text", TEXTS)
-def test_offsets_match_hf_fast_tokenizer(tok, hf, text):
+def test_offsets_match_hf_fast_tokenizer(hf_keep, text, keep_accents):
+  tok = AlbertTokenizer(keep_accents=keep_accents)
   pieces, offsets = tok.tokenize_with_offsets(text)
-  ids, want = hf_offsets(hf, text)
+  ids, want = hf_offsets(hf_keep[keep_accents], text)
   assert tok.convert_tokens_to_ids(pieces) == ids
   got = [tuple(span) for span in offsets.tolist()]
   assert len(got) == len(want)
@@ -118,7 +131,7 @@ def test_offsets_match_hf_fast_tokenizer(tok, hf, text):
       assert g == w, (piece, text[g[0] : g[1]], text[w[0] : w[1]])
 
 
-def test_where_hf_offsets_differ_as_documented(tok, hf):
+def test_where_hf_offsets_differ_as_documented(tok, hf, hf_keep):
   """The module docstring's table, one case each."""
   text = "``a'' ｶﾞ e\u0301"
   pieces, offsets = tok.tokenize_with_offsets(text)
@@ -132,6 +145,10 @@ def test_where_hf_offsets_differ_as_documented(tok, hf):
   # ｶﾞ: NFKD gives カ + U+3099 (a combining mark, dropped); e + U+0301 likewise
   assert (got[5], want[5]) == ((6, 8), (6, 7))
   assert (got[7], want[7]) == ((9, 11), (9, 10))
+  # keeping accents, SentencePiece's NFKC joins e + U+0301 into é: HF's span is the e
+  pieces, offsets = AlbertTokenizer(keep_accents=True).tokenize_with_offsets("e\u0301")
+  assert (pieces, offsets.tolist()) == (["▁", "é"], [[-1, -1], [0, 2]])
+  assert hf_offsets(hf_keep[True], "e\u0301")[1][1] == (0, 1)
 
 
 @pytest.fixture(scope="module")
