@@ -3,8 +3,11 @@
 `tokenize_with_offsets` gives each piece of `tokenizer.tokenize(text)` its (start, end) in
 `text` as written, through ALBERT's preprocessing (whitespace collapse, quote replacement,
 accent stripping, lowercasing: `normalize_with_map` repeats it keeping each character's
-source) and SentencePiece's own normalization (aligned by `_align`). Answer spans (SQuAD,
-question answering) and entities (token classification) are cut out of the text with them.
+source) and SentencePiece's own normalization (`_align`: SentencePiece's `Normalize` with
+offsets says which characters each of its output characters came from, so NFKC's changes of
+length, such as Hangul jamo joined back into syllables or `ﬁ` -> `fi`, keep every piece in its
+place). Answer spans (SQuAD, question answering) and entities (token classification) are cut
+out of the text with them.
 """
 
 from __future__ import annotations
@@ -132,7 +135,8 @@ def _align(pieces: list[str], norm: str, sp: Any) -> list[tuple[int, int] | None
   With the tokenizer's SentencePiece processor, `norm` is normalized again as SentencePiece
   does it (NFKC: Hangul jamo composed back into syllables, `ﬁ` -> `fi`, ...), keeping each
   output character's characters of `norm`; the pieces are then matched in that text, which is
-  theirs. Without one, they are matched in `norm` itself.
+  theirs. Without one, they are matched in `norm` itself. Where the pieces are not that text
+  (not seen with `AlbertTokenizer`), difflib matches what it can.
   """
   joined = "".join(pieces)
   if sp is None:
@@ -158,8 +162,9 @@ def _align(pieces: list[str], norm: str, sp: Any) -> list[tuple[int, int] | None
 def _normalized_spans(starts: list[int]) -> list[tuple[int, int]]:
   """SentencePiece's normalization offsets (where in the input each output character starts,
   then the input's length) -> each output character's (start, end) in the input. Characters
-  one input character expanded to (`ﬁ` -> `f`, `i`) share its span; a character it added (the
-  leading `▁`) gets an empty one where the next starts."""
+  one input character expanded to (`ﬁ` -> `f`, `i`) share its span; one input characters were
+  joined into (Hangul jamo -> a syllable) or that swallowed dropped ones has all of them. (The
+  leading `▁` SentencePiece adds shares the first character's; `_text_offsets` skips `▁`s.)"""
   ends, end = [], starts[-1]
   for k in range(len(starts) - 2, -1, -1):
     if starts[k + 1] > starts[k]:
