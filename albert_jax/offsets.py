@@ -162,8 +162,8 @@ def _align(pieces: list[str], norm: str, sp: Any) -> list[tuple[int, int] | None
 def _normalized_spans(starts: list[int]) -> list[tuple[int, int]]:
   """SentencePiece's normalization offsets (where in the input each output character starts,
   then the input's length) -> each output character's (start, end) in the input. Characters
-  one input character expanded to (`ﬁ` -> `f`, `i`) share its span; one input characters were
-  joined into (Hangul jamo -> a syllable) or that swallowed dropped ones has all of them. (The
+  one input character expanded to (`ﬁ` -> `f`, `i`) share its span; one made of several (Hangul
+  jamo -> a syllable; a character and those SentencePiece drops after it) spans them all. (The
   leading `▁` SentencePiece adds shares the first character's; `_text_offsets` skips `▁`s.)"""
   ends, end = [], starts[-1]
   for k in range(len(starts) - 2, -1, -1):
