@@ -3,13 +3,17 @@
 `tokenize_with_offsets` gives each piece of `tokenizer.tokenize(text)` its (start, end) in
 `text` as written, through ALBERT's preprocessing (whitespace collapse, quote replacement,
 accent stripping, lowercasing: `normalize_with_map` repeats it keeping each character's
-source) and SentencePiece's own normalization (aligned by `_align`). Answer spans (SQuAD,
-question answering) and entities (token classification) are cut out of the text with them.
+source) and SentencePiece's own normalization (`_align`: SentencePiece's `Normalize` with
+offsets says which characters each of its output characters came from, so NFKC's changes of
+length, such as Hangul jamo joined back into syllables or `ﬁ` -> `fi`, keep every piece in its
+place). Answer spans (SQuAD, question answering) and entities (token classification) are cut
+out of the text with them.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from typing import Any
 
@@ -60,11 +64,31 @@ def normalize_with_map(
 def tokenize_with_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.ndarray]:
   """`tokenizer.tokenize(context)` and each piece's (start, end) characters in `context` [T, 2].
 
-  `context[start:end]` is the original text a piece came from, through whitespace collapse,
-  quote replacement, accent stripping and lowercasing (`normalize_with_map`) and
-  SentencePiece's own normalization (aligned by `_align`); characters normalization dropped
-  belong to the piece before them. A piece of only `▁` gets (-1, -1).
+  `context[start:end]` is the original text a piece came from. The text is cut at the special
+  tokens written in it (each is its own piece, as `tokenize` makes it); each text between them
+  is followed through whitespace collapse, quote replacement, accent stripping and lowercasing
+  (`normalize_with_map`) and SentencePiece's own normalization (`_align`); characters
+  normalization dropped belong to the piece before them. A piece of only `▁` gets (-1, -1).
   """
+  specials = sorted(getattr(tokenizer, "all_special_tokens", ()), key=len, reverse=True)
+  chunks = (
+    re.split("(" + "|".join(map(re.escape, specials)) + ")", context) if specials else [context]
+  )
+  pieces, rows, at = [], [np.zeros((0, 2), np.int32)], 0
+  for k, chunk in enumerate(chunks):
+    if k % 2:  # a special token
+      pieces.append(chunk)
+      rows.append(np.array([[at, at + len(chunk)]], np.int32))
+    elif chunk:
+      chunk_pieces, offsets = _text_offsets(tokenizer, chunk)
+      pieces += chunk_pieces
+      rows.append(np.where(offsets >= 0, offsets + at, offsets))
+    at += len(chunk)
+  return pieces, np.concatenate(rows)
+
+
+def _text_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.ndarray]:
+  """`tokenize_with_offsets` of a text without special tokens."""
   pieces = tokenizer.tokenize(context)
   norm, source = normalize_with_map(
     context,
@@ -72,8 +96,7 @@ def tokenize_with_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.n
     strip_accents=not getattr(tokenizer, "keep_accents", False),
     replace_quotes=getattr(tokenizer, "replace_quotes", True),
   )
-  joined = "".join(pieces).replace(SPIECE_UNDERLINE, " ")
-  to_norm = _align(joined, norm)  # joined char -> (start, end) in norm, or None
+  to_norm = _align(pieces, norm, _sentencepiece(tokenizer))  # piece char -> span of norm
   covered = np.zeros(len(context) + 1, bool)
   for span in to_norm:
     if span is not None:
@@ -83,8 +106,8 @@ def tokenize_with_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.n
   for k, piece in enumerate(pieces):
     spans = [
       to_norm[position + c]
-      for c, char in enumerate(piece.replace(SPIECE_UNDERLINE, " "))
-      if char != " " and to_norm[position + c] is not None
+      for c, char in enumerate(piece)
+      if char != SPIECE_UNDERLINE and to_norm[position + c] is not None
     ]
     position += len(piece)
     if not spans:
@@ -97,17 +120,54 @@ def tokenize_with_offsets(tokenizer: Any, context: str) -> tuple[list[str], np.n
   return pieces, offsets
 
 
-def _align(joined: str, norm: str) -> list[tuple[int, int] | None]:
-  """For each character of `joined`, the span of `norm` it stands for (None: nothing)."""
-  lead = len(joined) - len(joined.lstrip(" "))
-  if joined[lead:] == norm:  # the common case: only SentencePiece's leading ▁ added
-    return [None] * lead + [(j, j + 1) for j in range(len(norm))]
-  spans: list[tuple[int, int] | None] = [None] * len(joined)
-  matcher = difflib.SequenceMatcher(None, joined, norm, autojunk=False)
+def _sentencepiece(tokenizer: Any) -> Any:
+  """The tokenizer's SentencePieceProcessor (ours: `_sp`; HF's slow tokenizer: `sp_model`)."""
+  for name in ("_sp", "sp_model"):
+    sp = getattr(tokenizer, name, None)
+    if hasattr(sp, "Normalize"):
+      return sp
+  return None
+
+
+def _align(pieces: list[str], norm: str, sp: Any) -> list[tuple[int, int] | None]:
+  """For each character of the pieces, the span of `norm` it stands for (None: nothing).
+
+  With the tokenizer's SentencePiece processor, `norm` is normalized again as SentencePiece
+  does it (NFKC: Hangul jamo composed back into syllables, `ﬁ` -> `fi`, ...), keeping each
+  output character's characters of `norm`; the pieces are then matched in that text, which is
+  theirs. Without one, they are matched in `norm` itself. Where the pieces are not that text
+  (not seen with `AlbertTokenizer`), difflib matches what it can.
+  """
+  joined = "".join(pieces)
+  if sp is None:
+    target, spans = norm.replace(" ", SPIECE_UNDERLINE), [(j, j + 1) for j in range(len(norm))]
+  else:
+    target, starts = sp.Normalize(norm, with_offsets=True)
+    spans = _normalized_spans(starts)
+  lead = len(joined) - len(joined.lstrip(SPIECE_UNDERLINE))
+  if joined == target or joined[lead:] == target:  # the common case
+    shift = len(joined) - len(target)
+    return [None] * shift + [s if s[0] < s[1] else None for s in spans]
+  out: list[tuple[int, int] | None] = [None] * len(joined)
+  matcher = difflib.SequenceMatcher(None, joined, target, autojunk=False)
   for op, i1, i2, j1, j2 in matcher.get_opcodes():
     for i in range(i1, i2):
       if op == "equal":
-        spans[i] = (j1 + i - i1, j1 + i - i1 + 1)
+        out[i] = spans[j1 + i - i1]
       elif op == "replace":
-        spans[i] = (j1, j2)
-  return spans
+        out[i] = (spans[j1][0], spans[j2 - 1][1])
+  return [s if s is not None and s[0] < s[1] else None for s in out]
+
+
+def _normalized_spans(starts: list[int]) -> list[tuple[int, int]]:
+  """SentencePiece's normalization offsets (where in the input each output character starts,
+  then the input's length) -> each output character's (start, end) in the input. Characters
+  one input character expanded to (`ﬁ` -> `f`, `i`) share its span; one made of several (Hangul
+  jamo -> a syllable; a character and those SentencePiece drops after it) spans them all. (The
+  leading `▁` SentencePiece adds shares the first character's; `_text_offsets` skips `▁`s.)"""
+  ends, end = [], starts[-1]
+  for k in range(len(starts) - 2, -1, -1):
+    if starts[k + 1] > starts[k]:
+      end = starts[k + 1]
+    ends.append(end)
+  return list(zip(starts[:-1], reversed(ends), strict=True))
