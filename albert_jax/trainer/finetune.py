@@ -356,13 +356,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   buckets = choose_buckets(config, train_arrays, eval_sets)
   for what, arrays in [("train", train_arrays)] + [(s.split, s.features.arrays) for s in eval_sets]:
     check_token_ids(arrays["input_ids"], module.config.vocab_size, f"the {what} data")
-  config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
-  record_buckets(workdir, buckets)
   num_train = len(train_arrays["input_ids"])
   total, warmup = train_steps(config, num_train)
   schedule, tx = config_lib.make_optimizer(config, total, warmup)
   seed = jax.random.key(config.seed)
   sample = gather(train_arrays, MODEL_INPUTS, np.arange(1))
+  if config.seeds > 1:  # the replicas must fit: refused before anything is written or compiled
+    finetune_seeds.check_memory(config, module, tx, task.head, sample, mesh, rules)
+  config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
+  record_buckets(workdir, buckets)
 
   # Every process builds the same global batches; each passes on the rows its devices hold.
   def put(batch):

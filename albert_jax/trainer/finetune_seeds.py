@@ -75,8 +75,6 @@ def run(s: Setup, params: Any = None) -> dict[str, Any] | None:
   config, n, head = s.config, s.config.seeds, s.task.head
   one = sharding.abstract_train_state(s.module, s.tx, head, s.sample, s.mesh, s.rules)
   abstract = seeds.abstract_stacked(one, n, s.rules)
-  estimate = seeds.memory_estimate(abstract, s.module.config, config, s.mesh, s.rules)
-  seeds.check_memory(estimate, n, s.mesh.devices.flat[0])
   shardings = sharding.shardings_of(abstract)
 
   def fresh(seed: int, loaded: Any = None):
@@ -128,6 +126,15 @@ def run(s: Setup, params: Any = None) -> dict[str, Any] | None:
     if result.finished is not None and config.export != "none":
       hooks.export(result)
   return result.finished
+
+
+def check_memory(config, module, tx, head: str, sample, mesh, rules) -> None:
+  """Refuses `config.seeds` replicas whose estimated memory exceeds a device's
+  (`seeds.memory_estimate`), from shapes alone: nothing is allocated or compiled."""
+  one = sharding.abstract_train_state(module, tx, head, sample, mesh, rules)
+  abstract = seeds.abstract_stacked(one, config.seeds, rules)
+  estimate = seeds.memory_estimate(abstract, module.config, config, mesh, rules)
+  seeds.check_memory(estimate, config.seeds, mesh.devices.flat[0])
 
 
 class _Hooks:
