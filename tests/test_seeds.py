@@ -15,8 +15,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from albert_jax import train
-from albert_jax.trainer import finetune
+import albert_jax
+from albert_jax import sharding, train
+from albert_jax.data import tasks
+from albert_jax.tokenizer import AlbertTokenizer
+from albert_jax.trainer import finetune, seeds
+from albert_jax.trainer.evaluation import EvalSet
 from tests.runs import (
   ROOT,
   TINY_FLAGS,
@@ -30,7 +34,7 @@ from tests.runs import (
   train_state,
 )
 
-SEED, N, STEPS = 5, 3, 4
+SEED, N, STEPS, ACCUM = 5, 3, 4, 2  # optimizer steps of ACCUM micro-batches each
 # Replica vs twin: the same float32 computation, but the vmapped program reduces in another
 # order (batched matmuls) than the unbatched one, as a sharded step does against one device;
 # the bound is test_sharding's, derived there: per tensor, UPDATE_TOL of how far the steps
@@ -39,11 +43,13 @@ SEED, N, STEPS = 5, 3, 4
 UPDATE_TOL, PARAM_ULPS = 1e-3, 8
 EPS32 = float(np.finfo(np.float32).eps)
 NOISE_FLOOR = STEPS * 1e-3 * (1 - 0.9) * (4 * EPS32 * 0.1) / 1e-6
-POISONED_SEED, POISONED_STEP = SEED + 1, 3  # replica 1's loss and params become NaN at step 3
+# Replica 1's loss and params become NaN in the first micro-batch of optimizer step 3; it
+# restarts when that step is done.
+POISONED_SEED, POISONED_STEP = SEED + 1, 3
 
 
 def config(**fields):
-  fields = {"num_train_steps": STEPS, "seed": SEED, **fields}
+  fields = {"num_train_steps": STEPS, "seed": SEED, "grad_accum_steps": ACCUM, **fields}
   return tiny("sst2_sample", **fields)
 
 
@@ -72,9 +78,9 @@ def replica(arrays: dict, k: int) -> dict:
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-  """A seeds=3 run, uninterrupted."""
+  """A seeds=3 run, uninterrupted, every replica exported."""
   workdir = str(tmp_path_factory.mktemp("straight"))
-  finetune.run(config(seeds=N), workdir)
+  finetune.run(config(seeds=N, export_seeds="all"), workdir)
   return workdir
 
 
@@ -123,12 +129,13 @@ def test_metrics_summary_and_tensorboard(straight):
 
 def _poison(real_step):
   """train.train_step, except that replica 1 (dropout key of seed POISONED_SEED) gets a NaN
-  loss and NaN parameters at optimizer step POISONED_STEP."""
+  loss and NaN parameters in the first micro-batch of optimizer step POISONED_STEP."""
   bad = jax.random.key_data(jax.random.fold_in(jax.random.key(POISONED_SEED), 1))
 
   def step(state, batch, rng):
     new, metrics = real_step(state, batch, rng)
-    hit = (state.step == POISONED_STEP - 1) & jnp.all(jax.random.key_data(rng) == bad)
+    first = (POISONED_STEP - 1) * ACCUM  # micro-batches before it
+    hit = (state.step == first) & jnp.all(jax.random.key_data(rng) == bad)
     params = jax.tree.map(lambda p: jnp.where(hit, jnp.nan, p), new.params)
     return new.replace(params=params), {**metrics, "loss": jnp.where(hit, jnp.nan, metrics["loss"])}
 
@@ -187,22 +194,38 @@ def test_killed_run_with_a_restart_resumes_bit_for_bit(poisoned, tmp_path):
 
 
 def test_four_seeds_on_four_devices_equal_one_device(tmp_path):
+  """On 4 devices, data parallel (every device holds every replica) and one replica per device
+  (the rule ("replica", "data"), the batch on the size-1 fsdp axis) both equal one device."""
+  one_per_device = [
+    [axis, "data" if axis == "replica" else "fsdp" if axis == "batch" else mesh_axes]
+    for axis, mesh_axes in sharding.RULES
+  ]
   runs = {}
-  for devices in (1, 4):
-    workdir = str(tmp_path / f"mesh{devices}")
+  for name, devices, rules in [("one", 1, None), ("data", 4, None), ("split", 4, one_per_device)]:
+    workdir = str(tmp_path / name)
     cfg = config(seeds=4, num_train_steps=2, export="none")
-    cfg.mesh.shape.data = devices
-    runs[devices] = (finetune.run(cfg, workdir), train_state(workdir, 2))
-  assert runs[4][0] == runs[1][0]
-  for k in range(4):
-    assert_replica_close(replica(runs[4][1], k), replica(runs[1][1], k), None, f"mesh {k}")
+    cfg.mesh.shape.data, cfg.mesh.rules = devices, rules
+    runs[name] = (finetune.run(cfg, workdir), train_state(workdir, 2))
+  for name in ("data", "split"):
+    assert runs[name][0] == runs["one"][0]
+    for k in range(4):
+      got, want = replica(runs[name][1], k), replica(runs["one"][1], k)
+      assert_replica_close(got, want, what=f"{name} mesh, replica {k}")
 
 
-def test_export_all_seeds(straight):
-  """export/ is the best replica at its best step; export_seeds=all ... (see the CLI test)."""
-  meta = json.loads(read(os.path.join(straight, "export", "albert_jax.json")))
+def test_export_the_best_replica_and_all_seeds(straight):
+  """export/ is the best replica at its best step; export_seeds=all adds export/seed_<seed>/,
+  each replica's best step, loadable as any export."""
   metrics = metrics_of(straight)
-  assert meta["seed"] == metrics["best_seed"]
+  best = [s for s in metrics["seeds"] if s["seed"] == metrics["best_seed"]][0]
+  meta = json.loads(read(os.path.join(straight, "export", "albert_jax.json")))
+  assert (meta["seed"], meta["step"]) == (best["seed"], best["best_step"])
+  for k, entry in enumerate(metrics["seeds"]):
+    directory = os.path.join(straight, "export", f"seed_{entry['seed']}")
+    model = albert_jax.from_pretrained(directory)
+    assert (model.metadata["seed"], model.metadata["step"]) == (entry["seed"], entry["best_step"])
+    saved = train_state(straight, entry["best_step"], os.path.join("best", f"replica_{k}"))
+    assert_trees_equal(jax.device_get(model.params), saved["params"])
 
 
 @pytest.mark.parametrize(
@@ -222,3 +245,30 @@ def test_bad_input_exits_2_with_one_line(flags, message, tmp_path):
   assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
   assert done.stderr.strip().splitlines()[-1] == errors[0]
   assert not os.path.exists(tmp_path / "run" / "config.json")  # refused before any output
+
+
+def test_collapse_at_chance_level_marks_a_restart_after_warmup():
+  """A replica whose dev metric is the majority class's for restart_after evaluations in a
+  row after the warm-up is marked for restart; a better one is not; the restart takes the
+  next unused seed, as long as restarts are left."""
+  cfg = config(seeds=2, restart_after=2, max_restarts=1)
+  task = tasks.get_task("sst2")
+  examples = tasks.load_examples(task, "validation", files={"validation": cfg.eval_file})
+  features = tasks.featurize(task, examples, AlbertTokenizer(), 32)
+  chance = seeds.chance_level(
+    task, EvalSet("validation", examples, features), "accuracy", "max", {}
+  )
+  labels = np.asarray([e["label"] for e in examples])
+  assert chance == max(np.mean(labels == c) for c in (0, 1))  # the majority class's accuracy
+
+  book = seeds.Replicas.start(SEED, 2, max_restarts=1)
+  above = chance + 1 / len(labels)  # one more example right
+  for step in (1, 2, 3):  # warm-up ends at step 1: only steps 2 and 3 count
+    book.evaluated(0, step, {"accuracy": chance}, cfg, chance, warmup=1)
+    book.evaluated(1, step, {"accuracy": above if step == 2 else chance}, cfg, chance, warmup=1)
+  assert book.pending[0] is not None and "at chance level" in book.pending[0]
+  assert book.pending[1] is None and book.at_chance[1] == 1
+  assert book.restart(0, step=3) == SEED + 2 and book.seeds == [SEED + 2, SEED + 1]
+  assert book.restarts[0] == [{"step": 3, "seed": SEED, "reason": book.restarts[0][0]["reason"]}]
+  book.mark(1, "loss nan")
+  assert book.restart(1, step=4) is None and book.seeds[1] == SEED + 1  # none left

@@ -134,7 +134,7 @@ def check_memory(config, module, tx, head: str, sample, mesh, rules) -> None:
   one = sharding.abstract_train_state(module, tx, head, sample, mesh, rules)
   abstract = seeds.abstract_stacked(one, config.seeds, rules)
   estimate = seeds.memory_estimate(abstract, module.config, config, mesh, rules)
-  seeds.check_memory(estimate, config.seeds, mesh.devices.flat[0])
+  seeds.check_memory(estimate, config.seeds, jax.local_devices()[0])
 
 
 class _Hooks:
