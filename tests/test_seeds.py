@@ -194,23 +194,23 @@ def test_killed_run_with_a_restart_resumes_bit_for_bit(poisoned, tmp_path):
 
 
 def test_four_seeds_on_four_devices_equal_one_device(tmp_path):
-  """On 4 devices, data parallel (every device holds every replica) and one replica per device
-  (the rule ("replica", "data"), the batch on the size-1 fsdp axis) both equal one device."""
-  one_per_device = [
-    [axis, "data" if axis == "replica" else "fsdp" if axis == "batch" else mesh_axes]
+  """4 seeds on a 2 x 2 mesh, the batch split over "data" and the replicas over "fsdp" (two
+  per device pair, each sharded as the rule table says otherwise), equal 4 seeds on one
+  device."""
+  split = [
+    [axis, "fsdp" if axis == "replica" else "data" if axis == "batch" else mesh_axes]
     for axis, mesh_axes in sharding.RULES
   ]
   runs = {}
-  for name, devices, rules in [("one", 1, None), ("data", 4, None), ("split", 4, one_per_device)]:
+  for name, shape, rules in [("one", {"data": 1}, None), ("mesh", {"data": 2, "fsdp": 2}, split)]:
     workdir = str(tmp_path / name)
     cfg = config(seeds=4, num_train_steps=2, export="none")
-    cfg.mesh.shape.data, cfg.mesh.rules = devices, rules
+    cfg.mesh.shape, cfg.mesh.rules = shape, rules
     runs[name] = (finetune.run(cfg, workdir), train_state(workdir, 2))
-  for name in ("data", "split"):
-    assert runs[name][0] == runs["one"][0]
-    for k in range(4):
-      got, want = replica(runs[name][1], k), replica(runs["one"][1], k)
-      assert_replica_close(got, want, what=f"{name} mesh, replica {k}")
+  assert runs["mesh"][0] == runs["one"][0]
+  for k in range(4):
+    got, want = replica(runs["mesh"][1], k), replica(runs["one"][1], k)
+    assert_replica_close(got, want, what=f"2 x 2 mesh, replica {k}")
 
 
 def test_export_the_best_replica_and_all_seeds(straight):
