@@ -270,5 +270,6 @@ def test_collapse_at_chance_level_marks_a_restart_after_warmup():
   assert book.pending[1] is None and book.at_chance[1] == 1
   assert book.restart(0, step=3) == SEED + 2 and book.seeds == [SEED + 2, SEED + 1]
   assert book.restarts[0] == [{"step": 3, "seed": SEED, "reason": book.restarts[0][0]["reason"]}]
-  book.mark(1, "loss nan")
-  assert book.restart(1, step=4) is None and book.seeds[1] == SEED + 1  # none left
+  book.mark(1, "loss nan")  # none left: it goes on, and says why
+  assert book.restart(1, step=4) is None and book.seeds[1] == SEED + 1
+  assert book.collapsed == [None, "loss nan"] and book.pending == [None, None]

@@ -6,7 +6,8 @@ train loop (`albert_jax.trainer.loop`), by way of its hooks; besides what a one-
 writes, the workdir holds:
   best/replica_<k>/<step>/  replica k's best evaluated state (of the seed it runs now)
   metrics.json   the best replica's final metrics (today's fields), "best_seed", "seeds" (per
-                 replica: seed, best_step, best, the final metrics per split, restarts) and
+                 replica: seed, best_step, best, the final metrics per split, restarts, and
+                 why it collapsed once no restarts were left, else None) and
                  "summary" ({split: {metric: mean, std, min, max, median}} over the replicas)
   tb/            train and eval curves: the mean over the replicas (`train/loss`,
                  `eval_validation/accuracy`) and each replica's (`train/loss/replica_<k>`,
@@ -261,6 +262,7 @@ class _Hooks:
         "best": None if book.best[k] is None else book.best[k]["metrics"],
         **final[k],
         "restarts": book.restarts[k],
+        "collapsed": book.collapsed[k],
       }
       for k in range(self.n)
     ]

@@ -320,6 +320,7 @@ class Replicas:
   at_chance: list[int]  # evaluations at chance level in a row
   pending: list[str | None]  # why a replica restarts before the next optimizer step
   best: list[dict[str, Any] | None]  # {"step", "metrics"} of the current seed's best eval
+  collapsed: list[str | None]  # why a replica would have restarted once none were left
 
   @classmethod
   def start(cls, seed: int, n: int, max_restarts: int) -> Replicas:
@@ -331,6 +332,7 @@ class Replicas:
       at_chance=[0] * n,
       pending=[None] * n,
       best=[None] * n,
+      collapsed=[None] * n,
     )
 
   def to_json(self) -> dict[str, Any]:
@@ -341,9 +343,20 @@ class Replicas:
     return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
   def mark(self, k: int, reason: str) -> None:
-    """Replica k restarts before the next optimizer step (unless one is pending already)."""
-    if self.pending[k] is None:
+    """Replica k restarts before the next optimizer step (unless one is pending already, or
+    none are left: then it goes on, and `collapsed` says why, logged once)."""
+    if self.pending[k] is not None or self.collapsed[k] is not None:
+      return
+    if self.restarts_left > 0:
       self.pending[k] = reason
+      return
+    self.collapsed[k] = reason
+    logger.warning(
+      "replica %d (seed %d): %s; no restarts left (max_restarts), it goes on.",
+      k,
+      self.seeds[k],
+      reason,
+    )
 
   def evaluated(self, k: int, step: int, metrics, config, chance: float, warmup: int) -> bool:
     """Records replica k's eval at `step`; True when it is the best of its seed so far."""
@@ -356,10 +369,8 @@ class Replicas:
         f"{config.best_metric} {value:.4g} at chance level ({chance:.4g}) "
         f"for {self.at_chance[k]} evaluations",
       )
-    best = self.best[k]
-    if not better(
-      value, None if best is None else best["metrics"][config.best_metric], config.best_mode
-    ):
+    best = None if self.best[k] is None else self.best[k]["metrics"][config.best_metric]
+    if not better(value, best, config.best_mode):
       return False
     self.best[k] = {"step": step, "metrics": dict(metrics)}
     return True
@@ -369,14 +380,8 @@ class Replicas:
     reason, self.pending[k] = self.pending[k], None
     if reason is None:
       return None
-    if self.restarts_left <= 0:
-      logger.warning(
-        "step %d: replica %d (seed %d): %s; no restarts left (max_restarts), it goes on.",
-        step,
-        k,
-        self.seeds[k],
-        reason,
-      )
+    if self.restarts_left <= 0:  # taken by another replica restarted at this step
+      self.mark(k, reason)
       return None
     old, new = self.seeds[k], self.next_seed
     self.restarts[k].append({"step": step, "seed": old, "reason": reason})
