@@ -80,6 +80,8 @@ def main() -> None:
   print(f"flags: {flags}")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
+    # untimed: the first process on a cold machine also reads the files into the page cache
+    run(os.path.join(tmp, "warm"), {**flags, "num_train_steps": 2, "warmup_steps": 0})
     one = None
     for n in [int(x) for x in args.seeds.split(",")]:
       together = run(os.path.join(tmp, f"seeds{n}"), {**flags, "seeds": n})
@@ -91,14 +93,16 @@ def main() -> None:
           for k in range(n)
         )
       rows.append((n, together, separate))
-      print(f"N={n}: one run {together:.1f} s; {n} runs {separate or float('nan'):.1f} s", flush=True)
+      runs = f"{separate:.1f} s" if separate else "-"
+      print(f"N={n}: one run {together:.1f} s; {n} runs {runs}", flush=True)
     print(f"\n{machine()}\n")
     print("| N | one run of N seeds (s) | N separate runs (s) | x one seed's run | speed-up |")
     print("|---|---|---|---|---|")
     for n, together, separate in rows:
       ratio = f"{together / one:.2f}" if one else "-"
-      speedup = f"{separate / together:.2f}" if separate else "-"
-      print(f"| {n} | {together:.1f} | {separate or '-'} | {ratio} | {speedup} |")
+      speedup = f"{separate / together:.2f}×" if separate else "-"
+      runs = f"{separate:.1f}" if separate else "-"
+      print(f"| {n} | {together:.1f} | {runs} | {ratio}× | {speedup} |")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ workdir:
                        the metrics of its step (`albert_jax.trainer.export.write`)
 Rerunning the same command resumes from the latest checkpoint, at the same step and data
 position, and ends with the same parameters and metrics as an uninterrupted run.
+With `config.seeds = N > 1`, N seeds train as one program from here on:
+`albert_jax.trainer.finetune_seeds` (and what the workdir holds then).
 
 Batching (`config.batching`): "bucket" (the default) cuts each batch to the smallest of at most
 `max_buckets` lengths that holds its rows (`albert_jax.data.batching`), so the model computes
@@ -373,9 +375,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.seeds > 1:  # several seeds in one program: `albert_jax.trainer.seeds`
     load = None if params is None else lambda s: _load_model(config, task, s)[1]
     setup = finetune_seeds.Setup(
-      config, workdir, task, mesh, rules, module, tokenizer, train_arrays, eval_sets, buckets,
-      total, warmup, schedule, tx, sample, put, load, _eval_batch_size(config),
-    )  # fmt: skip
+      config=config,
+      workdir=workdir,
+      task=task,
+      mesh=mesh,
+      rules=rules,
+      module=module,
+      tokenizer=tokenizer,
+      train_arrays=train_arrays,
+      eval_sets=eval_sets,
+      buckets=buckets,
+      total=total,
+      warmup=warmup,
+      schedule=schedule,
+      tx=tx,
+      sample=sample,
+      put=put,
+      load_params=load,
+      eval_batch=_eval_batch_size(config),
+    )
     return finetune_seeds.run(setup, params)
 
   def evaluate_first(step, state) -> dict[str, dict[str, float]]:
