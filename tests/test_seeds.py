@@ -247,6 +247,32 @@ def test_bad_input_exits_2_with_one_line(flags, message, tmp_path):
   assert not os.path.exists(tmp_path / "run" / "config.json")  # refused before any output
 
 
+def test_replicas_at_chance_level_restart(tmp_path):
+  """Evaluated every step, a replica whose accuracy is no better than the majority class's at
+  steps 1 and 2 (restart_after=2, no warm-up) restarts with the next seed before step 3, and
+  only such a replica."""
+  workdir = str(tmp_path / "run")
+  cfg = config(seeds=2, num_train_steps=3, warmup_steps=0, eval_every_steps=1, export="none")
+  metrics = finetune.run(cfg, workdir)
+  scalars = tb_scalars(workdir)
+  examples = tasks.load_examples(
+    tasks.get_task("sst2"), "validation", files={"validation": cfg.eval_file}
+  )
+  labels = np.asarray([e["label"] for e in examples])
+  chance = max(np.mean(labels == c) for c in (0, 1))
+  restarted = []
+  for k, entry in enumerate(metrics["seeds"]):
+    curve = scalars[f"eval_validation/replica_{k}/accuracy"]
+    collapsed = all(curve[step] <= chance + 1e-6 for step in (1, 2))
+    assert bool(entry["restarts"]) == collapsed, (k, curve, chance)
+    if collapsed:
+      (restart,) = entry["restarts"]
+      assert restart["step"] == 2 and "at chance level" in restart["reason"]
+      restarted.append(entry["seed"])
+  assert sorted(restarted) == list(range(SEED + 2, SEED + 2 + len(restarted)))
+  assert restarted  # tiny models after two steps predict one class: the path is exercised
+
+
 def test_collapse_at_chance_level_marks_a_restart_after_warmup():
   """A replica whose dev metric is the majority class's for restart_after evaluations in a
   row after the warm-up is marked for restart; a better one is not; the restart takes the
