@@ -105,6 +105,10 @@ def test_each_replica_equals_its_single_seed_twin(straight, twins):
     want = metrics_of(twin)
     assert entry["validation"] == want["validation"]  # the same dev metrics
     assert_replica_close(replica(stacked, k), train_state(twin, STEPS)["params"], f"twin {k}")
+  # the best replica's prediction file is its twin's
+  best = [s["seed"] for s in metrics["seeds"]].index(metrics["best_seed"])
+  tsv = os.path.join("predictions", "validation", "SST-2.tsv")
+  assert read(os.path.join(straight, tsv)) == read(os.path.join(twins[best], tsv))
   # the replicas are different models (their seeds differ), trained on the same batches
   a, b = (ocp.tree.to_flat_dict(replica(stacked, k)) for k in (0, 1))
   assert any(not np.array_equal(a[key], b[key]) for key in a)
