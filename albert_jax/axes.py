@@ -16,6 +16,11 @@ MLP = "mlp"  # F: the feed-forward (intermediate) width
 
 PARAM_AXES = (VOCAB, EMBEDDING_WIDTH, HIDDEN, HEADS, HEAD_DIM, MLP)
 
+# ---- the replica axis -------------------------------------------------------------------------
+# R: the seeds of a several-seed fine-tuning run, stacked in front of every parameter and
+# optimizer-state array (`albert_jax.trainer.seeds`); the model itself never sees it.
+REPLICA = "replica"
+
 # ---- activation axes --------------------------------------------------------------------------
 BATCH = "batch"  # B: examples
 LENGTH = "length"  # L: sequence positions

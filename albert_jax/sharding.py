@@ -67,6 +67,9 @@ RULES: Rules = (
   (axes.HIDDEN, "fsdp"),  # hidden width H: the FSDP axis of almost every kernel
   (axes.EMBEDDING_WIDTH, None),  # factorized embedding width E (128): small, replicated
   (axes.HEAD_DIM, None),  # head width D
+  # the seeds of a several-seed run: every device holds every replica (as one would be held);
+  # ("replica", "data") with the batch on other axes puts one replica per data shard
+  (axes.REPLICA, None),
 )
 ACTIVATION_AXES = axes.ACTIVATION_AXES
 # Axes an uneven split cannot fall back from: the activations are split the same way.

@@ -7,6 +7,8 @@
   command.py   the command line of both trainers: --config, --workdir, the result on stdout
   export.py    a trained model written in `python -m albert_jax.convert`'s layout
   finetune.py  `run(config, workdir)` for GLUE, SQuAD and RACE (`python -m albert_jax.finetune`)
+  seeds.py     several seeds as one program: the stacked state, the vmapped steps, collapse
+               and restarts, the summary; finetune_seeds.py runs them (`--config.seeds=N`)
   pretrain.py  `run(config, workdir)` for masked LM + sentence order
                (`python -m albert_jax.pretrain`)
 

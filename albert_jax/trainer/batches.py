@@ -82,21 +82,25 @@ class BatchStats:
     return {"padding_fraction": padding, "compiled_shapes": float(len(self._shapes))}
 
 
+def data_seed(config) -> int:
+  """The seed of the training data's order: `config.data_seed`, or `config.seed` when None."""
+  return config.seed if config.get("data_seed") is None else config.data_seed
+
+
 def train_batches(config, arrays, micro: int, position: DataPosition, buckets, put, stats):
   """Endless (sharded micro-batch, data position after it as JSON) from `position` on:
   shuffled full-length batches (`buckets` None), or bucketed ones whose position counts the
-  micro-batches of the epoch."""
+  micro-batches of the epoch. The order is `config.data_seed`'s (None: `config.seed`'s)."""
   keys = MODEL_INPUTS + TARGETS
+  seed = data_seed(config)
   if buckets is None:
     length = arrays["input_ids"].shape[-1]
-    for idx, after in shuffled_batches(len(arrays["input_ids"]), micro, config.seed, position):
+    for idx, after in shuffled_batches(len(arrays["input_ids"]), micro, seed, position):
       stats.add(idx, length)
       yield put(gather(arrays, keys, idx)), after.to_json()
     return
   lengths = batching.row_lengths(arrays["attention_mask"])
-  stream = batching.bucketed_batches(
-    lengths, micro, config.seed, buckets, position.epoch, position.index
-  )
+  stream = batching.bucketed_batches(lengths, micro, seed, buckets, position.epoch, position.index)
   for batch, epoch, index in stream:
     stats.add(batch.indices, batch.length, batch.weights)
     yield put(batching.take(arrays, batch, keys)), DataPosition(epoch, index).to_json()

@@ -211,7 +211,8 @@ def old_values(saved: Mapping[str, Any]) -> dict[str, Any]:
   """Fields added after runs were made, with the values that reproduce a run saved (as
   `saved`) before they existed: AdamW was
   optax's (bias-corrected) and LAMB Google's (none), the schedule HF's warm-up + linear decay,
-  and fine-tuning padded every row to max_seq_length (bucket sizes then do not matter)."""
+  and fine-tuning padded every row to max_seq_length (bucket sizes then do not matter) and
+  trained one seed."""
   adamw = str(saved.get("optimizer", "adamw")).strip().lower() == "adamw"
   return dict(
     adam_bias_correction=adamw,
@@ -219,6 +220,11 @@ def old_values(saved: Mapping[str, Any]) -> dict[str, Any]:
     batching="max_length",
     max_buckets=batching.MAX_BUCKETS,
     bucket_multiple=batching.BUCKET_MULTIPLE,
+    seeds=1,  # fine-tuning's several-seed fields: one seed, its data order
+    data_seed=None,
+    restart_after=2,
+    max_restarts=None,
+    export_seeds="best",
   )
 
 

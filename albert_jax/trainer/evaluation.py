@@ -3,6 +3,9 @@
 Rows go through the model in batches of `eval_batch_size`; with buckets (`config.batching =
 "bucket"`) sorted by length and each batch cut to its bucket (`albert_jax.data.batching`),
 the outputs put back in row order and sequence outputs padded back to the features' length.
+A run of several seeds (`albert_jax.trainer.seeds`) evaluates every replica in one pass: its
+predict step returns outputs with a leading replica axis [R, B, ...], and
+`evaluate_replicas` gives each replica's predictions and metrics.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ class EvalSet:
   features: Any  # tasks.Features
 
 
-def _predict_all(predict_fn, state, arrays, batch_size: int, put) -> dict[str, np.ndarray]:
-  """Every row's outputs, each row padded to the full length (the last batch repeats a row)."""
+def _predict_all(
+  predict_fn, state, arrays, batch_size: int, put, lead: int = 0
+) -> dict[str, np.ndarray]:
+  """Every row's outputs, each row padded to the full length (the last batch repeats a row);
+  `lead` leading axes (the replicas) come before the rows."""
   n = len(arrays["input_ids"])
   outputs: dict[str, list[np.ndarray]] = {}
   for start in range(0, n, batch_size):
@@ -43,15 +49,16 @@ def _predict_all(predict_fn, state, arrays, batch_size: int, put) -> dict[str, n
     for f in dataclasses.fields(out):
       if (value := getattr(out, f.name)) is not None:  # research outputs are None when off
         outputs.setdefault(f.name, []).append(np.asarray(value, np.float32))
-  return {k: np.concatenate(v)[:n] for k, v in outputs.items()}
+  rows = (slice(None),) * lead + (slice(None, n),)
+  return {k: np.concatenate(v, axis=lead)[rows] for k, v in outputs.items()}
 
 
 def _predict_bucketed(
-  predict_fn, state, arrays, batch_size: int, put, buckets, head: str
+  predict_fn, state, arrays, batch_size: int, put, buckets, head: str, lead: int = 0
 ) -> dict[str, np.ndarray]:
   """Every row's outputs from length-sorted batches cut to their buckets, put back in row
   order; outputs with a sequence axis are padded back to the arrays' length with a score no
-  padded position can win."""
+  padded position can win. `lead` leading axes (the replicas) come before the rows."""
   n, length = arrays["input_ids"].shape[0], arrays["input_ids"].shape[-1]
   lengths = batching.row_lengths(arrays["attention_mask"])
   merged: dict[str, np.ndarray] = {}
@@ -62,14 +69,15 @@ def _predict_bucketed(
     for f in dataclasses.fields(out):
       if (value := getattr(out, f.name)) is None:  # research outputs are None when off
         continue
-      value = np.asarray(value, np.float32)[real]
+      value = np.asarray(value, np.float32)[(slice(None),) * lead + (real,)]
       if f.name in _SEQUENCE_OUTPUTS.get(head, ()):
         pad = [(0, 0)] * value.ndim
-        pad[1] = (0, length - value.shape[1])
+        pad[lead + 1] = (0, length - value.shape[lead + 1])
         value = np.pad(value, pad, constant_values=_PADDED_SCORE)
       if f.name not in merged:
-        merged[f.name] = np.zeros((n, *value.shape[1:]), np.float32)
-      merged[f.name][rows] = value
+        shape = (*value.shape[:lead], n, *value.shape[lead + 1 :])
+        merged[f.name] = np.zeros(shape, np.float32)
+      merged[f.name][(slice(None),) * lead + (rows,)] = value
   return merged
 
 
@@ -78,13 +86,37 @@ def evaluate(
 ):
   """(predictions, metrics) of `state` on one eval split; `put` shards a host batch;
   `buckets` the sequence lengths to cut batches to (None: every row at full length)."""
+  merged = _outputs(predict_fn, state, eval_set, batch_size, put, task, buckets, lead=0)
+  return _postprocess(task, eval_set, merged, config)
+
+
+def evaluate_replicas(
+  predict_fn, state, eval_set: EvalSet, batch_size: int, put, task, config, buckets=None
+) -> list[tuple[Any, dict[str, float]]]:
+  """`evaluate` of every replica of a stacked state in one pass: `predict_fn` returns outputs
+  with a leading replica axis. A list of (predictions, metrics), one per replica."""
+  merged = _outputs(predict_fn, state, eval_set, batch_size, put, task, buckets, lead=1)
+  replicas = len(next(iter(merged.values())))
+  return [
+    _postprocess(task, eval_set, {k: v[r] for k, v in merged.items()}, config)
+    for r in range(replicas)
+  ]
+
+
+def postprocess_kwargs(config) -> dict[str, Any]:
+  """The task options `tasks.postprocess` takes from the run config."""
+  return {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
+
+
+def _outputs(predict_fn, state, eval_set, batch_size, put, task, buckets, lead):
   arrays = eval_set.features.arrays
   if buckets is None:
-    merged = _predict_all(predict_fn, state, arrays, batch_size, put)
-  else:
-    merged = _predict_bucketed(predict_fn, state, arrays, batch_size, put, buckets, task.head)
-  kwargs = {k: config[k] for k in _POSTPROCESS_KEYS if k in config}
+    return _predict_all(predict_fn, state, arrays, batch_size, put, lead)
+  return _predict_bucketed(predict_fn, state, arrays, batch_size, put, buckets, task.head, lead)
+
+
+def _postprocess(task, eval_set, merged, config):
   predictions, metrics = tasks.postprocess(
-    task, eval_set.examples, eval_set.features, merged, **kwargs
+    task, eval_set.examples, eval_set.features, merged, **postprocess_kwargs(config)
   )
   return predictions, {k: float(v) for k, v in metrics.items()}

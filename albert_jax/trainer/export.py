@@ -15,7 +15,7 @@ import jax
 from albert_jax import distributed, train
 from albert_jax.config import AlbertConfig
 from albert_jax.tokenizer import AlbertTokenizer
-from albert_jax.weights import converted, hf
+from albert_jax.weights import converted, hf, runs
 
 
 def write(
@@ -57,6 +57,19 @@ def write(
     os.replace(tmp, directory)
     shutil.rmtree(old, ignore_errors=True)
   _sync("export-done")
+
+
+def run_metadata(config, workdir: str, task, step: int, metrics) -> dict[str, Any]:
+  """What a fine-tuning run records in its export's albert_jax.json: where it came from, the
+  step, that step's eval metrics and the task's head and labels."""
+  return {
+    "source": os.path.abspath(workdir),
+    "source_format": "albert_jax.finetune",
+    "tokenizer": "bundled" if config.from_scratch else "source",
+    "step": step,
+    "metrics": metrics,
+    **runs.task_metadata(task),
+  }
 
 
 def _sync(name: str) -> None:

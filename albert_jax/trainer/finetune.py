@@ -18,6 +18,8 @@ workdir:
                        the metrics of its step (`albert_jax.trainer.export.write`)
 Rerunning the same command resumes from the latest checkpoint, at the same step and data
 position, and ends with the same parameters and metrics as an uninterrupted run.
+With `config.seeds = N > 1`, N seeds train as one program from here on:
+`albert_jax.trainer.finetune_seeds` (and what the workdir holds then).
 
 Batching (`config.batching`): "bucket" (the default) cuts each batch to the smallest of at most
 `max_buckets` lengths that holds its rows (`albert_jax.data.batching`), so the model computes
@@ -53,7 +55,7 @@ from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS, create_module, has_num_labels
 from albert_jax.tokenizer import AlbertTokenizer, check_token_ids
 from albert_jax.trainer import config as config_lib
-from albert_jax.trainer import export, loop, programs
+from albert_jax.trainer import export, finetune_seeds, loop, programs, seeds
 from albert_jax.trainer.batches import (
   TARGETS,
   BatchStats,
@@ -64,7 +66,6 @@ from albert_jax.trainer.batches import (
 )
 from albert_jax.trainer.evaluation import EvalSet, evaluate
 from albert_jax.trainer.state import initial_state
-from albert_jax.weights import runs
 from albert_jax.weights.pretrained import from_pretrained
 
 placeholder = ml_collections.config_dict.placeholder
@@ -72,8 +73,9 @@ placeholder = ml_collections.config_dict.placeholder
 _FEATURIZE_KEYS = ("doc_stride", "max_query_length", "max_qa_length", "label_all_tokens")
 BATCHING = ("bucket", "max_length")  # `config.batching`
 EXPORTS = ("best", "final", "none")
-# `export` decides only what is written at the end: a run made before it existed resumes.
-_RESUMABLE_CHANGES = (*config_lib.RESUMABLE_CHANGES, "export")
+# `export`, `export_seeds` decide only what is written at the end: a run made before they
+# existed resumes.
+_RESUMABLE_CHANGES = (*config_lib.RESUMABLE_CHANGES, "export", "export_seeds")
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -113,6 +115,19 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.max_buckets = batching.MAX_BUCKETS  # "bucket": at most this many lengths (compiled shapes)
   c.bucket_multiple = batching.BUCKET_MULTIPLE  # "bucket": each length a multiple of this
   c.export = "best"  # into WORKDIR/export: "best" (evaluated) step, "final" step or "none"
+
+  # Several seeds in one compiled program (`albert_jax.trainer.seeds`): replica k starts from
+  # seed + k (head initialization and dropout); all see the data order of data_seed.
+  c.seeds = 1
+  c.data_seed = placeholder(int)  # the training data's order; None = seed
+  # seeds > 1: a replica whose dev metric is at chance level (no better than the majority
+  # class) this many evaluations in a row after the warm-up restarts with a new seed; 0 = never
+  # (a non-finite loss always restarts it)
+  c.restart_after = 2
+  c.max_restarts = placeholder(int)  # seeds > 1: restarts in all; None = seeds
+  # seeds > 1: "best" writes the best replica to WORKDIR/export; "all" also every replica's
+  # best to export/seed_<seed>/
+  c.export_seeds = "best"
   return c
 
 
@@ -183,6 +198,10 @@ _RANGES = (  # fine-tuning's own numeric fields, as config_lib.SHARED_RANGES
   ("max_query_length", 1, True),
   ("n_best_size", 1, True),
   ("max_answer_length", 1, True),
+  ("seeds", 1, False),
+  ("data_seed", 0, True),
+  ("restart_after", 0, False),
+  ("max_restarts", 0, True),
 )
 
 
@@ -257,6 +276,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
   mesh, rules = config_lib.check(
     config, workdir, eval_batch_size=_eval_batch_size(config), resumable=_RESUMABLE_CHANGES
   )
+  seeds.check_config(config, mesh, rules)
   return task, mesh, rules
 
 
@@ -271,8 +291,9 @@ def train_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int,
 # ---- model ---------------------------------------------------------------------------------
 
 
-def _load_model(config: ml_collections.ConfigDict, task):
-  """(module, pretrained params or None for a random init, tokenizer) for the task's head."""
+def _load_model(config: ml_collections.ConfigDict, task, seed: int):
+  """(module, pretrained params or None for a random init, tokenizer) for the task's head;
+  parameters the weights lack (the head) are initialized from `seed`."""
   options = dict(dtype=config.dtype, remat_policy=config.remat_policy)
   num_labels = task.num_labels if has_num_labels(task.head) else None
   if (model_config := _preset_config(config)) is not None:
@@ -280,7 +301,12 @@ def _load_model(config: ml_collections.ConfigDict, task):
     module = create_module(model_config, task.head, num_labels=num_labels, **options)
     return module, None, AlbertTokenizer()
   model = from_pretrained(
-    config.model, task.head, num_labels=num_labels, ignore_mismatched_sizes=True, **options
+    config.model,
+    task.head,
+    num_labels=num_labels,
+    ignore_mismatched_sizes=True,
+    rng=jax.random.key(seed),
+    **options,
   )
   config_lib.check_max_seq_length(config, model.config)
   return model.module, model.params, model.tokenizer
@@ -327,23 +353,49 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   task, mesh, rules = check_config(config, workdir)
   compilation.setup(config.get("compilation_cache", True))
-  module, params, tokenizer = _load_model(config, task)
+  module, params, tokenizer = _load_model(config, task, config.seed)
   max_positions = module.config.max_position_embeddings
   train_arrays, eval_sets = _load_data(config, task, tokenizer, max_positions)
   buckets = choose_buckets(config, train_arrays, eval_sets)
   for what, arrays in [("train", train_arrays)] + [(s.split, s.features.arrays) for s in eval_sets]:
     check_token_ids(arrays["input_ids"], module.config.vocab_size, f"the {what} data")
-  config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
-  record_buckets(workdir, buckets)
   num_train = len(train_arrays["input_ids"])
   total, warmup = train_steps(config, num_train)
   schedule, tx = config_lib.make_optimizer(config, total, warmup)
   seed = jax.random.key(config.seed)
   sample = gather(train_arrays, MODEL_INPUTS, np.arange(1))
+  if config.seeds > 1:  # the replicas must fit: refused before anything is written or compiled
+    finetune_seeds.check_memory(config, module, tx, task.head, sample, mesh, rules)
+  config_lib.save(config, workdir)  # once the data is known to load: a fixed rerun may resume
+  record_buckets(workdir, buckets)
 
   # Every process builds the same global batches; each passes on the rows its devices hold.
   def put(batch):
     return sharding.shard_batch(distributed.process_rows(batch, mesh, rules), mesh, rules)
+
+  if config.seeds > 1:  # several seeds in one program: `albert_jax.trainer.seeds`
+    load = None if params is None else lambda s: _load_model(config, task, s)[1]
+    setup = finetune_seeds.Setup(
+      config=config,
+      workdir=workdir,
+      task=task,
+      mesh=mesh,
+      rules=rules,
+      module=module,
+      tokenizer=tokenizer,
+      train_arrays=train_arrays,
+      eval_sets=eval_sets,
+      buckets=buckets,
+      total=total,
+      warmup=warmup,
+      schedule=schedule,
+      tx=tx,
+      sample=sample,
+      put=put,
+      load_params=load,
+      eval_batch=_eval_batch_size(config),
+    )
+    return finetune_seeds.run(setup, params)
 
   def evaluate_first(step, state) -> dict[str, dict[str, float]]:
     if step == total:  # `finish` evaluates every split
@@ -441,12 +493,5 @@ def _export(config, workdir, task, tokenizer, albert, ckpts, result, eval_sets) 
     state,
     albert,
     tokenizer,
-    {
-      "source": os.path.abspath(workdir),
-      "source_format": "albert_jax.finetune",
-      "tokenizer": "bundled" if config.from_scratch else "source",
-      "step": step,
-      "metrics": metrics,
-      **runs.task_metadata(task),
-    },
+    export.run_metadata(config, workdir, task, step, metrics),
   )

@@ -22,7 +22,7 @@ from albert_jax import compilation, sharding
 from albert_jax.data import batching
 from albert_jax.data.order import DataPosition
 from albert_jax.heads import MODEL_INPUTS
-from albert_jax.trainer.batches import TARGETS, gather
+from albert_jax.trainer.batches import TARGETS, data_seed, gather
 
 log = logging.getLogger(__name__)
 _MAX_PLANNED = 10_000  # micro-batches looked at for the shapes training uses
@@ -41,7 +41,7 @@ def train_templates(config, arrays, micro: int, position: DataPosition, buckets,
     return [gather(arrays, keys, np.zeros(micro, np.int64))]
   lengths = batching.row_lengths(arrays["attention_mask"])
   stream = batching.bucketed_batches(
-    lengths, micro, config.seed, buckets, position.epoch, position.index
+    lengths, micro, data_seed(config), buckets, position.epoch, position.index
   )
   seen: list[int] = []
   for _, (batch, _, _) in zip(range(min(remaining, _MAX_PLANNED)), stream, strict=False):

@@ -49,8 +49,24 @@ def initial_state(
       position.get("index"),
     )
     return state, position
+  return fresh_state(module, tx, head, sample, mesh, rules, abstract, init_rng, load_params), None
+
+
+def fresh_state(
+  module: nn.Module,
+  tx: Any,
+  head: str,
+  sample: Mapping[str, Any],
+  mesh: jax.sharding.Mesh,
+  rules: sharding.Rules,
+  abstract: train.TrainState,
+  init_rng: jax.Array,
+  load_params: Callable[[Any], Any] | None,
+) -> train.TrainState:
+  """A new state at step 0 (see `initial_state`), placed as `abstract` (its abstract state)
+  says."""
   if load_params is None:
-    return sharding.create_sharded_state(module, tx, head, init_rng, sample, mesh, rules), None
+    return sharding.create_sharded_state(module, tx, head, init_rng, sample, mesh, rules)
   shardings = sharding.shardings_of(abstract)
   create = jax.jit(lambda p: train.create_train_state(module, p, tx, head), out_shardings=shardings)
-  return create(load_params(shardings.params)), None
+  return create(load_params(shardings.params))
