@@ -277,7 +277,7 @@ def test_question_answering_answers_as_the_pipeline(served, answers, name):
   assert len(QA_PAIRS) >= 30
   fit = [(q, c) for q, c in QA_PAIRS if c != HANGUL_TEXT]
   want = iter(answer([{"question": q, "context": c} for q, c in fit]))
-  for b, (question, context) in enumerate(QA_PAIRS):
+  for b, (_, context) in enumerate(QA_PAIRS):
     got = saved_answer(answers[name], b)
     assert got["answer"] == context[got["start"] : got["end"]], repr(context)
     if context != HANGUL_TEXT:
