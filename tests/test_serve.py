@@ -16,11 +16,14 @@ import transformers
 
 import albert_jax
 from albert_jax import AlbertConfig, cli, export
+from albert_jax.errors import UserError
 from albert_jax.heads import create_module, init_params
+from albert_jax.serve import qa
 from albert_jax.tokenizer import AlbertTokenizer
 from albert_jax.trainer import finetune
 from albert_jax.weights import converted, sources
 from tests.runs import TINY, tiny
+from tests.serve_qa import QA_PAIRS
 from tests.serve_texts import PAIRS, TEXTS
 
 # f32 through the same StableHLO on the same CPU: what remains are reduction orders (TF's
@@ -90,16 +93,21 @@ NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-  """{name: (pipeline task, model directory, SavedModel)}: a sequence classifier and a token
-  classifier each from a fine-tuning run's export and from a random-weight HF model converted,
-  each exported once."""
+  """{name: (pipeline task, model directory, SavedModel)}: a sequence classifier, a token
+  classifier and a question answerer each from a fine-tuning run's export and from a
+  random-weight HF model converted, each exported once."""
   root = tmp_path_factory.mktemp("serve")
   models = {}
   for name, task, config in [
-    ("sst2_run", "text-classification", "sst2_sample"),
-    ("ner_run", "token-classification", "ner_sample"),
+    ("sst2_run", "text-classification", tiny("sst2_sample")),
+    ("ner_run", "token-classification", tiny("ner_sample")),
+    (
+      "squad_run",
+      "question-answering",
+      tiny("squad_sample", max_query_length=8, doc_stride=8, num_train_steps=2),
+    ),
   ]:
-    finetune.run(tiny(config), str(root / name))
+    finetune.run(config, str(root / name))
     models[name] = task, root / name / "export"
   for name, task, hf_class, labels in [
     (
@@ -109,6 +117,7 @@ def served(tmp_path_factory):
       {0: "neg", 1: "mixed", 2: "pos"},
     ),
     ("hf_tagger", "token-classification", "AlbertForTokenClassification", NER_LABELS),
+    ("hf_qa", "question-answering", "AlbertForQuestionAnswering", {0: "LABEL_0", 1: "LABEL_1"}),
   ]:
     config = transformers.AlbertConfig(vocab_size=30000, id2label=labels, **TINY)
     getattr(transformers, hf_class)(config).save_pretrained(root / name)
@@ -130,18 +139,32 @@ TAG_TEXTS = [t for t in TEXTS if fits(t)]
 # special tokens written in the text are text to the graph's offsets tokenizer (other pieces).
 SPECIAL_TEXT = "special [CLS] tokens [SEP] in <unk> the [MASK] text<pad>"
 
+# Question answering: one window of the tiny model's 64 positions (the question cut to 32
+# pieces); contexts longer than it, where the pipeline would also rank later windows; and
+# inputs the pipeline refuses (no question or context text).
+WINDOW = qa.window_size(TINY["max_position_embeddings"])
+QUESTION_LEN = qa.question_length(WINDOW)
+LONG_PAIRS = [
+  ("Which word?", "word " * 100),
+  ("Who came?", "Ada came first, then Bob, and later Carol with Dave and Eve. " * 8),
+]
+REFUSED_PAIRS = [("", "a context"), ("   ", "a context"), ("a question", ""), ("a question", " \t")]
+QA_INPUTS = QA_PAIRS + LONG_PAIRS + REFUSED_PAIRS
+
 
 @pytest.fixture(scope="module")
 def answers(served) -> dict:
   """Every SavedModel's answers on the test texts, from a process that cannot import jax or
   albert_jax: text classification's serving_default on TEXTS and text_pair on PAIRS, token
-  classification's serving_default on TAG_TEXTS."""
+  classification's serving_default on TAG_TEXTS, question answering's on QA_INPUTS (and each
+  SavedModel's signature names)."""
   paths = {name: (task, str(sm)) for name, (task, _, sm) in served.items()}
   script = f"""
     import json
     import tensorflow as tf
     import tensorflow_text  # the SentencePiece ops
     texts, pairs, tag_texts = {TEXTS!r}, {PAIRS!r}, {TAG_TEXTS!r}
+    qa_inputs = {QA_INPUTS!r}
 
     def plain(x):
       if isinstance(x, bytes):
@@ -160,8 +183,14 @@ def answers(served) -> dict:
           text=tf.constant([a for a, _ in pairs]), text_pair=tf.constant([b for _, b in pairs])
         )
         out[name] = [lists(one), lists(two)]
+      elif task == "question-answering":
+        out[name] = lists(model.signatures["serving_default"](
+          question=tf.constant([q for q, _ in qa_inputs]),
+          context=tf.constant([c for _, c in qa_inputs]),
+        ))
       else:
         out[name] = lists(model.signatures["serving_default"](text=tf.constant(tag_texts)))
+      out[name + "/signatures"] = sorted(model.signatures)
     assert_no_jax()
     print(json.dumps(out))
   """
@@ -211,6 +240,65 @@ def test_token_classification_exceptions_are_as_documented(served, answers):
   out = answers["hf_tagger"]
   words = [g["word"] for g in saved_entities(out, TAG_TEXTS.index(SPECIAL_TEXT))]
   assert "[CLS]" not in words and "▁[" in words
+
+
+def saved_answer(out: dict, b: int) -> dict:
+  """Input b's answer from the question-answering signature's [B] outputs."""
+  return {key: out[key][b] for key in ("answer", "start", "end", "score")}
+
+
+def assert_same_answer(got: dict, want: dict, what: str) -> None:
+  assert (got["answer"], got["start"], got["end"]) == (
+    want["answer"],
+    want["start"],
+    want["end"],
+  ), what
+  np.testing.assert_allclose(got["score"], want["score"], atol=TOL, err_msg=what)
+
+
+@pytest.mark.parametrize("name", ["squad_run", "hf_qa"])
+def test_question_answering_answers_as_the_pipeline(served, answers, name):
+  """Contexts that fit one window: the pipeline's answer, offsets and score, and the answer
+  is the characters its offsets name."""
+  _, model, _ = served[name]
+  assert answers[name + "/signatures"] == ["serving_default", "token_ids"]
+  answer = albert_jax.pipeline("question-answering", model=model, max_question_len=QUESTION_LEN)
+  assert WINDOW == answer.resolved()["max_seq_len"]
+  assert len(QA_PAIRS) >= 30
+  want = answer([{"question": q, "context": c} for q, c in QA_PAIRS])
+  for b, (_, context) in enumerate(QA_PAIRS):
+    got = saved_answer(answers[name], b)
+    assert got["answer"] == context[got["start"] : got["end"]], repr(context)
+    assert_same_answer(got, want[b], repr(context))
+
+
+@pytest.mark.parametrize("name", ["squad_run", "hf_qa"])
+def test_question_answering_reads_one_window(served, answers, name):
+  """A context longer than the window: the graph answers from its first window alone, as the
+  pipeline does on the text that window holds (the pipeline, given the whole context, also
+  ranks the spans of later windows)."""
+  _, model, _ = served[name]
+  answer = albert_jax.pipeline("question-answering", model=model, max_question_len=QUESTION_LEN)
+  tokenizer = answer.model.tokenizer
+  for b, (question, context) in enumerate(LONG_PAIRS, start=len(QA_PAIRS)):
+    room = WINDOW - 3 - min(len(tokenizer.tokenize(question)), QUESTION_LEN)
+    pieces, offsets = tokenizer.tokenize_with_offsets(context)
+    assert len(pieces) > room  # more than one window
+    cut = int(offsets[room - 1, 1])
+    got = saved_answer(answers[name], b)
+    assert got["end"] <= cut
+    assert_same_answer(got, answer(question=question, context=context[:cut]), repr(context))
+
+
+def test_question_answering_without_question_or_context_answers_nothing(served, answers):
+  """What the pipeline refuses (an error), the graph answers with "" at 0 scored 0."""
+  _, model, _ = served["hf_qa"]
+  answer = albert_jax.pipeline("question-answering", model=model)
+  for b, (question, context) in enumerate(REFUSED_PAIRS, start=len(QA_PAIRS) + len(LONG_PAIRS)):
+    with pytest.raises(UserError, match="has no"):
+      answer(question=question, context=context)
+    got = saved_answer(answers["hf_qa"], b)
+    assert got == {"answer": "", "start": 0, "end": 0, "score": 0.0}, (question, context)
 
 
 def test_feature_extraction_gives_the_pipeline_hidden_states(tmp_path):

@@ -6,8 +6,9 @@ Signatures:
                    dimensions symbolic (length <= max_position_embeddings) -> the head's raw
                    outputs (`albert_jax.serve.program.OUTPUTS`), float32
   serving_default  raw text -> the task's answer (`albert_jax.serve.tasks`): sequence and
-                   token classification, base (features); the other heads get token_ids
-                   only, and the export says so on stderr
+                   token classification, question answering (`question`, `context`), base
+                   (features); the other heads get token_ids only, and the export says so
+                   on stderr
   text_pair        (sequence classification) `text` and `text_pair` -> as serving_default
 
 Loading it needs `import tensorflow_text` first (it registers the SentencePiece ops), nothing of
@@ -72,6 +73,7 @@ def build(model: Pretrained, platforms: tuple[str, ...] = ("cpu",)):
   if task is not None:
     root.tokenizer = GraphTokenizer(model.tokenizer, model.config.max_position_embeddings)
     root.labels = program.label_names(model)
+    root.symbols = sorted(model.tokenizer.user_defined_symbols)  # words of their own (QA)
     signatures.update(task(root, token_ids))
   return root, signatures
 

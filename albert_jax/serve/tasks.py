@@ -10,6 +10,9 @@
                            unknown one: its characters), `start`, `end` (characters of the
                            text as given: `albert_jax.serve.char_offsets`), as the pipeline's
                            aggregation_strategy="none" with ignore_labels=[]
+  question_answering       serving_default(question, context) -> `answer`, `start`, `end`
+                           (characters of the context as given), `score`: the pipeline's
+                           best answer, one window per input (`albert_jax.serve.qa`)
   base                     serving_default(text) -> `last_hidden_state` [B, L, H] and
                            `attention_mask` [B, L] (feature extraction)
 
@@ -103,8 +106,15 @@ def token_classification(root: Any, token_ids: Any) -> dict[str, Any]:
   return {"serving_default": serving_default}
 
 
+def question_answering(root: Any, token_ids: Any) -> dict[str, Any]:
+  from albert_jax.serve import qa
+
+  return qa.question_answering(root, token_ids)
+
+
 TASKS = {
   "sequence_classification": text_classification,
   "token_classification": token_classification,
+  "question_answering": question_answering,
   "base": feature_extraction,
 }
