@@ -9,8 +9,8 @@ Each measurement is the command a user runs, `python -m albert_jax.finetune
 (imports, data loading, compilation, training, evaluation, export): once with
 `--config.seeds=N`, and N times one after the other with `--config.seed=k
 --config.data_seed=0` (the N replicas' twins, each with its own process, compilation and data
-loading). No persistent compilation cache is used (JAX_COMPILATION_CACHE_DIR is unset), so
-each process compiles as a first run does. `--base` trains albert-base-v2's dimensions (hidden
+loading). No persistent compilation cache is used (`--config.compilation_cache=False`,
+JAX_COMPILATION_CACHE_DIR unset), so each process compiles as a first run does. `--base` trains albert-base-v2's dimensions (hidden
 768, 12 layers, 12 heads, FFN 3072, embeddings 128) instead of the sample's small model.
 Prints the CPU, its load, and a Markdown table.
 """
@@ -70,7 +70,7 @@ def main() -> None:
   parser.add_argument("--base", action="store_true", help="albert-base-v2's dimensions")
   parser.add_argument("--no_separate", action="store_true", help="skip the N separate runs")
   args = parser.parse_args()
-  flags: dict = {"mesh.shape.data": 1}
+  flags: dict = {"mesh.shape.data": 1, "compilation_cache": False}
   if args.steps is not None:
     flags.update(num_train_steps=args.steps, warmup_steps=max(args.steps // 10, 0))
     flags.update(eval_every_steps=args.steps, checkpoint_every_steps=args.steps)
