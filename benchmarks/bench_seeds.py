@@ -10,8 +10,9 @@ Each measurement is the command a user runs, `python -m albert_jax.finetune
 `--config.seeds=N`, and N times one after the other with `--config.seed=k
 --config.data_seed=0` (the N replicas' twins, each with its own process, compilation and data
 loading). No persistent compilation cache is used (`--config.compilation_cache=False`,
-JAX_COMPILATION_CACHE_DIR unset), so each process compiles as a first run does. `--base` trains albert-base-v2's dimensions (hidden
-768, 12 layers, 12 heads, FFN 3072, embeddings 128) instead of the sample's small model.
+JAX_COMPILATION_CACHE_DIR unset), so each process compiles as a first run does. `--base`
+trains albert-base-v2's dimensions (hidden 768, 12 layers, 12 heads, FFN 3072, embeddings
+128) instead of the sample's small model.
 Prints the CPU, its load, and a Markdown table.
 """
 
