@@ -74,6 +74,11 @@ def _with_shardings(target: Any, shardings: Any) -> Any:
   )
 
 
+def _barriers(prefix: str) -> ocp.options.MultiprocessingOptions:
+  """Orbax's multi-process options with the barriers' names starting with `prefix`."""
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
+
+
 def _step_directory(manager: ocp.CheckpointManager, step: int) -> Path:
   return Path(manager.directory) / str(step)
 
@@ -119,13 +124,21 @@ class Checkpoints:
     self.best_metric, self.best_mode = best_metric, best_mode
     self._saving: dict[int, int] = {}  # id(manager) -> the step it saves (or saved last)
     self._unrecorded: dict[int, int] = {}  # id(manager) -> a saved step without checksums yet
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    # The two managers may save the same step at once (the last step is often the best): on
+    # several processes their barriers would share a name ("async_write_complete.<step>") and
+    # the second to arrive fails with "Barrier ... is already ongoing". A prefix each keeps
+    # them apart.
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, multiprocessing_options=_barriers("latest")
+    )
     self._latest = ocp.CheckpointManager(
       os.fspath(directory), options=options, item_names=("state", "data")
     )
     self._best = None
     if best_directory is not None:
-      options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+      options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True, multiprocessing_options=_barriers("best")
+      )
       self._best = ocp.CheckpointManager(
         os.fspath(best_directory), options=options, item_names=("state", "data", "metrics")
       )

@@ -4,6 +4,7 @@ import functools
 import json
 import math
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -198,3 +199,37 @@ def test_a_damaged_checkpoint_file_is_an_error_naming_it(tmp_path):
   restored, data = fresh.restore(abstract_state(state))
   assert data == {"epoch": 0, "index": 2}
   fresh.close()
+
+
+# Two processes of one JAX system save every step to the latest and to the best directory at
+# once (the last step of a run is often its best). Orbax names its write barriers by step
+# directory; without a prefix per manager the second save's barrier is "already ongoing" and the
+# save times out (it did in CI, at a run's last step).
+_BOTH_AT_ONCE = """
+import sys
+import jax
+from albert_jax import distributed
+distributed.initialize()
+from jax.sharding import NamedSharding, PartitionSpec as P
+from albert_jax.checkpoint import Checkpoints
+from tests.test_checkpoint import _host_state
+mesh = jax.make_mesh((jax.device_count(),), ("data",))
+state = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, P())), _host_state(0))
+with Checkpoints(sys.argv[1] + "/latest", best_directory=sys.argv[1] + "/best", best_metric="a") as c:
+  for step in range(1, 4):
+    c.save(step, state, {"index": step})
+    assert c.save_if_best(step, state, {"index": step}, {"a": float(step)})
+  print(c.latest_step(), c.best_step())
+"""
+
+
+def test_two_processes_save_one_step_to_latest_and_best_at_once(tmp_path):
+  from tests.localhost import start_processes, succeed
+
+  outs = succeed(start_processes([sys.executable, "-c", _BOTH_AT_ONCE, str(tmp_path)]), 240)
+  assert [out.split() for out in outs] == [["3", "3"], ["3", "3"]]
+  state = _host_state(0)
+  for kind in ("latest", "best"):
+    restored, data = Checkpoints(tmp_path / kind).restore(abstract_state(_state()))
+    assert data == {"index": 3}
+    _assert_same(restored, jax.device_put(state, jax.devices()[0]))
