@@ -104,6 +104,8 @@ class Checkpoints:
     best_directory: where the best checkpoint goes; None to keep no best checkpoint.
     best_metric: the key of the eval metrics that decides "best".
     best_mode: "max" (accuracy, F1) or "min" (a loss).
+    name: tells this object's multi-process barriers from those of others saving at the same
+      time (the same on every process, unique among them).
   """
 
   def __init__(
@@ -114,6 +116,7 @@ class Checkpoints:
     best_directory: str | os.PathLike | None = None,
     best_metric: str | None = None,
     best_mode: str = "max",
+    name: str = "latest",
   ):
     if keep < 1:
       raise ValueError(f"keep={keep}: keep at least one checkpoint.")
@@ -124,12 +127,12 @@ class Checkpoints:
     self.best_metric, self.best_mode = best_metric, best_mode
     self._saving: dict[int, int] = {}  # id(manager) -> the step it saves (or saved last)
     self._unrecorded: dict[int, int] = {}  # id(manager) -> a saved step without checksums yet
-    # The two managers may save the same step at once (the last step is often the best): on
-    # several processes their barriers would share a name ("async_write_complete.<step>") and
-    # the second to arrive fails with "Barrier ... is already ongoing". A prefix each keeps
-    # them apart.
+    # Managers may save the same step at once (the last step is often the best; several
+    # seeds' best states): on several processes their barriers would share a name
+    # ("async_write_complete.<step>") and the second to arrive fails with "Barrier ... is
+    # already ongoing". A prefix each keeps them apart.
     options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=True, multiprocessing_options=_barriers("latest")
+      max_to_keep=keep, create=True, multiprocessing_options=_barriers(name)
     )
     self._latest = ocp.CheckpointManager(
       os.fspath(directory), options=options, item_names=("state", "data")
@@ -137,7 +140,7 @@ class Checkpoints:
     self._best = None
     if best_directory is not None:
       options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, multiprocessing_options=_barriers("best")
+        max_to_keep=1, create=True, multiprocessing_options=_barriers(f"{name}_best")
       )
       self._best = ocp.CheckpointManager(
         os.fspath(best_directory), options=options, item_names=("state", "data", "metrics")

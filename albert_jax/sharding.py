@@ -363,6 +363,19 @@ def create_sharded_state(
   rules: Rules = RULES,
 ) -> train.TrainState:
   """A fresh TrainState, each array created directly in its shards (no full copy anywhere)."""
+  return state_initializer(module, tx, head, sample_batch, mesh, rules)(rng)
+
+
+def state_initializer(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  head: str,
+  sample_batch: Batch,
+  mesh: Mesh,
+  rules: Rules = RULES,
+) -> Callable[[jax.Array], train.TrainState]:
+  """`rng -> create_sharded_state(..., rng, ...)` as one jitted function: every key after the
+  first reuses its compiled program (several seeds' states, restarts)."""
   abstract = abstract_train_state(module, tx, head, sample_batch, mesh, rules)
   inputs = _model_inputs(head, sample_batch)
 
@@ -370,7 +383,7 @@ def create_sharded_state(
     params = nn.unbox(module.init(rng, **inputs)["params"])
     return train.create_train_state(module, params, tx, head)
 
-  return jax.jit(init, out_shardings=shardings_of(abstract))(rng)
+  return jax.jit(init, out_shardings=shardings_of(abstract))
 
 
 # ---- batches and steps ------------------------------------------------------------------------

@@ -39,9 +39,9 @@ from albert_jax.data import batching, tasks
 from albert_jax.data.order import data_fingerprint, resume_position
 from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS
-from albert_jax.trainer import evaluation, export, loop, seeds
+from albert_jax.trainer import evaluation, export, loop, programs, seeds
 from albert_jax.trainer.batches import TARGETS, BatchStats, gather, train_batches
-from albert_jax.trainer.state import fresh_state
+from albert_jax.trainer.state import fresh_states
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def run(s: Setup, params: Any = None) -> dict[str, Any] | None:
   one = sharding.abstract_train_state(s.module, s.tx, head, s.sample, s.mesh, s.rules)
   abstract = seeds.abstract_stacked(one, n, s.rules)
   shardings = sharding.shardings_of(abstract)
+  create = fresh_states(s.module, s.tx, head, s.sample, s.mesh, s.rules, one)  # compiled once
 
   def fresh(seed: int, loaded: Any = None):
     """The single-seed run's initial state for `seed`."""
@@ -84,8 +85,7 @@ def run(s: Setup, params: Any = None) -> dict[str, Any] | None:
     if s.load_params is not None:
       loaded = s.load_params(seed) if loaded is None else loaded
       load = lambda _: loaded  # noqa: E731
-    init_rng = jax.random.fold_in(jax.random.key(seed), 0)
-    return fresh_state(s.module, s.tx, head, s.sample, s.mesh, s.rules, one, init_rng, load)
+    return create(jax.random.fold_in(jax.random.key(seed), 0), load)
 
   ckpts = Checkpoints(os.path.join(s.workdir, "checkpoints"), keep=config.keep_checkpoints)
   with ckpts, contextlib.ExitStack() as stores:
@@ -107,6 +107,18 @@ def run(s: Setup, params: Any = None) -> dict[str, Any] | None:
     position = resume_position(saved, fingerprint, config.allow_data_change)
     micro = config.batch_size // config.grad_accum_steps
     stats = BatchStats(batching.row_lengths(s.train_arrays["attention_mask"]))
+    hooks.step_fn, hooks.predict_fn = programs.compile_ahead(  # every shape, concurrently
+      hooks.step_fn,
+      hooks.predict_fn,
+      state,
+      programs.train_templates(
+        config, s.train_arrays, micro, position, s.buckets, s.total * config.grad_accum_steps
+      ),
+      programs.eval_templates(s.eval_sets, s.eval_batch, s.buckets),
+      s.mesh,
+      s.rules,
+      rng=hooks.rngs,
+    )
     stream = train_batches(config, s.train_arrays, micro, position, s.buckets, s.put, stats)
     result = loop.run(
       config,
@@ -296,7 +308,7 @@ class _Hooks:
       for name in os.listdir(directory):
         if name.isdigit() and int(name) > resumed:
           shutil.rmtree(os.path.join(directory, name))
-    return Checkpoints(directory, keep=1)
+    return Checkpoints(directory, keep=1, name=f"best_replica_{k}")
 
   def _save_best(self, k: int, step: int, state, metrics) -> None:
     seed = self.book.seeds[k]

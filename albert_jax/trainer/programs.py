@@ -76,14 +76,18 @@ def _template(arrays, keys, rows: int, length: int):
   return batching.take(arrays, batch, keys)
 
 
-def compile_ahead(train_fn, predict_fn, state, train_batches, eval_batches, mesh, rules):
+def compile_ahead(
+  train_fn, predict_fn, state, train_batches, eval_batches, mesh, rules, rng=None
+):
   """(train_fn, predict_fn) that run programs compiled ahead for the host batch templates
-  `train_batches` and `eval_batches` (compiling starts now; see the module doc). Functions
-  without `.lower` (not jitted) come back as they are."""
+  `train_batches` and `eval_batches` (compiling starts now; see the module doc). `rng`: a
+  dropout key of the shape the train step takes (default: one key; several seeds' runs pass
+  their replicas' keys). Functions without `.lower` (not jitted) come back as they are."""
   if not (hasattr(train_fn, "lower") and hasattr(predict_fn, "lower")):
     return train_fn, predict_fn
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  rng = sharding.replicate(jax.random.key(0), mesh)  # any key: only its type matters here
+  if rng is None:
+    rng = sharding.replicate(jax.random.key(0), mesh)  # any key: only its type matters here
   pool = ThreadPoolExecutor(max(1, min(len(train_batches) + len(eval_batches), os.cpu_count())))
   train = compilation.Programs(
     train_fn,

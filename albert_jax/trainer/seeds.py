@@ -114,10 +114,14 @@ def stack(states: Sequence[train.TrainState], shardings: train.TrainState) -> tr
 
 def unstack(state: train.TrainState, k: int) -> train.TrainState:
   """Replica k's state (a single-seed run's state: what export and checkpoints take)."""
-  take = lambda x: x[k]  # noqa: E731
-  return state.replace(
-    params=jax.tree.map(take, state.params), opt_state=jax.tree.map(take, state.opt_state)
-  )
+  params, opt_state = _take((state.params, state.opt_state), jnp.int32(k))
+  return state.replace(params=params, opt_state=opt_state)
+
+
+@jax.jit
+def _take(tree: Any, k: jax.Array) -> Any:
+  """Row `k` of every array of `tree`: one program for every k (not one small one per leaf)."""
+  return jax.tree.map(lambda x: x[k], tree)
 
 
 def replace_replica(shardings: train.TrainState) -> Callable:

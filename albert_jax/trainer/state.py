@@ -65,8 +65,27 @@ def fresh_state(
 ) -> train.TrainState:
   """A new state at step 0 (see `initial_state`), placed as `abstract` (its abstract state)
   says."""
-  if load_params is None:
-    return sharding.create_sharded_state(module, tx, head, init_rng, sample, mesh, rules)
+  return fresh_states(module, tx, head, sample, mesh, rules, abstract)(init_rng, load_params)
+
+
+def fresh_states(
+  module: nn.Module,
+  tx: Any,
+  head: str,
+  sample: Mapping[str, Any],
+  mesh: jax.sharding.Mesh,
+  rules: sharding.Rules,
+  abstract: train.TrainState,
+) -> Callable[[jax.Array, Callable[[Any], Any] | None], train.TrainState]:
+  """`(init_rng, load_params) -> fresh_state(...)` whose programs (the random initialization,
+  the state around loaded parameters) compile once, on first use, for every call after."""
   shardings = sharding.shardings_of(abstract)
+  init = sharding.state_initializer(module, tx, head, sample, mesh, rules)
   create = jax.jit(lambda p: train.create_train_state(module, p, tx, head), out_shardings=shardings)
-  return create(load_params(shardings.params))
+
+  def fresh(init_rng: jax.Array, load_params: Callable[[Any], Any] | None) -> train.TrainState:
+    if load_params is None:
+      return init(init_rng)
+    return create(load_params(shardings.params))
+
+  return fresh
