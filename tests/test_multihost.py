@@ -89,6 +89,28 @@ def test_finetune_two_processes_equals_one(two_processes, tmp_path):
   assert len(buckets) > 1  # the run really batched at several lengths
 
 
+def test_two_seeds_on_two_processes_equal_one_process(tmp_path):
+  """`seeds=2` as two processes: at every evaluation both processes save each replica's best
+  state at once (one Orbax manager per replica, whose barriers must not share names), and the
+  run ends as the same run in one process on 8 devices."""
+  overrides = {**OVERRIDES, "seeds": 2, "eval_every_steps": 2}
+  workdir = tmp_path / "two"
+  stdouts = succeed(start_processes(finetune_command(workdir, overrides), NUM_PROCESSES))
+  one = finetune.run(load_config("sst2_sample", overrides), str(tmp_path / "one"))
+
+  two = json.loads((workdir / "metrics.json").read_text())
+  assert json.loads(stdouts[0]) == two == one
+  first = two["seeds"][0]["seed"]
+  assert [s["seed"] for s in two["seeds"]] == [first, first + 1]
+  for k in range(2):
+    (best,) = [p for p in (workdir / "best" / f"replica_{k}").iterdir() if p.name.isdigit()]
+    assert int(best.name) == two["seeds"][k]["best_step"]
+    a = restore(best / "state")
+    b = restore(tmp_path / "one" / "best" / f"replica_{k}" / best.name / "state")
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    assert max(float(np.abs(x - y).max()) for x, y in pairs) <= TOL
+
+
 # ---- kill -9 of one process mid-run, with length buckets: the other ends, the rerun is exact -----
 
 # The CLI with a pause: after its PAUSE_AFTER-th step, process PAUSE_PROCESS marks a file and
