@@ -215,7 +215,8 @@ from albert_jax.checkpoint import Checkpoints
 from tests.test_checkpoint import _host_state
 mesh = jax.make_mesh((jax.device_count(),), ("data",))
 state = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, P())), _host_state(0))
-with Checkpoints(sys.argv[1] + "/latest", best_directory=sys.argv[1] + "/best", best_metric="a") as c:
+d = sys.argv[1]
+with Checkpoints(d + "/latest", best_directory=d + "/best", best_metric="a") as c:
   for step in range(1, 4):
     c.save(step, state, {"index": step})
     assert c.save_if_best(step, state, {"index": step}, {"a": float(step)})

@@ -76,9 +76,7 @@ def _template(arrays, keys, rows: int, length: int):
   return batching.take(arrays, batch, keys)
 
 
-def compile_ahead(
-  train_fn, predict_fn, state, train_batches, eval_batches, mesh, rules, rng=None
-):
+def compile_ahead(train_fn, predict_fn, state, train_batches, eval_batches, mesh, rules, rng=None):
   """(train_fn, predict_fn) that run programs compiled ahead for the host batch templates
   `train_batches` and `eval_batches` (compiling starts now; see the module doc). `rng`: a
   dropout key of the shape the train step takes (default: one key; several seeds' runs pass

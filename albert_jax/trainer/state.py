@@ -49,23 +49,8 @@ def initial_state(
       position.get("index"),
     )
     return state, position
-  return fresh_state(module, tx, head, sample, mesh, rules, abstract, init_rng, load_params), None
-
-
-def fresh_state(
-  module: nn.Module,
-  tx: Any,
-  head: str,
-  sample: Mapping[str, Any],
-  mesh: jax.sharding.Mesh,
-  rules: sharding.Rules,
-  abstract: train.TrainState,
-  init_rng: jax.Array,
-  load_params: Callable[[Any], Any] | None,
-) -> train.TrainState:
-  """A new state at step 0 (see `initial_state`), placed as `abstract` (its abstract state)
-  says."""
-  return fresh_states(module, tx, head, sample, mesh, rules, abstract)(init_rng, load_params)
+  fresh = fresh_states(module, tx, head, sample, mesh, rules, abstract)
+  return fresh(init_rng, load_params), None
 
 
 def fresh_states(
@@ -77,7 +62,8 @@ def fresh_states(
   rules: sharding.Rules,
   abstract: train.TrainState,
 ) -> Callable[[jax.Array, Callable[[Any], Any] | None], train.TrainState]:
-  """`(init_rng, load_params) -> fresh_state(...)` whose programs (the random initialization,
+  """`(init_rng, load_params) -> a new state at step 0` (see `initial_state`), placed as
+  `abstract` (its abstract state) says. Its programs (the random initialization,
   the state around loaded parameters) compile once, on first use, for every call after."""
   shardings = sharding.shardings_of(abstract)
   init = sharding.state_initializer(module, tx, head, sample, mesh, rules)
