@@ -363,7 +363,8 @@ def create_sharded_state(
   rules: Rules = RULES,
 ) -> train.TrainState:
   """A fresh TrainState, each array created directly in its shards (no full copy anywhere)."""
-  return state_initializer(module, tx, head, sample_batch, mesh, rules)(rng)
+  abstract = abstract_train_state(module, tx, head, sample_batch, mesh, rules)
+  return state_initializer(module, tx, head, sample_batch, shardings_of(abstract))(rng)
 
 
 def state_initializer(
@@ -371,19 +372,18 @@ def state_initializer(
   tx: optax.GradientTransformation,
   head: str,
   sample_batch: Batch,
-  mesh: Mesh,
-  rules: Rules = RULES,
+  shardings: train.TrainState,
 ) -> Callable[[jax.Array], train.TrainState]:
-  """`rng -> create_sharded_state(..., rng, ...)` as one jitted function: every key after the
-  first reuses its compiled program (several seeds' states, restarts)."""
-  abstract = abstract_train_state(module, tx, head, sample_batch, mesh, rules)
+  """`rng -> create_sharded_state(..., rng, ...)` as one jitted function whose arrays are placed
+  by `shardings` (`shardings_of(abstract_train_state(...))`): every key after the first reuses
+  its compiled program (several seeds' states, restarts)."""
   inputs = _model_inputs(head, sample_batch)
 
   def init(rng):
     params = nn.unbox(module.init(rng, **inputs)["params"])
     return train.create_train_state(module, params, tx, head)
 
-  return jax.jit(init, out_shardings=shardings_of(abstract))
+  return jax.jit(init, out_shardings=shardings)
 
 
 # ---- batches and steps ------------------------------------------------------------------------

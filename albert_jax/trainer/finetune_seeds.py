@@ -77,7 +77,7 @@ def run(s: Setup, params: Any = None) -> dict[str, Any] | None:
   one = sharding.abstract_train_state(s.module, s.tx, head, s.sample, s.mesh, s.rules)
   abstract = seeds.abstract_stacked(one, n, s.rules)
   shardings = sharding.shardings_of(abstract)
-  create = fresh_states(s.module, s.tx, head, s.sample, s.mesh, s.rules, one)  # compiled once
+  create = fresh_states(s.module, s.tx, head, s.sample, one)  # its programs compiled once
 
   def fresh(seed: int, loaded: Any = None):
     """The single-seed run's initial state for `seed`."""

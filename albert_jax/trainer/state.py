@@ -49,24 +49,18 @@ def initial_state(
       position.get("index"),
     )
     return state, position
-  fresh = fresh_states(module, tx, head, sample, mesh, rules, abstract)
+  fresh = fresh_states(module, tx, head, sample, abstract)
   return fresh(init_rng, load_params), None
 
 
 def fresh_states(
-  module: nn.Module,
-  tx: Any,
-  head: str,
-  sample: Mapping[str, Any],
-  mesh: jax.sharding.Mesh,
-  rules: sharding.Rules,
-  abstract: train.TrainState,
+  module: nn.Module, tx: Any, head: str, sample: Mapping[str, Any], abstract: train.TrainState
 ) -> Callable[[jax.Array, Callable[[Any], Any] | None], train.TrainState]:
   """`(init_rng, load_params) -> a new state at step 0` (see `initial_state`), placed as
   `abstract` (its abstract state) says. Its programs (the random initialization,
   the state around loaded parameters) compile once, on first use, for every call after."""
   shardings = sharding.shardings_of(abstract)
-  init = sharding.state_initializer(module, tx, head, sample, mesh, rules)
+  init = sharding.state_initializer(module, tx, head, sample, shardings)
   create = jax.jit(lambda p: train.create_train_state(module, p, tx, head), out_shardings=shardings)
 
   def fresh(init_rng: jax.Array, load_params: Callable[[Any], Any] | None) -> train.TrainState:
