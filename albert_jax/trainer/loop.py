@@ -37,6 +37,7 @@ import numpy as np
 from albert_jax import distributed, preemption, train, watchdog
 from albert_jax.checkpoint import Checkpoints
 from albert_jax.errors import UserError
+from albert_jax.events import EventWriter
 
 Metrics = Mapping[str, float]
 _ON_THE_BAR = ("loss", "lr", "padding_fraction", "compiled_shapes")  # train metrics shown
@@ -85,11 +86,10 @@ class Reporter:
     desc: str = "train",
     enabled: bool = True,
   ):
-    from tensorboardX import SummaryWriter  # noqa: PLC0415  (only runs that report need it)
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     # Disabled (other processes of a multi-host run): shows and writes nothing.
-    self._writer = SummaryWriter(os.fspath(logdir)) if enabled else None
+    self._writer = EventWriter(logdir) if enabled else None
     self._bar = tqdm(
       total=total_steps,
       initial=initial_step,
@@ -106,8 +106,9 @@ class Reporter:
     """Writes `metrics` to TensorBoard as `prefix/name`; train metrics also go to the bar."""
     if self._writer is None:
       return
-    for name, value in metrics.items():
-      self._writer.add_scalar(f"{prefix}/{name}" if prefix else name, float(value), step)
+    self._writer.scalars(
+      step, {f"{prefix}/{name}" if prefix else name: value for name, value in metrics.items()}
+    )
     if prefix == "train":
       self._bar.set_postfix({k: f"{float(v):.4g}" for k, v in metrics.items() if k in _ON_THE_BAR})
     self._writer.flush()
