@@ -11,7 +11,9 @@ directory, "warm" the same command again. Timed from the process's start (import
   (150 steps): the first optimizer step's latency and the whole run;
 - longtail: a 60-step fine-tuning run of the sample's model (from scratch) on a long-tailed
   file (70% rows of 3-15 words, 20% of 16-119, 10% of 120-380; max_seq_length 256, batch 32),
-  with length buckets and with every row padded to 256 (`batching=max_length`), both cold;
+  with the length buckets chosen for the run (`bucket_cost_steps`), with all 8
+  (`bucket_cost_steps=0`, the choice before it) and with every row padded to 256
+  (`batching=max_length`), each cold;
 - predict: the pipeline's first call and the second (steady state) on the same inputs, text
   classification (--n sentences) and question answering (--n_qa questions, contexts up to 900
   words) on random-weight models of --size, built as benchmarks/bench_predict.py builds them.
@@ -162,10 +164,17 @@ def main() -> None:
         "--config.eval_every_steps=0",
         "--config.checkpoint_every_steps=60",
       ]
-      for batching in ("bucket", "max_length"):
-        flag = f"--config.batching={batching}"
-        result = finetune(tmp, batching, tmp / f"longtail-{batching}", [*flags, flag], args.torch)
-        show(f"long-tailed 60 steps, batching={batching}", "cold", result)
+      for name, extra in (
+        ("length buckets chosen for the run", ["--config.batching=bucket"]),
+        (
+          "max_buckets=8 length buckets",
+          ["--config.batching=bucket", "--config.bucket_cost_steps=0"],
+        ),
+        ("every row padded to 256", ["--config.batching=max_length"]),
+      ):
+        cache = tmp / f"longtail-{time.time_ns()}"  # cold, each
+        result = finetune(tmp, "longtail", cache, [*flags, *extra], args.torch)
+        show(f"long-tailed 60 steps, {name}", "cold", result)
     if "predict" in only:
       models = build_models(tmp, args.size)
       for task, inputs in (

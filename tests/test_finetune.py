@@ -283,6 +283,7 @@ def test_bucketed_killed_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     batching="bucket",
     max_buckets=3,
     bucket_multiple=2,  # the sample's sentences have 8 to 14 tokens
+    bucket_cost_steps=0,  # all three in so short a run
     max_train_examples=22,  # 6 micro-batches of 4 an epoch, the last with 2 weight-0 rows
     grad_accum_steps=2,
     num_train_steps=8,

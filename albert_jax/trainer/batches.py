@@ -1,6 +1,7 @@
 """The training batches of a fine-tuning run, and the bucket lengths they are cut to.
 
-`choose_buckets` picks the lengths once from every split's feature lengths; `record_buckets`
+`choose_buckets` picks the lengths once from every split's feature lengths and the run's
+length (`run_cost`: a short run affords fewer compiled shapes); `record_buckets`
 keeps them in the workdir (a resumed run must get the same); `train_batches` streams the
 sharded micro-batches with the data position after each; `BatchStats` counts what they
 computed (padding share, compiled shapes) for the log.
@@ -8,6 +9,7 @@ computed (padding share, compiled shapes) for the log.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -21,15 +23,27 @@ from albert_jax.files import write_json
 from albert_jax.heads import MODEL_INPUTS
 
 TARGETS = ("label", "labels", "start_positions", "end_positions")
+BUCKETS_FILE = "buckets.json"  # in the workdir: the run's bucket lengths
+_PLANNED_MICRO_BATCHES = 2_000  # training micro-batches `run_cost` looks at
 
 
 def gather(arrays: Mapping[str, np.ndarray], keys, idx: np.ndarray) -> dict[str, np.ndarray]:
   return {k: arrays[k][idx] for k in keys if k in arrays}
 
 
-def choose_buckets(config, train_arrays, eval_sets: list) -> tuple[int, ...] | None:
-  """The bucket lengths of a `batching="bucket"` run, from every split's feature lengths
-  (None for "max_length")."""
+def choose_buckets(
+  config, train_arrays, eval_sets: list, total_steps: int, eval_batch: int, workdir: str
+) -> tuple[int, ...] | None:
+  """The bucket lengths of a `batching="bucket"` run (None for "max_length"), from every split's
+  feature lengths: for each count k up to `config.max_buckets`, the k lengths that pad the
+  rows least (`batching.choose_buckets`); of those, the set whose run costs least, counting
+  each train or eval shape the run uses as `config.bucket_cost_steps` optimizer steps at the
+  longest length (compiling one costs about that: see `run_cost`) beside the positions its
+  batches compute. A long run affords every bucket that saves positions; a short one, few.
+  `bucket_cost_steps=0`: always the `max_buckets` set. Depends on the data and config only,
+  so every process, and a rerun, chooses the same. A resumed run keeps the set in the
+  workdir's buckets.json when it is one of this data's candidates (the run may be longer now);
+  another set means the data changed: refused."""
   if config.batching == "max_length":
     return None
   masks = [
@@ -37,27 +51,67 @@ def choose_buckets(config, train_arrays, eval_sets: list) -> tuple[int, ...] | N
     *(e.features.arrays["attention_mask"] for e in eval_sets),
   ]
   lengths = np.concatenate([batching.row_lengths(m) for m in masks])
-  return batching.choose_buckets(
-    lengths, config.max_buckets, config.bucket_multiple, max_length=config.max_seq_length
+  candidates = list(
+    dict.fromkeys(  # distinct sets, fewest buckets first
+      batching.choose_buckets(lengths, k, config.bucket_multiple, max_length=config.max_seq_length)
+      for k in range(1, config.max_buckets + 1)
+    )
   )
+  if (saved := _recorded(workdir)) is not None:
+    if saved not in candidates:
+      raise UserError(
+        f"Workdir {workdir} was trained with bucket lengths {list(saved)}, but this data gives "
+        f"{' or '.join(str(list(c)) for c in candidates)}: the training or eval data changed. "
+        "Resume with the same data, or pass another --workdir."
+      )
+    return saved
+  if not config.get("bucket_cost_steps", 0) or len(candidates) == 1:
+    return candidates[-1]
+  costs = [
+    run_cost(config, train_arrays, eval_sets, b, total_steps, eval_batch) for b in candidates
+  ]
+  return candidates[int(np.argmin(costs))]  # the first (fewest buckets) of equal costs
+
+
+def run_cost(config, train_arrays, eval_sets, buckets, total_steps: int, eval_batch: int) -> float:
+  """The padded positions a run with `buckets` computes (its training micro-batches from the
+  start, the first eval split at each evaluation, every split at the end) plus, for each
+  distinct train and eval shape it compiles, `config.bucket_cost_steps` optimizer steps at the
+  longest bucket (`batch_size * max(buckets)` positions each). Training beyond
+  `_PLANNED_MICRO_BATCHES` micro-batches is counted from the first ones, scaled."""
+  micro = config.batch_size // config.grad_accum_steps
+  n_micro = total_steps * config.grad_accum_steps
+  stream = batching.bucketed_batches(
+    batching.row_lengths(train_arrays["attention_mask"]), micro, data_seed(config), buckets
+  )
+  planned = min(n_micro, _PLANNED_MICRO_BATCHES)
+  train_lengths = [batch.length for batch, _, _ in itertools.islice(stream, planned)]
+  positions = micro * sum(train_lengths) * n_micro / planned
+  shapes = len(set(train_lengths))
+  every = config.eval_every_steps
+  eval_shapes: set[int] = set()
+  for i, eval_set in enumerate(eval_sets):
+    lengths = batching.row_lengths(eval_set.features.arrays["attention_mask"])
+    batches = batching.length_sorted_batches(lengths, eval_batch, buckets)
+    evaluations = 1 + ((total_steps - 1) // every if every and i == 0 else 0)
+    positions += evaluations * eval_batch * sum(b.length for b in batches)
+    eval_shapes |= {b.length for b in batches}
+  per_shape = config.bucket_cost_steps * config.batch_size * max(buckets)
+  return positions + (shapes + len(eval_shapes)) * per_shape
+
+
+def _recorded(workdir: str) -> tuple[int, ...] | None:
+  path = os.path.join(workdir, BUCKETS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return tuple(json.load(f)["buckets"])
 
 
 def record_buckets(workdir: str, buckets: tuple[int, ...] | None) -> None:
-  """Writes buckets.json, or checks a resumed run's buckets against it."""
-  if buckets is None:
-    return
-  path = os.path.join(workdir, "buckets.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = tuple(json.load(f)["buckets"])
-    if saved != buckets:
-      raise UserError(
-        f"Workdir {workdir} was trained with bucket lengths {list(saved)}, but this data gives "
-        f"{list(buckets)}: the training or eval data changed. Resume with the same data, or "
-        "pass another --workdir."
-      )
-    return
-  write_json(path, {"buckets": list(buckets)}, main_only=True)
+  """Writes buckets.json (`choose_buckets` reads it back when the run resumes)."""
+  if buckets is not None and _recorded(workdir) != buckets:
+    write_json(os.path.join(workdir, BUCKETS_FILE), {"buckets": list(buckets)}, main_only=True)
 
 
 class BatchStats:
