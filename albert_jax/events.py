@@ -4,13 +4,13 @@ protobuf.
 A run's train and eval metrics go to `events.out.tfevents.<time>.<host>.<pid>` in its logdir,
 which TensorBoard (and `tf.compat.v1.train.summary_iterator`) reads; `read_scalars(logdir)`
 gives them back as {tag: {step: value}} (for plots; it reads `simple_value` scalars, as this
-writer and tensorboardX write them, not TF2's tensor summaries). Written here in a few lines
-because the writers that exist cost every run seconds at start-up: tensorboardX imports torch
-when it is installed (as on Colab), TensorFlow is larger still.
+writer and tensorboardX write them, not TF2's tensor summaries). Written here because the
+writers that exist cost every run seconds at start-up: tensorboardX imports torch when it is
+installed (as on Colab), TensorFlow is larger still.
 
-The format: a file of records, each `length` (uint64, little-endian), the masked CRC-32C of
-those 8 bytes (uint32), the payload, its masked CRC-32C (uint32); the first payload an `Event`
-holding `file_version = "brain.Event:2"`, then one `Event` per scalar:
+The format: a file of records, each `length` (uint64, little-endian), the masked CRC-32C
+(`albert_jax.crc32c`) of those 8 bytes (uint32), the payload, its masked CRC-32C (uint32); the
+first payload an `Event` holding `file_version = "brain.Event:2"`, then one `Event` per scalar:
 
   Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
   Summary { repeated Value value = 1; }
@@ -29,33 +29,9 @@ import struct
 import time
 from collections import defaultdict
 
+from albert_jax import crc32c
+
 _FILE_VERSION = b"brain.Event:2"
-
-
-def _crc32c_table() -> list[int]:
-  table = []
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
-    table.append(crc)
-  return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-  """TFRecord's checksum: CRC-32C rotated right by 15 bits plus a constant."""
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def record(payload: bytes) -> bytes:
@@ -63,9 +39,9 @@ def record(payload: bytes) -> bytes:
   length = struct.pack("<Q", len(payload))
   return (
     length
-    + struct.pack("<I", masked_crc(length))
+    + struct.pack("<I", crc32c.masked(length))
     + payload
-    + struct.pack("<I", masked_crc(payload))
+    + struct.pack("<I", crc32c.masked(payload))
   )
 
 
@@ -162,12 +138,12 @@ def records(path: str | os.PathLike):
   while i + 12 <= len(data):
     header = data[i : i + 8]
     (n,) = struct.unpack("<Q", header)
-    if struct.unpack("<I", data[i + 8 : i + 12])[0] != masked_crc(header):
+    if struct.unpack("<I", data[i + 8 : i + 12])[0] != crc32c.masked(header):
       raise ValueError(f"{path}: corrupt record at byte {i} (length checksum)")
     if i + 16 + n > len(data):
       return
     payload = data[i + 12 : i + 12 + n]
-    if struct.unpack("<I", data[i + 12 + n : i + 16 + n])[0] != masked_crc(payload):
+    if struct.unpack("<I", data[i + 12 + n : i + 16 + n])[0] != crc32c.masked(payload):
       raise ValueError(f"{path}: corrupt record at byte {i} (data checksum)")
     yield payload
     i += n + 16

@@ -1,8 +1,8 @@
 """The training batches of a fine-tuning run, and the bucket lengths they are cut to.
 
 `choose_buckets` picks the lengths once from every split's feature lengths and the run's
-length (`run_cost`: a short run affords fewer compiled shapes); `record_buckets`
-keeps them in the workdir (a resumed run must get the same); `train_batches` streams the
+length (`run_cost`: a short run affords fewer compiled shapes); `record_buckets` keeps them in
+the workdir (a resumed run takes them back); `train_batches` streams the
 sharded micro-batches with the data position after each; `BatchStats` counts what they
 computed (padding share, compiled shapes) for the log.
 """
@@ -65,7 +65,7 @@ def choose_buckets(
         "Resume with the same data, or pass another --workdir."
       )
     return saved
-  if not config.get("bucket_cost_steps", 0) or len(candidates) == 1:
+  if not config.bucket_cost_steps or len(candidates) == 1:
     return candidates[-1]
   costs = [
     run_cost(config, train_arrays, eval_sets, b, total_steps, eval_batch) for b in candidates

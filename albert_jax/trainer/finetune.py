@@ -281,7 +281,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str):
     raise UserError(
       f"max_buckets={config.max_buckets} and bucket_multiple={config.bucket_multiple} must be >= 1."
     )
-  cost = config.get("bucket_cost_steps", 0)
+  cost = config.bucket_cost_steps
   if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
     raise UserError(
       f"bucket_cost_steps={cost!r}: give the optimizer steps one compiled shape costs, a number "

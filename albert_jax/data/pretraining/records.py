@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from albert_jax import crc32c
 from albert_jax.data.pretraining.config import PretrainingDataConfig, PretrainingDataError
 from albert_jax.data.pretraining.instances import PretrainingInstance
 
@@ -135,25 +136,6 @@ def open_writer(path: str, data_format: str) -> ShardWriter:
 # Reading, by record index
 
 
-def _crc32c_table() -> np.ndarray:
-  table = np.arange(256, dtype=np.uint32)
-  for _ in range(8):
-    table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1)
-  return table.astype(np.uint32)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def _masked_crc32c_N(data_NK: np.ndarray) -> np.ndarray:
-  """TFRecord's masked CRC-32C of each row of `data_NK` (uint8), vectorized over rows."""
-  crc_N = np.full(data_NK.shape[0], 0xFFFFFFFF, dtype=np.uint32)
-  for k in range(data_NK.shape[1]):
-    crc_N = _CRC32C_TABLE[(crc_N ^ data_NK[:, k]) & 0xFF] ^ (crc_N >> 8)
-  crc_N = crc_N ^ np.uint32(0xFFFFFFFF)
-  return (((crc_N >> 15) | (crc_N << 17)) + np.uint32(0xA282EAD8)).astype(np.uint32)
-
-
 class TFRecordFile:
   """A TFRecord file indexed by record: `read(i)` is one slice of a memory map.
 
@@ -182,7 +164,7 @@ class TFRecordFile:
     if headers:
       header_N12 = np.frombuffer(b"".join(headers), dtype=np.uint8).reshape(-1, 12)
       stored_N = header_N12[:, 8:].copy().view("<u4")[:, 0]
-      bad_N = _masked_crc32c_N(header_N12[:, :8]) != stored_N
+      bad_N = crc32c.masked_rows(header_N12[:, :8]) != stored_N
       if bad_N.any():
         raise self._error(f"record {int(np.argmax(bad_N))} has a corrupt header (CRC mismatch)")
     self.offsets = np.asarray(offsets, dtype=np.int64)
