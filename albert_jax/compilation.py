@@ -51,6 +51,8 @@ from typing import Any
 import jax
 from jax.experimental.compilation_cache import compilation_cache as _public_cache
 
+from albert_jax import traces
+
 # JAX (0.10) has no public way to give its persistent cache another storage: its public module
 # re-exports `set_cache_dir` and `reset_cache` only, and JAX's own file cache writes an entry in
 # place (a reader can see half of it) and keeps a damaged entry forever. So `_reset` installs
@@ -273,7 +275,9 @@ class Programs:
   compiled program (waiting for it while it compiles); any other call goes to `fn`.
 
   `what` names the programs in the log line ("train step"); the threads are `pool`'s, else
-  this object's own (as many as CPUs).
+  this object's own (as many as CPUs). With `traced_as` (a name for what `fn` computes, see
+  `albert_jax.traces`) the traced programs are kept with the cache, so a later process does
+  not trace them again.
   """
 
   def __init__(
@@ -283,8 +287,9 @@ class Programs:
     what: str,
     shapes: Sequence[tuple[Hashable, tuple]] = (),
     pool: ThreadPoolExecutor | None = None,
+    traced_as: str | None = None,
   ):
-    self._fn, self._key_of, self.what = fn, key_of, what
+    self._fn, self._key_of, self.what, self._traced_as = fn, key_of, what, traced_as
     self._lower_lock = threading.Lock()  # traces hold the GIL: one at a time, in order
     self._pool = pool or ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compile")
     self.start = time.perf_counter()
@@ -303,8 +308,11 @@ class Programs:
     if not threading.main_thread().is_alive():  # the process is exiting (an error, SIGTERM):
       raise CancelledError("exiting")  # the programs still queued are not compiled
     with CompileLog(this_thread=True) as compile_log:
-      with self._lower_lock:
-        lowered = self._fn.lower(*args)
+      if self._traced_as is None:
+        with self._lower_lock:
+          lowered = self._fn.lower(*args)
+      else:
+        lowered = traces.lower(self._fn, args, self._traced_as, self._lower_lock)
       compiled = lowered.compile()
     return compiled, compile_log.compilations, time.perf_counter()
 

@@ -121,7 +121,8 @@ class Runner:
   batch's bucket, or cut to the row's own length when packed: cut them with the row's length).
 
   Every shape of a call's plan is compiled ahead, concurrently, before its batches run
-  (`albert_jax.compilation.Programs`; the persistent cache keeps them for the next process).
+  (`albert_jax.compilation.Programs`; the persistent cache keeps them for the next process,
+  and `albert_jax.traces` their traced programs, so the next process does not trace the model).
   Packed or not is decided by measurement where it can pay: each shape of both plans is run
   once on this machine and the plan that adds up to less time runs (`plan`); the times are
   kept beside the compilation cache, so a later process plans without measuring.
@@ -158,12 +159,23 @@ class Runner:
     def run_packed(params, ids, segments, types, positions):
       return run(params, ids, packing.attention_mask(segments), types, positions)
 
+    where = getattr(outputs, "__module__", "") or ""
+    what = f"{model.module!r} {where}.{getattr(outputs, '__qualname__', outputs)}"
+    # the traced programs are kept with the cache where the package's source covers `outputs`
+    ours = where.startswith("albert_jax.")
     pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compile")
-    self._programs = compilation.Programs(run, _shape_key, "prediction", pool=pool)
-    self._packed = compilation.Programs(run_packed, _shape_key, "packed prediction", pool=pool)
+    self._programs = compilation.Programs(
+      run, _shape_key, "prediction", pool=pool, traced_as=f"prediction {what}" if ours else None
+    )
+    self._packed = compilation.Programs(
+      run_packed,
+      _shape_key,
+      "packed prediction",
+      pool=pool,
+      traced_as=f"packed prediction {what}" if ours else None,
+    )
     self._run, self._run_packed = self._programs, self._packed  # what a batch calls
     self._unlogged: list[tuple[compilation.Programs, list]] = []  # compiled, not yet logged
-    what = f"{model.module!r} {getattr(outputs, '__qualname__', outputs)}"
     self._timing_key = f"{compilation.device_key()} {hashlib.sha256(what.encode()).hexdigest()}"
 
   def __call__(self, rows: Sequence[Row]) -> list[dict[str, np.ndarray]]:
