@@ -5,12 +5,18 @@ an empty cache directory traces each shape of its plan once and keeps it; a new 
 jitted function, JAX's in-memory caches cleared: as a new process) traces nothing and gives
 the same numbers bit for bit, as does one with the cache off. A damaged kept program is traced
 again with one warning; a model that differs only where the parameters' shapes do not show it
-gets its own programs; a function `jax.export` refuses is lowered as traced.
+gets its own programs; a function `jax.export` refuses is lowered as traced; and a second
+process on the first's cache directory traces nothing.
 """
 
 import dataclasses
+import json
 import logging
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +29,7 @@ from albert_jax.heads import create_module, init_params
 from albert_jax.pipelines import base
 from tests.runs import TINY
 
+ROOT = Path(__file__).resolve().parent.parent
 # rows of several lengths: a plan of a few bucket shapes
 LENGTHS = np.array([5, 9, 13, 6, 10, 30, 7, 12, 28, 8] * 3)
 
@@ -168,3 +175,49 @@ def test_config_fields_the_key_reads_are_plain(model):
   text = repr(model.module)
   for field in dataclasses.fields(model.module.module.config):
     assert f"{field.name}=" in text
+
+
+# A process that predicts with the tiny model, counting `jax.export` traces; prints
+# {"exported": count} and saves the logits.
+PROCESS = """
+import json, sys
+import jax, numpy as np
+from albert_jax import compilation, traces
+from albert_jax.heads import create_module, init_params
+from albert_jax.config import AlbertConfig
+from albert_jax.pipelines import base
+from tests.test_traces import LENGTHS, TINY, _rows
+compilation.setup()
+count, export = [0], traces.export.export
+def counted(*a, **k):
+  count[0] += 1
+  return export(*a, **k)
+traces.export.export = counted
+config = AlbertConfig(vocab_size=100, **TINY)
+module = create_module(config, "sequence_classification", num_labels=3)
+params = jax.jit(init_params, static_argnums=0)(module, jax.random.key(0))
+model = type("Model", (), dict(config=config, module=module, params=params))
+out = base.Runner(model, base.logits, max_tokens=128)(_rows())
+np.save(sys.argv[1], np.stack([r["logits"] for r in out]))
+print(json.dumps({"exported": count[0]}))
+"""
+
+
+def test_a_second_process_traces_nothing(tmp_path):
+  """The keys hold across processes (no address or other per-process value in them)."""
+  env = {**os.environ, "ALBERT_JAX_CACHE": str(tmp_path / "cache")}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the product's own cache setup, on a fresh directory
+  counts = []
+  for name in ("first", "second"):
+    done = subprocess.run(
+      [sys.executable, "-c", PROCESS, str(tmp_path / f"{name}.npy")],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts.append(json.loads(done.stdout.splitlines()[-1])["exported"])
+  assert counts[0] == len(_kept(tmp_path / "cache")) > 1 and counts[1] == 0
+  np.testing.assert_array_equal(np.load(tmp_path / "second.npy"), np.load(tmp_path / "first.npy"))
