@@ -52,11 +52,12 @@ def lower(fn: Callable, args: tuple, name: str, lock: threading.Lock) -> jax.sta
     if exported is None:
       try:
         exported = export.export(fn)(*args)
+        payload = exported.serialize()
       except Exception as e:  # what jax.export cannot serialize: lowered as traced
         _warn_once(("export", name), f"{name}: not kept traced ({str(e).splitlines()[0]}).")
         return fn.lower(*args)
       if file is not None:
-        _write(file, key, exported.serialize())
+        _write(file, key, payload)
     return jax.jit(_caller(exported, getattr(fn, "__name__", "fn"))).lower(*args)
 
 

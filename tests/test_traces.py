@@ -221,3 +221,16 @@ def test_a_second_process_traces_nothing(tmp_path):
     counts.append(json.loads(done.stdout.splitlines()[-1])["exported"])
   assert counts[0] == len(_kept(tmp_path / "cache")) > 1 and counts[1] == 0
   np.testing.assert_array_equal(np.load(tmp_path / "second.npy"), np.load(tmp_path / "first.npy"))
+
+
+def test_the_serialization_jax_export_needs_is_a_dependency():
+  """jax.export serializes with flatbuffers, which jax itself does not require: the package's
+  own install (the README's first command, no test extras) must bring it."""
+  import importlib.metadata
+  import re
+
+  names = {
+    re.split(r"[\s<>=;!~\[]", r, maxsplit=1)[0].lower()
+    for r in importlib.metadata.requires("albert_jax")
+  }
+  assert "flatbuffers" in names
