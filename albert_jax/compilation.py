@@ -51,7 +51,7 @@ from typing import Any
 import jax
 from jax.experimental.compilation_cache import compilation_cache as _public_cache
 
-from albert_jax import traces
+from albert_jax import files, traces
 
 # JAX (0.10) has no public way to give its persistent cache another storage: its public module
 # re-exports `set_cache_dir` and `reset_cache` only, and JAX's own file cache writes an entry in
@@ -171,13 +171,9 @@ class WholeEntryCache:
 
   def put(self, key: str, value: bytes) -> None:
     file = self._path / f"{key}{_SUFFIX}"
-    try:
-      with tempfile.NamedTemporaryFile(dir=self._path, prefix=f".{key}-", delete=False) as f:
-        f.write(value)
-      os.replace(f.name, file)  # readers see the old entry, none, or the whole new one
+    try:  # readers see the old entry, none, or the whole new one
+      files.write_bytes(file, value)
     except OSError as e:
-      with contextlib.suppress(OSError, NameError):
-        os.unlink(f.name)
       _warn_once(
         ("write", self._path), f"cannot write to the compilation cache {self._path} ({e})."
       )
@@ -345,11 +341,9 @@ _timings: dict[str, float] = {}  # this process's, by key
 
 def _timing_file(key: str) -> pathlib.Path | None:
   """Where `key`'s time is kept: beside the cache entries (None: no cache in use)."""
-  path = jax.config.jax_compilation_cache_dir
-  if not path or not jax.config.jax_enable_compilation_cache:
-    return None
-  digest = hashlib.sha256(key.encode()).hexdigest()[:40]
-  return pathlib.Path(path) / f"albert_jax-timing-{digest}.json"
+  return traces.beside_cache(
+    f"albert_jax-timing-{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+  )
 
 
 def timing(key: str) -> float | None:
@@ -373,9 +367,7 @@ def record_timing(key: str, seconds: float) -> None:
   if (file := _timing_file(key)) is None:
     return
   with contextlib.suppress(OSError):  # an unwritable cache warned already
-    with tempfile.NamedTemporaryFile("w", dir=file.parent, prefix=".timing-", delete=False) as f:
-      json.dump({"key": key, "seconds": float(seconds)}, f)
-    os.replace(f.name, file)
+    files.write_json(file, {"key": key, "seconds": float(seconds)})
 
 
 def device_key() -> str:

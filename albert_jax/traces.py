@@ -16,8 +16,11 @@ their model and outputs), the arguments' shapes, dtypes and shardings, the versi
 jax, jaxlib and flax, JAX's configuration, the backend and its devices, and a digest of
 albert_jax's own source files, so an edit to the code that traces starts new entries. A file
 whose digest does not match (truncated, corrupted) is traced again and replaced, with one
-warning line; files are written whole (a temporary file renamed into place). A function that
-`jax.export` refuses (a custom call without compatibility guarantees) is lowered as traced.
+warning line; files are written whole (`albert_jax.files`). A function that `jax.export`
+refuses (a custom call without compatibility guarantees) is lowered as traced.
+
+`beside_cache(name)` is where such a file goes: the compilation cache's directory, when one is
+in use (`albert_jax.compilation` keeps its measured times there too).
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import pathlib
-import tempfile
 import threading
 from collections.abc import Callable
 
 import jax
 from jax import export
+
+from albert_jax import files
 
 log = logging.getLogger(__name__)
 _PREFIX = "albert_jax-trace-"
@@ -46,7 +49,7 @@ def lower(fn: Callable, args: tuple, name: str, lock: threading.Lock) -> jax.sta
   """`fn` (jitted) lowered for `args`, from its exported program: read back from the cache
   directory when there, else traced (under `lock`: traces hold the GIL) and kept there."""
   key = _key(name, args)
-  file = _file(key)
+  file = beside_cache(_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:40])
   exported = _read(file, key) if file is not None else None
   with lock:
     if exported is None:
@@ -102,12 +105,12 @@ def _source_digest() -> str:
   return digest.hexdigest()
 
 
-def _file(key: str) -> pathlib.Path | None:
-  """Where `key`'s program is kept: in the compilation cache's directory (None: no cache)."""
+def beside_cache(name: str) -> pathlib.Path | None:
+  """The file `name` in the compilation cache's directory (None: no cache in use)."""
   path = jax.config.jax_compilation_cache_dir
   if not path or not jax.config.jax_enable_compilation_cache:
     return None
-  return pathlib.Path(path) / f"{_PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+  return pathlib.Path(path) / name
 
 
 def _read(file: pathlib.Path, key: str) -> export.Exported | None:
@@ -131,13 +134,8 @@ def _read(file: pathlib.Path, key: str) -> export.Exported | None:
 
 def _write(file: pathlib.Path, key: str, payload: bytearray) -> None:
   header = json.dumps({"key": key, "sha256": hashlib.sha256(payload).hexdigest()})
-  try:
-    with tempfile.NamedTemporaryFile(dir=file.parent, prefix=".trace-", delete=False) as f:
-      f.write(header.encode() + b"\n" + bytes(payload))
-    os.replace(f.name, file)  # readers see no file or the whole of it
-  except OSError:  # an unwritable cache directory warned already
-    with contextlib.suppress(OSError, NameError):
-      os.unlink(f.name)
+  with contextlib.suppress(OSError):  # an unwritable cache directory warned already
+    files.write_bytes(file, header.encode() + b"\n" + bytes(payload))
 
 
 def _warn_once(key, message: str) -> None:

@@ -96,7 +96,7 @@ def test_a_new_process_compiles_its_plan_without_tracing(model, own_cache):
   shapes = {(len(b.indices), b.length) for b in runner.plan(LENGTHS)}
   cold, cold_traces = _predict(model)
   assert cold_traces == len(_kept(own_cache)) == len(shapes) > 1  # one each, each kept
-  assert not list(own_cache.glob(".trace-*"))  # no temporary file left behind
+  assert not list(own_cache.glob(".*.tmp"))  # no temporary file left behind
   warm, warm_traces = _predict(model)
   assert warm_traces == 0
   np.testing.assert_array_equal(warm, cold)
